@@ -1,0 +1,36 @@
+"""Reading audio: WAV/FLAC (anything libsndfile reads) at any rate, mono or stereo -> 16 kHz mono float32."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+
+SAMPLE_RATE = 16000
+
+
+def resample(audio: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
+    if orig_sr == target_sr:
+        return np.asarray(audio, dtype=np.float32)
+    import librosa
+    return librosa.resample(np.asarray(audio, dtype=np.float32), orig_sr=orig_sr, target_sr=target_sr,
+                            res_type="soxr_hq").astype(np.float32)
+
+
+def load_audio(path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Load a file as mono float32 at `sample_rate`; UserError if missing, unreadable or empty."""
+    import soundfile as sf
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"audio file not found: {path}")
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as err:  # libsndfile's errors are varied; the message is what matters
+        raise UserError(f"cannot read audio file {path}: {err}") from None
+    if data.shape[0] == 0:
+        raise UserError(f"audio file is empty (zero samples): {path}")
+    mono = data.mean(axis=1)
+    if not np.all(np.isfinite(mono)):
+        raise UserError(f"audio file contains NaN or Inf samples: {path}")
+    return resample(mono, sr, sample_rate)

@@ -1,0 +1,49 @@
+"""Score a model on a manifest: transcripts, WER/CER per subset, real-time factor."""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+from ..audio import load_audio
+from ..frontend import log_mel
+from ..manifest import read_manifest
+from .metrics import error_rates
+
+
+def evaluate_manifest(model, manifest, beam_width: int = 0, limit: int | None = None, group_by: str = "engine",
+                      progress: bool = True) -> dict:
+    """`model`: an AsrModel or anything load_pretrained accepts. Returns per-subset and overall
+    WER/CER (percent), the real-time factor of the model (features + network + decoding over
+    audio duration) and every transcript."""
+    from tqdm import tqdm
+    from ..models import AsrModel, load_pretrained
+    if not isinstance(model, AsrModel):
+        model = load_pretrained(model)
+    utts = read_manifest(manifest)[:limit]
+    audios = [load_audio(u.path) for u in utts]  # read all first: a bad file fails before any work
+    rows = []
+    compute = 0.0
+    for u, audio in tqdm(list(zip(utts, audios)), desc=f"evaluating {model.name}", disable=not progress):
+        t0 = time.perf_counter()
+        hyp = model.transcribe_features(log_mel(audio), beam_width)
+        compute += time.perf_counter() - t0
+        rows.append({"audio": str(u.path), "subset": getattr(u, group_by) or "-", "ref": u.text, "hyp": hyp,
+                     "seconds": len(audio) / 16000})
+    groups = defaultdict(list)
+    for r in rows:
+        groups[r["subset"]].append(r)
+    subsets = {name: error_rates([r["ref"] for r in rs], [r["hyp"] for r in rs]) for name, rs in sorted(groups.items())}
+    audio_s = sum(r["seconds"] for r in rows)
+    return {"model": model.name, "manifest": str(manifest), "beam_width": beam_width,
+            "overall": error_rates([r["ref"] for r in rows], [r["hyp"] for r in rows]),
+            "subsets": subsets, "audio_seconds": audio_s, "rtf": compute / max(audio_s, 1e-9),
+            "utterances": rows}
+
+
+def format_table(result: dict) -> str:
+    lines = [f"model {result['model']} on {result['manifest']}",
+             "| subset | utterances | words | WER % | CER % |", "|---|---:|---:|---:|---:|"]
+    for name, r in [*result["subsets"].items(), ("all", result["overall"])]:
+        lines.append(f"| {name} | {r['utterances']} | {r['words']} | {r['wer']:.2f} | {r['cer']:.2f} |")
+    lines.append(f"real-time factor {result['rtf']:.4f} over {result['audio_seconds']:.1f} s of audio")
+    return "\n".join(lines)

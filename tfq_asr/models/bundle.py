@@ -1,0 +1,119 @@
+"""A model on disk: a folder with config.json (architecture, vocabulary, frontend) and
+weights.h5, plus MODEL_CARD.md for bundled models. Bundled models live in tfq_asr/pretrained/."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from .. import frontend, text
+from .config import config_from_dict, config_to_dict
+
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+FORMAT_VERSION = 1
+
+
+def _frontend_dict() -> dict:
+    return {"sample_rate": 16000, "num_mels": frontend.N_MELS, "win": frontend.WIN, "hop": frontend.HOP,
+            "fmin": frontend.FMIN, "fmax": frontend.FMAX}
+
+
+@dataclass
+class AsrModel:
+    """A Keras recognizer with what it needs to turn audio into text."""
+    name: str
+    config: object
+    keras_model: object
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        """[T, num_mels] features -> [T', num_classes] logits (batch of one, no padding)."""
+        out = self.keras_model(features[None].astype(np.float32), training=False)
+        return np.asarray(out)[0]
+
+    def transcribe_features(self, features: np.ndarray, beam_width: int = 0) -> str:
+        from .. import decode
+        if features.shape[0] == 0:
+            return ""
+        lg = self.logits(features)
+        return decode.beam_search_decode(lg, beam_width) if beam_width > 1 else decode.greedy_decode(lg)
+
+    def transcribe(self, audio: np.ndarray, beam_width: int = 0) -> str:
+        """16 kHz mono float audio -> text."""
+        return self.transcribe_features(frontend.log_mel(audio), beam_width)
+
+
+def save_model(model: AsrModel, folder, extra: dict | None = None) -> Path:
+    """Write config.json + weights.h5 into `folder` atomically (a temporary folder, then rename)."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        meta = {"format_version": FORMAT_VERSION, "name": model.name, "model": config_to_dict(model.config),
+                "vocabulary": list(text.VOCAB), "frontend": _frontend_dict(), **(extra or {})}
+        (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+        model.keras_model.save_weights(str(tmp / "weights.h5"))
+        for keep in ("MODEL_CARD.md",):  # files written by hand next to a bundle survive a re-save
+            if (folder / keep).exists():
+                shutil.copy2(folder / keep, tmp / keep)
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+            os.replace(tmp, folder)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def load_model(folder) -> AsrModel:
+    """Load a model folder (config.json + weights.h5)."""
+    from . import build_model
+    folder = Path(folder)
+    cfg_path = folder / "config.json"
+    if not cfg_path.is_file():
+        raise UserError(f"not a model folder (no config.json): {folder}")
+    try:
+        meta = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"{cfg_path}: invalid JSON ({err})") from None
+    if meta.get("vocabulary") != list(text.VOCAB):
+        raise UserError(f"{cfg_path}: vocabulary differs from this toolkit's ({len(text.VOCAB)} characters)")
+    if meta.get("frontend") != _frontend_dict():
+        raise UserError(f"{cfg_path}: frontend settings {meta.get('frontend')} differ from this toolkit's")
+    cfg = config_from_dict(meta.get("model", {}))
+    km = build_model(cfg)
+    weights = folder / "weights.h5"
+    if not weights.is_file():
+        raise UserError(f"model folder has no weights.h5: {folder}")
+    try:
+        km.load_weights(str(weights))
+    except Exception as err:
+        raise UserError(f"cannot load weights {weights}: {err}") from None
+    return AsrModel(name=meta.get("name", folder.name), config=cfg, keras_model=km)
+
+
+def list_pretrained() -> list[str]:
+    if not PRETRAINED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / "config.json").is_file())
+
+
+def load_pretrained(name_or_path) -> AsrModel:
+    """A bundled model by name ("conformer-ctc-xs") or a model folder by path."""
+    p = Path(name_or_path)
+    if (PRETRAINED_DIR / str(name_or_path)).is_dir() and "/" not in str(name_or_path):
+        return load_model(PRETRAINED_DIR / str(name_or_path))
+    if p.is_dir():
+        return load_model(p)
+    known = ", ".join(list_pretrained()) or "none bundled"
+    raise UserError(f"unknown model {str(name_or_path)!r}: not a bundled name ({known}) nor a model folder")

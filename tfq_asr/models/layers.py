@@ -1,0 +1,139 @@
+"""Small custom layers the recognizers are built from.
+
+Every weight the quantizer may touch lives in a stock Keras layer (Dense, Conv2D,
+DepthwiseConv1D, LSTM) placed at the top level of a functional model, so tfmot can annotate
+it. The layers here hold glue (normalisation constants, attention arithmetic, gating) and
+stay float.
+"""
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+import tf_keras as keras
+
+
+@keras.utils.register_keras_serializable("tfq_asr")
+class FeatureNormalization(keras.layers.Layer):
+    """(x - mean) / std with per-bin statistics of the training set, stored in the model."""
+
+    def __init__(self, num_bins: int = 80, **kwargs):
+        super().__init__(**kwargs)
+        self.num_bins = num_bins
+
+    def build(self, input_shape):
+        self.mean = self.add_weight("mean", shape=(self.num_bins,), initializer="zeros", trainable=False)
+        self.inv_std = self.add_weight("inv_std", shape=(self.num_bins,), initializer="ones", trainable=False)
+
+    def call(self, x):
+        return (x - self.mean) * self.inv_std
+
+    def set_statistics(self, mean, std):
+        self.mean.assign(mean)
+        self.inv_std.assign(1.0 / tf.maximum(tf.convert_to_tensor(std, tf.float32), 1e-3))
+
+    def get_config(self):
+        return {**super().get_config(), "num_bins": self.num_bins}
+
+
+@keras.utils.register_keras_serializable("tfq_asr")
+class Scale(keras.layers.Layer):
+    """Multiply by a constant (the 0.5 of the macaron feed-forward residual)."""
+
+    def __init__(self, factor: float, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = factor
+
+    def call(self, x):
+        return x * self.factor
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
+@keras.utils.register_keras_serializable("tfq_asr")
+class GLU(keras.layers.Layer):
+    """Gated linear unit over the last axis: a * sigmoid(b)."""
+
+    def call(self, x):
+        a, b = tf.split(x, 2, axis=-1)
+        return a * tf.sigmoid(b)
+
+
+@keras.utils.register_keras_serializable("tfq_asr")
+class StackFrames(keras.layers.Layer):
+    """[B, T, F] -> [B, ceil(T/n), n*F]: zero-pad time to a multiple of n, then merge n frames."""
+
+    def __init__(self, n: int, **kwargs):
+        super().__init__(**kwargs)
+        self.n = n
+
+    def call(self, x):
+        t = tf.shape(x)[1]
+        pad = (-t) % self.n
+        x = tf.pad(x, [[0, 0], [0, pad], [0, 0]])
+        return tf.reshape(x, [tf.shape(x)[0], -1, self.n * x.shape[-1]])
+
+    def get_config(self):
+        return {**super().get_config(), "n": self.n}
+
+
+def attention_mask(t, chunk: int, left_context: int):
+    """[T, T] bool: query i sees keys of its own chunk and `left_context` frames before the chunk.
+
+    chunk <= 0 means full context (offline model): every frame sees every frame.
+    """
+    if chunk <= 0:
+        return tf.ones([t, t], tf.bool)
+    i = tf.range(t)[:, None]
+    j = tf.range(t)[None, :]
+    chunk_start = (i // chunk) * chunk
+    return (j < chunk_start + chunk) & (j >= chunk_start - left_context)
+
+
+@keras.utils.register_keras_serializable("tfq_asr")
+class RelativeAttention(keras.layers.Layer):
+    """Scaled dot-product attention over already-projected q, k, v with a learned, clipped
+    relative-position bias per head (bias[h, clip(j - i, -R, R)] added to the logits).
+
+    Relative positions (not absolute) because a streaming model sees an unbounded stream:
+    only distances within the visible window matter, and they stay within [-R, R].
+    """
+
+    def __init__(self, num_heads: int, max_distance: int, chunk: int = 0, left_context: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.max_distance = max_distance
+        self.chunk = chunk
+        self.left_context = left_context
+
+    def build(self, input_shape):
+        self.rel_bias = self.add_weight("rel_bias", shape=(self.num_heads, 2 * self.max_distance + 1),
+                                        initializer="zeros", trainable=True)
+
+    def _heads(self, x):
+        b, t = tf.shape(x)[0], tf.shape(x)[1]
+        d = x.shape[-1] // self.num_heads
+        return tf.transpose(tf.reshape(x, [b, t, self.num_heads, d]), [0, 2, 1, 3])
+
+    def call(self, inputs):
+        q, k, v = inputs
+        t = tf.shape(q)[1]
+        d = q.shape[-1] // self.num_heads
+        qh, kh, vh = self._heads(q), self._heads(k), self._heads(v)
+        logits = tf.matmul(qh, kh, transpose_b=True) * (1.0 / math.sqrt(d))
+        pos = tf.range(t)
+        dist = tf.clip_by_value(pos[None, :] - pos[:, None], -self.max_distance, self.max_distance)
+        logits += tf.gather(self.rel_bias, dist + self.max_distance, axis=1)[None]
+        mask = attention_mask(t, self.chunk, self.left_context)
+        logits = tf.where(mask[None, None], logits, tf.fill(tf.shape(logits), -1e9))
+        out = tf.matmul(tf.nn.softmax(logits, axis=-1), vh)
+        out = tf.transpose(out, [0, 2, 1, 3])
+        return tf.reshape(out, [tf.shape(q)[0], t, q.shape[-1]])
+
+    def get_config(self):
+        return {**super().get_config(), "num_heads": self.num_heads, "max_distance": self.max_distance,
+                "chunk": self.chunk, "left_context": self.left_context}
+
+
+CUSTOM_OBJECTS = {c.__name__: c for c in (FeatureNormalization, Scale, GLU, StackFrames, RelativeAttention)}

@@ -1,0 +1,38 @@
+#!/usr/bin/env python3
+"""Word and character error rates of a model on a manifest, overall and per subset (engine).
+
+    python tools/evaluate.py --model conformer-ctc-xs --manifest data/corpus/test.tsv [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tfq_asr.errors import cli_main  # noqa: E402
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True, help="bundled model name or model folder")
+    ap.add_argument("--manifest", required=True, type=Path, help="TSV manifest (path, duration, voice, engine, text)")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ap.add_argument("--beam", type=int, default=0, help="CTC prefix beam width (0 = greedy)")
+    ap.add_argument("--limit", type=int, default=0, help="score only the first N utterances")
+    ap.add_argument("--group-by", default="engine", choices=("engine", "voice"), help="subset column")
+    args = ap.parse_args(argv)
+    from tfq_asr.eval.evaluate import evaluate_manifest, format_table
+    result = evaluate_manifest(args.model, args.manifest, beam_width=args.beam, limit=args.limit or None,
+                               group_by=args.group_by)
+    print(json.dumps(result, indent=2) if args.json else format_table(result))
+
+
+if __name__ == "__main__":
+    cli_main(main)
