@@ -5,14 +5,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tfq-installed
 DEBS := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts \
-        fortunes sox libsndfile1 cmake gcc g++
+        fortunes sox libsndfile1 cmake gcc g++ \
+        gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONHASHSEED := 0
 
 .PHONY: deps native demo test clean
 
-$(STAMP): setup.cfg pyproject.toml tools/ensure_debs.sh
+$(STAMP): setup.cfg pyproject.toml Makefile tools/ensure_debs.sh
 	@tools/ensure_debs.sh $(DEBS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'

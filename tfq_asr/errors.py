@@ -2,6 +2,7 @@
 that turns it into a one-line message and a non-zero exit instead of a traceback."""
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -9,7 +10,25 @@ class UserError(Exception):
     """A problem with the user's input; the message names the file, option or layer."""
 
 
+def _silence_native_stderr() -> None:
+    """TensorFlow's C++ runtime logs start-up chatter (oneDNN, CUDA probing) straight to fd 2,
+    ignoring TF_CPP_MIN_LOG_LEVEL. Point fd 2 at /dev/null and keep Python's sys.stderr (our
+    messages, tqdm) on the real stream. TFQ_VERBOSE=1 keeps native logs."""
+    if os.environ.get("TFQ_VERBOSE") == "1":
+        return
+    try:
+        sys.stderr.flush()
+        real = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        sys.stderr = os.fdopen(real, "w", buffering=1)
+    except OSError:
+        pass
+
+
 def cli_main(main, argv=None) -> None:
+    _silence_native_stderr()
     try:
         code = main(argv)
     except UserError as err:

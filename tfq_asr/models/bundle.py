@@ -1,5 +1,5 @@
 """A model on disk: a folder with config.json (architecture, vocabulary, frontend) and
-weights.h5, plus MODEL_CARD.md for bundled models. Bundled models live in tfq_asr/pretrained/."""
+weights.npz, plus MODEL_CARD.md for bundled models. Bundled models live in tfq_asr/pretrained/."""
 from __future__ import annotations
 
 import json
@@ -48,16 +48,42 @@ class AsrModel:
         return self.transcribe_features(frontend.log_mel(audio), beam_width)
 
 
-def save_model(model: AsrModel, folder, extra: dict | None = None) -> Path:
-    """Write config.json + weights.h5 into `folder` atomically (a temporary folder, then rename)."""
+def _save_weights(keras_model, path: Path, dtype: str) -> None:
+    """All weights (trainable or not) by variable name, stored as float32 or float16."""
+    arrays = {w.name: w.numpy().astype(dtype) for w in keras_model.weights}
+    if len(arrays) != len(keras_model.weights):
+        raise ValueError("model has duplicate weight names; cannot save by name")
+    np.savez(path, **arrays)
+
+
+def _load_weights(keras_model, path: Path) -> None:
+    with np.load(path) as z:
+        stored = dict(z.items())
+    for w in keras_model.weights:
+        if w.name not in stored:
+            raise UserError(f"{path}: no weight {w.name!r} (the file belongs to another architecture)")
+        value = stored.pop(w.name)
+        if tuple(value.shape) != tuple(w.shape):
+            raise UserError(f"{path}: weight {w.name!r} has shape {value.shape}, the model expects {tuple(w.shape)}")
+        w.assign(value.astype(np.float32))
+    if stored:
+        raise UserError(f"{path}: weights the model does not have: {', '.join(sorted(stored)[:5])}")
+
+
+def save_model(model: AsrModel, folder, extra: dict | None = None, dtype: str = "float32") -> Path:
+    """Write config.json + weights.npz into `folder` atomically (a temporary folder, then rename).
+
+    dtype "float16" halves the file (bundled models use it; their reported WERs are measured
+    with the float16-stored weights)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
         meta = {"format_version": FORMAT_VERSION, "name": model.name, "model": config_to_dict(model.config),
-                "vocabulary": list(text.VOCAB), "frontend": _frontend_dict(), **(extra or {})}
+                "vocabulary": list(text.VOCAB), "frontend": _frontend_dict(), "weights_dtype": dtype,
+                **(extra or {})}
         (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
-        model.keras_model.save_weights(str(tmp / "weights.h5"))
+        _save_weights(model.keras_model, tmp / "weights.npz", dtype)
         for keep in ("MODEL_CARD.md",):  # files written by hand next to a bundle survive a re-save
             if (folder / keep).exists():
                 shutil.copy2(folder / keep, tmp / keep)
@@ -76,7 +102,7 @@ def save_model(model: AsrModel, folder, extra: dict | None = None) -> Path:
 
 
 def load_model(folder) -> AsrModel:
-    """Load a model folder (config.json + weights.h5)."""
+    """Load a model folder (config.json + weights.npz)."""
     from . import build_model
     folder = Path(folder)
     cfg_path = folder / "config.json"
@@ -92,12 +118,12 @@ def load_model(folder) -> AsrModel:
         raise UserError(f"{cfg_path}: frontend settings {meta.get('frontend')} differ from this toolkit's")
     cfg = config_from_dict(meta.get("model", {}))
     km = build_model(cfg)
-    weights = folder / "weights.h5"
+    weights = folder / "weights.npz"
     if not weights.is_file():
-        raise UserError(f"model folder has no weights.h5: {folder}")
+        raise UserError(f"model folder has no weights.npz: {folder}")
     try:
-        km.load_weights(str(weights))
-    except Exception as err:
+        _load_weights(km, weights)
+    except (OSError, ValueError) as err:
         raise UserError(f"cannot load weights {weights}: {err}") from None
     return AsrModel(name=meta.get("name", folder.name), config=cfg, keras_model=km)
 

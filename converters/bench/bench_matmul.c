@@ -1,0 +1,111 @@
+/*
+ * tfq_bench: single-thread speed of tfq_linear_q8 (quantize + int8 matmul, the op's whole
+ * cost) per ISA, and of the float-activation path at small M.
+ *   build/native/tfq_bench [seconds-per-point [group-size]]
+ * GOPS counts 2 * M * N * K operations per call.  Not a test: numbers for BENCHMARKS.md.
+ */
+#define _POSIX_C_SOURCE 200112L /* clock_gettime under -std=c11 */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tfq/kernels.h"
+
+static double now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+typedef struct bench_layer {
+  tfq_packed_weights w;
+  uint8_t *data;
+  uint16_t *scales;
+} bench_layer;
+
+static void make(bench_layer *b, int bits, int32_t k, int32_t n, int32_t g) {
+  size_t rb = tfq_row_bytes(k, bits), groups = (size_t)tfq_num_groups(k, g);
+  b->data = aligned_alloc(64, ((size_t)n * rb + 63) / 64 * 64);
+  b->scales = aligned_alloc(64, ((size_t)n * groups * 2 + 63) / 64 * 64);
+  uint32_t s = 12345;
+  for (size_t i = 0; i < (size_t)n * rb; i++) {
+    s = s * 1664525u + 1013904223u;
+    b->data[i] = (uint8_t)(s >> 24);
+  }
+  for (size_t i = 0; i < (size_t)n * groups; i++) b->scales[i] = 0x2000; /* 2^-7 in f16 */
+  tfq_packed_weights w = {.bits = bits, .symmetric = 1, .k = k, .n = n, .group_size = g,
+                          .scale_is_f16 = 1, .data = b->data, .data_bytes = (size_t)n * rb,
+                          .scales = b->scales, .scales_bytes = (size_t)n * groups * 2};
+  b->w = w;
+}
+
+/* GOPS of one configuration, measured over about `seconds` (at least one call). */
+static double gops(tfq_isa isa, int f32_path, const tfq_packed_weights *w, int32_t m,
+                   double seconds) {
+  size_t xc = (size_t)m * (size_t)w->k, yc = (size_t)m * (size_t)w->n;
+  float *x = aligned_alloc(64, (xc * 4 + 63) / 64 * 64);
+  float *y = aligned_alloc(64, (yc * 4 + 63) / 64 * 64);
+  for (size_t i = 0; i < xc; i++) x[i] = (float)((int)(i * 7919 % 255) - 127) * 0.01f;
+  size_t wsb = tfq_workspace_bytes(w, m);
+  void *ws = aligned_alloc(64, (wsb + 63) / 64 * 64);
+  long calls = 0;
+  double t0 = now(), t = t0;
+  do {
+    int st = f32_path ? tfq_linear_f32(isa, w, x, xc, (size_t)w->k, m, y, yc, (size_t)w->n)
+                      : tfq_linear_q8(isa, w, x, xc, (size_t)w->k, m, y, yc, (size_t)w->n, ws,
+                                      wsb);
+    if (st != TFQ_OK) {
+      fprintf(stderr, "error: %s\n", tfq_status_str(st));
+      exit(1);
+    }
+    calls++;
+    t = now();
+  } while (t - t0 < seconds);
+  free(x);
+  free(y);
+  free(ws);
+  return 2.0 * (double)m * (double)w->n * (double)w->k * (double)calls / (t - t0) * 1e-9;
+}
+
+int main(int argc, char **argv) {
+  double seconds = argc > 1 ? atof(argv[1]) : 0.3;
+  int32_t group = argc > 2 ? atoi(argv[2]) : 128;
+  if (seconds <= 0.0 || group < 1) {
+    fprintf(stderr, "usage: tfq_bench [seconds-per-point [group-size]]\n");
+    return 2;
+  }
+  static const int32_t sizes[] = {1024, 4096};
+  static const int32_t ms[] = {1, 4, 16, 64};
+  printf("single thread, tfq_linear_q8 (quantize + matmul), symmetric, G = %d, f16 scales; "
+         "GOPS\n", group);
+  printf("%-5s %5s %4s", "bits", "K=N", "M");
+  for (int isa = TFQ_ISA_REF; isa < TFQ_ISA_COUNT; isa++)
+    if (tfq_isa_available((tfq_isa)isa)) printf(" %12s", tfq_isa_name((tfq_isa)isa));
+  printf(" %12s %12s\n", "f32-ref", "f32-best");
+  for (int bits = 4; bits >= 2; bits -= 2) {
+    for (size_t si = 0; si < 2; si++) {
+      bench_layer b;
+      make(&b, bits, sizes[si], sizes[si], group);
+      for (size_t mi = 0; mi < 4; mi++) {
+        int32_t m = ms[mi];
+        printf("int%-2d %5d %4d", bits, sizes[si], m);
+        for (int isa = TFQ_ISA_REF; isa < TFQ_ISA_COUNT; isa++) {
+          if (!tfq_isa_available((tfq_isa)isa)) continue;
+          /* The reference is slow: a shorter window is still many calls at small M. */
+          double window = isa == TFQ_ISA_REF ? seconds / 3 : seconds;
+          printf(" %12.2f", gops((tfq_isa)isa, 0, &b.w, m, window));
+          fflush(stdout);
+        }
+        if (m <= 4)
+          printf(" %12.2f %12.2f", gops(TFQ_ISA_REF, 1, &b.w, m, seconds / 3),
+                 gops(TFQ_ISA_AUTO, 1, &b.w, m, seconds));
+        printf("\n");
+      }
+      free(b.data);
+      free(b.scales);
+    }
+  }
+  return 0;
+}

@@ -1,0 +1,143 @@
+/*
+ * TFQ kernels: fully connected layers with packed int4/int2 weights (layout in format.h).
+ * Portable C11 with no TFLite dependency, so a LiteRT custom op, the Python binding, the
+ * benchmark and the Android app all call these same entry points.
+ *
+ * Numerics contract, int8-activation path (tfq_linear_q8, tfq_matmul_q8):
+ *   s_a[m]   = max_k |x[m][k]| / 127 in float32 (1.0 if the row is all zero)
+ *   q_a[m][k] = clamp(round_half_even(x[m][k] / s_a[m]), -127, 127)
+ *   ACC_g    = int32 sum over k in group g of q_a[m][k] * (q[k][n] - zp[g][n])
+ *   y[m][n]  = s_a[m] * SUM_g (s_w[g][n] * (float)ACC_g) + bias[n]
+ * where the float sum starts at 0, runs over g in increasing order in float32 (a multiply
+ * then an add, never fused), then the multiply by s_a, then the add of bias (skipped when
+ * bias is NULL).  Every ISA computes the integer accumulators exactly and the epilogue in
+ * this order, so all ISAs return bit-identical results.
+ *
+ * Float-activation path (tfq_linear_f32): y = SUM_g s_w[g][n] * SUM_k x*(q-zp) + bias in
+ * float arithmetic without activation quantization.  Different numerics from the int8 path
+ * (no rounding of x), so it is never substituted for it automatically; results match a
+ * float64 computation within float rounding, and SIMD versions may fuse multiply-adds.
+ *
+ * Sizes: every buffer comes with its length (in elements), strides are in elements, and each
+ * call checks shapes, strides and lengths before touching memory; a bad call returns a
+ * negative tfq_status and writes nothing.  Calls are thread safe; a caller may split N
+ * across threads by calling with the same arguments on views of disjoint output columns
+ * (see tfq_matmul_q8_cols).
+ */
+#ifndef TFQ_KERNELS_H
+#define TFQ_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tfq/format.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define TFQ_API __declspec(dllexport)
+#else
+#define TFQ_API __attribute__((visibility("default")))
+#endif
+
+typedef enum tfq_status {
+  TFQ_OK = 0,
+  TFQ_ERR_NULL = -1,        /* a required pointer is NULL */
+  TFQ_ERR_FORMAT = -2,      /* bits, symmetric, scale type or header not supported */
+  TFQ_ERR_SHAPE = -3,       /* K, N, G or M out of range */
+  TFQ_ERR_BUFFER = -4,      /* a buffer is shorter than the shape requires */
+  TFQ_ERR_STRIDE = -5,      /* a row stride is smaller than the row */
+  TFQ_ERR_WORKSPACE = -6,   /* workspace missing or shorter than tfq_workspace_bytes() */
+  TFQ_ERR_ZERO_POINT = -7,  /* a zero point is outside 0..2^bits-1 (tfq_weights_check) */
+  TFQ_ERR_ISA = -8          /* the requested instruction set is not available here */
+} tfq_status;
+
+typedef enum tfq_isa {
+  TFQ_ISA_AUTO = 0,          /* best available for this CPU and shape, see tfq_select_isa */
+  TFQ_ISA_REF = 1,           /* plain C loops: the reference, always available */
+  TFQ_ISA_AVX2 = 2,          /* x86-64 AVX2 + FMA */
+  TFQ_ISA_AVX512VNNI = 3,    /* x86-64 AVX-512 VL + VNNI, 256-bit vectors */
+  TFQ_ISA_NEON = 4,          /* aarch64 Advanced SIMD */
+  TFQ_ISA_NEON_DOTPROD = 5,  /* aarch64 Advanced SIMD + dot product (SDOT) */
+  TFQ_ISA_COUNT = 6
+} tfq_isa;
+
+/* A view of one packed layer: no ownership, lengths in bytes or elements as named. */
+typedef struct tfq_packed_weights {
+  int32_t bits;          /* 4 or 2 */
+  int32_t symmetric;     /* 1: two's complement, no zero points; 0: unsigned + zero points */
+  int32_t k;             /* inputs */
+  int32_t n;             /* outputs */
+  int32_t group_size;    /* G >= 1; G >= K means per-channel */
+  int32_t scale_is_f16;  /* 1: scales are IEEE binary16; 0: float32 */
+  const uint8_t *data;   /* [n][tfq_row_bytes(k, bits)] */
+  size_t data_bytes;
+  const void *scales;    /* [n][groups] */
+  size_t scales_bytes;
+  const uint8_t *zero_points; /* [n][groups], asymmetric only (NULL when symmetric) */
+  size_t zero_points_bytes;
+  const float *bias;     /* [n] or NULL */
+  size_t bias_count;
+} tfq_packed_weights;
+
+TFQ_API const char *tfq_status_str(int status);
+TFQ_API const char *tfq_isa_name(tfq_isa isa);
+TFQ_API int tfq_isa_available(tfq_isa isa);
+
+/* The ISA that TFQ_ISA_AUTO runs for these weights and M (the dispatch rule is in dispatch.c).
+ * The environment variable TFQ_KERNELS_ISA=ref|avx2|avx512vnni|neon|neon_dotprod, read once,
+ * overrides the CPU choice when that ISA is available. */
+TFQ_API tfq_isa tfq_select_isa(const tfq_packed_weights *w, int32_t m);
+
+/* Fill bits, symmetric, k, n, group_size and scale_is_f16 from a header tensor (format.h);
+ * the buffer pointers are left untouched.  Returns TFQ_ERR_FORMAT on a wrong magic/version. */
+TFQ_API int tfq_weights_from_header(tfq_packed_weights *w, const int32_t *header, size_t count);
+
+/* Check the fields and buffer lengths of w (also done by every compute call), and the zero
+ * point values (not done per call: that scan would cost up to a tenth of an M = 1 matmul; an
+ * out-of-range zero point still computes the formula exactly, see TFQ_MAX_K).  Call it once
+ * when a layer is loaded. */
+TFQ_API int tfq_weights_check(const tfq_packed_weights *w);
+
+/* Bytes of scratch memory tfq_linear_q8 / tfq_matmul_q8 need for M rows (0 if w is invalid).
+ * Allocate it once per layer and shape (64-byte aligned for speed, not for correctness). */
+TFQ_API size_t tfq_workspace_bytes(const tfq_packed_weights *w, int32_t m);
+
+/* Row-wise dynamic int8 quantization of activations (the contract above). */
+TFQ_API int tfq_quantize_rows_q8(const float *x, size_t x_count, size_t x_stride, int32_t m,
+                                 int32_t k, int8_t *qa, size_t qa_count, size_t qa_stride,
+                                 float *sa, size_t sa_count);
+
+/* y[m][n] from already quantized activations qa (natural order, stride >= K) and s_a. */
+TFQ_API int tfq_matmul_q8(tfq_isa isa, const tfq_packed_weights *w, const int8_t *qa,
+                          size_t qa_count, size_t qa_stride, const float *sa, size_t sa_count,
+                          int32_t m, float *y, size_t y_count, size_t y_stride, void *workspace,
+                          size_t workspace_bytes);
+
+/* Same as tfq_matmul_q8 for output columns n_begin..n_end-1 only (y still indexed by n):
+ * threads of one call share a workspace prepared by tfq_prepare_q8 first. */
+TFQ_API int tfq_prepare_q8(tfq_isa isa, const tfq_packed_weights *w, const int8_t *qa,
+                           size_t qa_count, size_t qa_stride, int32_t m, void *workspace,
+                           size_t workspace_bytes);
+TFQ_API int tfq_matmul_q8_cols(tfq_isa isa, const tfq_packed_weights *w, const float *sa,
+                               size_t sa_count, int32_t m, int32_t n_begin, int32_t n_end,
+                               float *y, size_t y_count, size_t y_stride,
+                               const void *workspace, size_t workspace_bytes);
+
+/* Quantize x (stride >= K) into the workspace and multiply: the op kernel's one call. */
+TFQ_API int tfq_linear_q8(tfq_isa isa, const tfq_packed_weights *w, const float *x,
+                          size_t x_count, size_t x_stride, int32_t m, float *y, size_t y_count,
+                          size_t y_stride, void *workspace, size_t workspace_bytes);
+
+/* Float-activation path, no workspace. */
+TFQ_API int tfq_linear_f32(tfq_isa isa, const tfq_packed_weights *w, const float *x,
+                           size_t x_count, size_t x_stride, int32_t m, float *y,
+                           size_t y_count, size_t y_stride);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TFQ_KERNELS_H */

@@ -1,0 +1,145 @@
+/* Shared by the kernel files only: validated job descriptions and the per-ISA kernel table. */
+#ifndef TFQ_INTERNAL_H
+#define TFQ_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "tfq/kernels.h"
+
+/* One int8-activation matmul over output columns n_begin..n_end-1, arguments validated.
+ * qa holds the activations prepared for the kernel's ISA: M rows of kp bytes, zero padded
+ * past K (natural order for ref; the interleaved-32 order of prepare_q8_interleaved32 for
+ * SIMD).  asum[g * m4 + m] is the int32 sum of row m's activations over group g (SIMD only),
+ * m4 = M rounded up to 4 so a tile of 4 rows loads 4 consecutive values. */
+typedef struct tfq_q8_job {
+  const tfq_packed_weights *w;
+  int32_t kp;        /* K padded to TFQ_K_ALIGN */
+  int32_t groups;
+  int32_t span;      /* elements of a full group, min(G, kp): G >= K means one group */
+  size_t row_bytes;
+  const int8_t *qa;
+  const int32_t *asum;
+  int32_t m4;
+  const float *sa;
+  int32_t m;
+  int32_t n_begin;
+  int32_t n_end;
+  float *y;
+  size_t y_stride;
+} tfq_q8_job;
+
+/* Float-activation matmul, arguments validated; x rows are read up to K only. */
+typedef struct tfq_f32_job {
+  const tfq_packed_weights *w;
+  int32_t groups;
+  size_t row_bytes;
+  const float *x;
+  size_t x_stride;
+  int32_t m;
+  float *y;
+  size_t y_stride;
+} tfq_f32_job;
+
+typedef void (*tfq_q8_kernel)(const tfq_q8_job *job);
+typedef void (*tfq_f32_kernel)(const tfq_f32_job *job);
+typedef void (*tfq_quantize_fn)(const float *x, size_t x_stride, int32_t m, int32_t k,
+                                int8_t *qa, size_t qa_stride, float *sa);
+typedef void (*tfq_prepare_fn)(const int8_t *qa, size_t qa_stride, int32_t m, int32_t k,
+                               int32_t kp, int32_t bits, int32_t group_size, int32_t groups,
+                               int8_t *out, int32_t *asum, int32_t m4);
+
+/* Kernels of one ISA.  Index [bits == 2][symmetric]; a NULL entry means "use the reference".
+ * interleaved: the q8 kernels read activations in the interleaved-32 order, written by
+ * prepare (NULL: tfq_prepare_q8_interleaved32); otherwise in natural order.
+ * quantize: row-wise activation quantization, bit-identical to the reference (NULL: ref). */
+typedef struct tfq_kernel_table {
+  tfq_isa isa;
+  int interleaved;
+  tfq_q8_kernel q8[2][2];
+  tfq_f32_kernel f32[2][2];
+  tfq_quantize_fn quantize;
+  tfq_prepare_fn prepare;
+} tfq_kernel_table;
+
+extern const tfq_kernel_table tfq_kernels_ref;
+#if defined(TFQ_BUILD_X86)
+extern const tfq_kernel_table tfq_kernels_avx2;
+extern const tfq_kernel_table tfq_kernels_avx512vnni;
+/* quantize_avx2.c and matmul_avx2.c; the VNNI table reuses them (every VNNI CPU has AVX2). */
+void tfq_quantize_rows_q8_avx2(const float *x, size_t x_stride, int32_t m, int32_t k, int8_t *qa,
+                               size_t qa_stride, float *sa);
+void tfq_prepare_q8_interleaved32_avx2(const int8_t *qa, size_t qa_stride, int32_t m, int32_t k,
+                                       int32_t kp, int32_t bits, int32_t group_size,
+                                       int32_t groups, int8_t *out, int32_t *asum, int32_t m4);
+void tfq_linear_f32_q4_sym_avx2(const tfq_f32_job *job);
+void tfq_linear_f32_q4_asym_avx2(const tfq_f32_job *job);
+void tfq_linear_f32_q2_sym_avx2(const tfq_f32_job *job);
+void tfq_linear_f32_q2_asym_avx2(const tfq_f32_job *job);
+#endif
+#if defined(TFQ_BUILD_NEON)
+extern const tfq_kernel_table tfq_kernels_neon;
+extern const tfq_kernel_table tfq_kernels_neon_dotprod;
+#endif
+
+/* dispatch.c */
+const tfq_kernel_table *tfq_kernel_table_for(tfq_isa isa);
+int tfq_simd_supports(const tfq_packed_weights *w);
+tfq_isa tfq_select_isa_checked(const tfq_packed_weights *w); /* w already validated */
+tfq_isa tfq_best_isa(void); /* fastest available (or TFQ_KERNELS_ISA), ignoring shapes */
+
+/* quantize_ref.c */
+void tfq_quantize_rows_q8_ref(const float *x, size_t x_stride, int32_t m, int32_t k, int8_t *qa,
+                              size_t qa_stride, float *sa);
+void tfq_prepare_q8_natural(const int8_t *qa, size_t qa_stride, int32_t m, int32_t k,
+                            int32_t kp, int8_t *out);
+void tfq_prepare_q8_interleaved32(const int8_t *qa, size_t qa_stride, int32_t m, int32_t k,
+                                  int32_t kp, int32_t bits, int32_t group_size, int32_t groups,
+                                  int8_t *out, int32_t *asum, int32_t m4);
+
+/* matmul_ref.c */
+void tfq_matmul_q8_ref(const tfq_q8_job *job);
+void tfq_linear_f32_ref(const tfq_f32_job *job);
+
+/* IEEE binary16 to float32, exact for every input (normals, subnormals, inf, NaN). */
+static inline float tfq_f16_to_f32(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1Fu;
+  uint32_t man = h & 0x3FFu;
+  uint32_t bits;
+  if (exp == 0x1Fu) {
+    bits = sign | 0x7F800000u | (man << 13);
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112u) << 23) | (man << 13);
+  } else if (man == 0) {
+    bits = sign;
+  } else {
+    /* Subnormal half: renormalise; value = man * 2^-24. */
+    int e = -1;
+    do {
+      man <<= 1;
+      e++;
+    } while ((man & 0x400u) == 0);
+    bits = sign | ((uint32_t)(112 - e) << 23) | ((man & 0x3FFu) << 13);
+  }
+  float f;
+  memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+/* Scale s_w[g][n] in float32 whatever the storage. */
+static inline float tfq_scale_at(const tfq_packed_weights *w, int32_t n, int32_t g) {
+  size_t i = (size_t)g * (size_t)w->n + (size_t)n;
+  if (w->scale_is_f16) return tfq_f16_to_f32(((const uint16_t *)w->scales)[i]);
+  return ((const float *)w->scales)[i];
+}
+
+/* The integer subtracted from the stored field so that weight = field - offset:
+ * asymmetric: the zero point; symmetric: 0 (the SIMD kernels use their own offset). */
+static inline int32_t tfq_zero_point_at(const tfq_packed_weights *w, int32_t n, int32_t g) {
+  if (w->symmetric) return 0;
+  return w->zero_points[(size_t)g * (size_t)w->n + (size_t)n];
+}
+
+#endif /* TFQ_INTERNAL_H */

@@ -1,0 +1,111 @@
+/* AVX2 versions of the activation side (compiled with -mavx2).  Bit-identical to
+ * quantize_ref.c: vdivps and vroundps (nearest-even) are the IEEE operations that the scalar
+ * x / s and nearbyintf perform; the reference calls nearbyintf from libm per element on
+ * baseline x86-64, which costs as much as the whole matmul of a small layer at M = 1. */
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* Scalar tail, the same formula as tfq_quantize_rows_q8_ref. */
+static int8_t tfq_quantize_one(float x, float s) {
+  float r = nearbyintf(x / s);
+  if (r > 127.0f) r = 127.0f;
+  if (r < -127.0f) r = -127.0f;
+  if (r != r) r = 0.0f;
+  return (int8_t)r;
+}
+
+/* 8 floats to rounded, clamped int32 lanes; NaN (from inf / inf) becomes 0 as in the reference.
+ * max/min return their second operand when one is NaN, so the clamp keeps NaN for the mask. */
+static inline __m256i tfq_quantize8(__m256 x, __m256 s) {
+  __m256 r = _mm256_round_ps(_mm256_div_ps(x, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  r = _mm256_min_ps(_mm256_set1_ps(127.0f), _mm256_max_ps(_mm256_set1_ps(-127.0f), r));
+  r = _mm256_and_ps(r, _mm256_cmp_ps(r, r, _CMP_ORD_Q));
+  return _mm256_cvtps_epi32(r);
+}
+
+void tfq_quantize_rows_q8_avx2(const float *x, size_t x_stride, int32_t m, int32_t k, int8_t *qa,
+                               size_t qa_stride, float *sa) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  for (int32_t i = 0; i < m; i++) {
+    const float *row = x + (size_t)i * x_stride;
+    int8_t *out = qa + (size_t)i * qa_stride;
+    /* max(|x|, running): a NaN |x| yields the running max, as the scalar `if (a > max)`. */
+    __m256 vmax = _mm256_setzero_ps();
+    int32_t j = 0;
+    for (; j + 8 <= k; j += 8)
+      vmax = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(row + j), abs_mask), vmax);
+    float lanes[8], max_abs = 0.0f;
+    _mm256_storeu_ps(lanes, vmax);
+    for (int l = 0; l < 8; l++)
+      if (lanes[l] > max_abs) max_abs = lanes[l];
+    for (; j < k; j++) {
+      float a = fabsf(row[j]);
+      if (a > max_abs) max_abs = a;
+    }
+    float s = max_abs > 0.0f ? max_abs / 127.0f : 1.0f;
+    __m256 vs = _mm256_set1_ps(s);
+    j = 0;
+    for (; j + 32 <= k; j += 32) {
+      __m256i a = tfq_quantize8(_mm256_loadu_ps(row + j), vs);
+      __m256i b = tfq_quantize8(_mm256_loadu_ps(row + j + 8), vs);
+      __m256i c = tfq_quantize8(_mm256_loadu_ps(row + j + 16), vs);
+      __m256i d = tfq_quantize8(_mm256_loadu_ps(row + j + 24), vs);
+      /* packs work per 128-bit lane; the permute restores element order. */
+      __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+      p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+      _mm256_storeu_si256((__m256i *)(out + j), p);
+    }
+    for (; j < k; j++) out[j] = tfq_quantize_one(row[j], s);
+    sa[i] = s;
+  }
+}
+
+/* Interleaved-32 order (see tfq_prepare_q8_interleaved32) by one byte shuffle per 128-bit
+ * lane and one cross-lane permute per chunk; group sums by maddubs/madd with ones. */
+void tfq_prepare_q8_interleaved32_avx2(const int8_t *qa, size_t qa_stride, int32_t m, int32_t k,
+                                       int32_t kp, int32_t bits, int32_t group_size,
+                                       int32_t groups, int8_t *out, int32_t *asum, int32_t m4) {
+  /* int4: per lane evens then odds; then qwords (lane0 evens, lane1 evens, lane0 odds, ...). */
+  const __m256i shuf4 = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15,
+                                         0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+  /* int2: per lane the four k % 4 planes as dwords; then dwords (0, 4, 1, 5, 2, 6, 3, 7). */
+  const __m256i shuf2 = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15,
+                                         0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  const __m256i dwords2 = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+  /* The caller runs SIMD kernels only for G % 32 == 0 or one group, so groups are whole chunks. */
+  int32_t chunks = kp / 32, per_group = groups == 1 ? chunks : group_size / 32;
+  for (int32_t i = 0; i < m; i++) {
+    const int8_t *src = qa + (size_t)i * qa_stride;
+    int8_t *dst = out + (size_t)i * (size_t)kp;
+    for (int32_t g = 0; g < groups; g++) {
+      int32_t c1 = g == groups - 1 ? chunks : (g + 1) * per_group;
+      __m256i sum = _mm256_setzero_si256();
+      for (int32_t c = g * per_group; c < c1; c++) {
+        __m256i v;
+        if (32 * c + 32 <= k) {
+          v = _mm256_loadu_si256((const __m256i *)(src + 32 * c));
+        } else { /* the last chunk: never read past K, zero the padding */
+          int8_t tmp[32] = {0};
+          memcpy(tmp, src + 32 * c, (size_t)(k - 32 * c));
+          v = _mm256_loadu_si256((const __m256i *)tmp);
+        }
+        sum = _mm256_add_epi32(sum, _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, v), ones16));
+        if (bits == 4)
+          v = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(v, shuf4), 0xD8);
+        else
+          v = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(v, shuf2), dwords2);
+        _mm256_storeu_si256((__m256i *)(dst + 32 * c), v);
+      }
+      __m128i s = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+      s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+      s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+      asum[(size_t)g * (size_t)m4 + (size_t)i] = _mm_cvtsi128_si32(s);
+    }
+  }
+  for (int32_t g = 0; g < groups; g++)
+    for (int32_t i = m; i < m4; i++) asum[(size_t)g * (size_t)m4 + (size_t)i] = 0;
+}

@@ -1,0 +1,88 @@
+"""The command-line tools: JSON output, and one-line errors with a non-zero exit for bad input."""
+import dataclasses
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.conftest import ROOT
+
+
+def run_tool(tool, *args):
+    return subprocess.run([sys.executable, str(ROOT / "tools" / tool), *map(str, args)],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    from tfq_asr.models import AsrModel, CONFIGS, build_model, save_model
+    cfg = dataclasses.replace(CONFIGS["conformer-xs"], num_blocks=1, d_model=32, num_heads=2)
+    folder = tmp_path_factory.mktemp("models") / "tiny"
+    save_model(AsrModel("tiny", cfg, build_model(cfg)), folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def wav(tmp_path_factory):
+    p = tmp_path_factory.mktemp("audio") / "tone.wav"
+    t = np.arange(22050) / 22050
+    sf.write(p, np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 300 * t)], 1) * 0.3, 22050)
+    return p
+
+
+def assert_one_line_error(proc, *needles):
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_transcribe_json(tiny_model_dir, wav):
+    proc = run_tool("transcribe.py", "--model", tiny_model_dir, "--json", wav, wav)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["audio"] for r in rows] == [str(wav)] * 2
+    assert all(isinstance(r["text"], str) for r in rows)
+
+
+def test_transcribe_missing_file(tiny_model_dir, tmp_path):
+    assert_one_line_error(run_tool("transcribe.py", "--model", tiny_model_dir, tmp_path / "nope.wav"),
+                          "not found", "nope.wav")
+
+
+def test_transcribe_empty_and_unreadable_files(tiny_model_dir, tmp_path):
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, np.float32), 16000)
+    assert_one_line_error(run_tool("transcribe.py", "--model", tiny_model_dir, empty), "empty", "empty.wav")
+    garbage = tmp_path / "garbage.flac"
+    garbage.write_bytes(b"not audio at all")
+    assert_one_line_error(run_tool("transcribe.py", "--model", tiny_model_dir, garbage), "cannot read", "garbage.flac")
+    zero = tmp_path / "zero.wav"
+    zero.write_bytes(b"")
+    assert_one_line_error(run_tool("transcribe.py", "--model", tiny_model_dir, zero), "zero.wav")
+
+
+def test_unknown_model(wav):
+    assert_one_line_error(run_tool("transcribe.py", "--model", "no-such-model", wav), "unknown model", "no-such-model")
+
+
+def test_evaluate_bad_manifest(tiny_model_dir, tmp_path):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("file\twords\nx.flac\thello\n")
+    assert_one_line_error(run_tool("evaluate.py", "--model", tiny_model_dir, "--manifest", bad), "lacks column")
+    assert_one_line_error(run_tool("evaluate.py", "--model", tiny_model_dir, "--manifest", tmp_path / "none.tsv"),
+                          "not found")
+
+
+def test_evaluate_json_per_subset(tiny_model_dir, tiny_corpus):
+    out, _ = tiny_corpus
+    proc = run_tool("evaluate.py", "--model", tiny_model_dir, "--manifest", out / "test.tsv", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["overall"]["utterances"] == 3
+    assert set(result["subsets"]) <= {"espeak", "flite", "festival"}
+    assert sum(s["utterances"] for s in result["subsets"].values()) == 3

@@ -1,0 +1,42 @@
+import json
+
+import numpy as np
+import pytest
+
+from tfq_asr.features import load_feature_set
+from tfq_asr.models import CONFIGS, load_model
+from tfq_asr.training import TrainConfig, Trainer, make_batches
+
+
+def test_batches_cover_every_utterance_once_and_respect_the_frame_budget():
+    lengths = np.random.default_rng(0).integers(50, 900, size=500)
+    cfg = TrainConfig(batch_frames=4000, max_batch=16)
+    batches = make_batches(lengths, cfg, epoch=3)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(500))
+    for b in batches:
+        assert len(b) <= 16 and (len(b) == 1 or lengths[b].max() * len(b) <= 4000)
+    assert [b.tolist() for b in make_batches(lengths, cfg, epoch=3)] == [b.tolist() for b in batches]
+
+
+@pytest.mark.parametrize("name", ["conformer-xs", "lstm-xs"])
+def test_two_training_steps_checkpoint_resume_and_export(tiny_corpus, tmp_path, name):
+    out, _ = tiny_corpus
+    import dataclasses
+    small = dataclasses.replace(CONFIGS[name], **({"num_blocks": 1, "d_model": 32, "num_heads": 2}
+                                                  if name.startswith("conformer") else {"units": 32, "num_layers": 1}))
+    train = load_feature_set(out / "train.tsv", tmp_path / "cache", workers=1, progress=False)
+    dev = load_feature_set(out / "dev.tsv", tmp_path / "cache", workers=1, progress=False)
+    cfg = TrainConfig(steps=2, eval_every=2, batch_frames=2000, warmup=1)
+    trainer = Trainer(small, train, dev, tmp_path / "run", cfg, name="tiny", log=lambda m: None)
+    result = trainer.fit(tmp_path / "model")
+    assert result["steps"] == 2 and np.isfinite(result["history"][-1]["loss"])
+    model = load_model(tmp_path / "model")
+    meta = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert meta["training"]["step"] == 2
+    np.testing.assert_array_equal(model.keras_model.get_layer("feature_norm").mean.numpy(),
+                                  trainer.model.get_layer("feature_norm").mean.numpy())
+    # Resuming continues from the checkpoint instead of starting over.
+    again = Trainer(small, train, dev, tmp_path / "run", dataclasses.replace(cfg, steps=3), name="tiny",
+                    log=lambda m: None)
+    assert again.fit(tmp_path / "model")["steps"] == 3

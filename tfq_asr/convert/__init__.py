@@ -1,0 +1,1 @@
+"""Lowering of quantized Keras layers to TFLite custom ops; ``packing`` holds the weight format."""
