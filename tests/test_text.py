@@ -12,6 +12,8 @@ def test_vocabulary_layout():
     ("Hello, World!", "hello world"),
     ("I have 3 cats and 21 dogs.", "i have three cats and twenty one dogs"),
     ("The 2nd time", "the second time"),
+    ("About 5,000 people, 1,234,567 ants", "about five thousand people one million two hundred and thirty four "
+                                           "thousand five hundred and sixty seven ants"),
     ("It costs 3.5", "it costs three point five"),
     ("Don't 'quote' me", "don't quote me"),
     ("rock & roll -- 100%", "rock and roll one hundred percent"),

@@ -17,6 +17,7 @@ FMIN, FMAX = 20.0, 7600.0
 LOG_FLOOR = 1e-6
 
 _MEL_BASIS = None
+_WINDOW = None
 
 
 def mel_basis() -> np.ndarray:
@@ -31,13 +32,57 @@ def num_frames(num_samples: int) -> int:
     return 0 if num_samples < WIN else 1 + (num_samples - WIN) // HOP
 
 
+def _window() -> np.ndarray:
+    global _WINDOW
+    if _WINDOW is None:
+        import librosa
+        _WINDOW = librosa.filters.get_window("hann", WIN, fftbins=True).astype(np.float32)
+    return _WINDOW
+
+
 def log_mel(audio: np.ndarray) -> np.ndarray:
-    """[num_samples] float -> [num_frames, 80] float32 log-mel."""
-    import librosa
-    audio = np.asarray(audio, dtype=np.float32)
-    if num_frames(audio.size) == 0:
+    """[num_samples] float -> [num_frames, 80] float32 log-mel.
+
+    Each frame's numbers depend only on its own samples: frames are windowed and transformed
+    row by row (the FFT treats rows independently) and the mel projection is an einsum, whose
+    summation order does not depend on the number of frames (a BLAS matmul's does, by a
+    rounding step, which would make streamed frames differ from offline ones)."""
+    audio = np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
+    n = num_frames(audio.size)
+    if n == 0:
         return np.zeros((0, N_MELS), np.float32)
-    spec = np.abs(librosa.stft(audio, n_fft=N_FFT, hop_length=HOP, win_length=WIN, window="hann",
-                               center=False)) ** 2
-    mel = mel_basis() @ spec
-    return np.log(mel + LOG_FLOOR).T.astype(np.float32)
+    frames = np.lib.stride_tricks.as_strided(audio, shape=(n, WIN), strides=(HOP * 4, 4), writeable=False)
+    spec = np.abs(np.fft.rfft(frames * _window(), n=N_FFT, axis=-1)) ** 2
+    mel = np.einsum("tf,mf->tm", spec.astype(np.float32), mel_basis(), optimize=False)
+    return np.log(mel + np.float32(LOG_FLOOR)).astype(np.float32)
+
+
+class IncrementalLogMel:
+    """Log-mel over audio arriving in chunks of any length: emits each frame as soon as its
+    400 samples are in, keeping only the samples later frames still need. Any chunking of
+    the same audio yields exactly the frames of `log_mel` on the whole."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self._tail = np.zeros(0, np.float32)
+        self._frames = 0
+
+    @property
+    def frames_emitted(self) -> int:
+        return self._frames
+
+    def accept(self, samples) -> np.ndarray:
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if not np.all(np.isfinite(samples)):
+            raise ValueError("audio chunk contains NaN or Inf samples")
+        buf = np.concatenate([self._tail, samples])
+        n = num_frames(buf.size)
+        if n == 0:
+            self._tail = buf
+            return np.zeros((0, N_MELS), np.float32)
+        out = log_mel(buf[:(n - 1) * HOP + WIN])
+        self._tail = buf[n * HOP:]
+        self._frames += n
+        return out

@@ -18,6 +18,7 @@ _CHAR_TO_ID = {c: i + 1 for i, c in enumerate(CHARS)}
 _ORDINAL = re.compile(r"\b(\d+)(st|nd|rd|th)\b")
 _DECIMAL = re.compile(r"\b(\d+)\.(\d+)\b")
 _NUMBER = re.compile(r"\d+")
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
 _SYMBOLS = {"&": " and ", "%": " percent ", "$": " dollars ", "+": " plus ", "=": " equals ", "@": " at "}
 
 
@@ -33,6 +34,7 @@ def normalize(text: str) -> str:
     """
     text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
     text = text.replace("`", "'").replace("\u2019", "'")
+    text = _THOUSANDS.sub("", text)  # "5,000" is one number
     for sym, word in _SYMBOLS.items():
         text = text.replace(sym, word)
     text = _ORDINAL.sub(lambda m: " " + num2words(int(m.group(1)), to="ordinal") + " ", text)

@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tfq_asr.audio import load_audio
+from tfq_asr.errors import UserError
+from tfq_asr.frontend import HOP, N_MELS, WIN, IncrementalLogMel, log_mel, num_frames
+
+
+def speechlike(seconds=2.0, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(16000 * seconds)) / 16000
+    return (0.3 * np.sin(2 * np.pi * 220 * t * (1 + 0.1 * np.sin(3 * t))) + 0.01 * rng.normal(size=t.size)).astype(np.float32)
+
+
+@pytest.mark.parametrize("n", [0, 1, 399, 400, 559, 560, 16000, 16001])
+def test_frame_count(n):
+    assert num_frames(n) == (0 if n < WIN else 1 + (n - WIN) // HOP)
+    assert log_mel(np.zeros(n, np.float32) + 0.1).shape == (num_frames(n), N_MELS)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_incremental_equals_offline_exactly(seed):
+    x = speechlike(1.7, seed)
+    rng = np.random.default_rng(seed)
+    cuts = np.sort(rng.choice(np.arange(1, x.size), size=rng.integers(1, 80), replace=False))
+    chunks = np.split(x, cuts)
+    chunks.insert(int(rng.integers(len(chunks))), x[:0])  # an empty chunk anywhere
+    inc = IncrementalLogMel()
+    out = np.concatenate([inc.accept(c) for c in chunks])
+    assert np.array_equal(out, log_mel(x))
+    assert inc.frames_emitted == num_frames(x.size)
+
+
+def test_one_sample_at_a_time():
+    x = speechlike(0.1, 3)
+    inc = IncrementalLogMel()
+    out = np.concatenate([inc.accept(x[i:i + 1]) for i in range(x.size)])
+    assert np.array_equal(out, log_mel(x))
+
+
+def test_reset_and_nan():
+    inc = IncrementalLogMel()
+    inc.accept(speechlike(0.5))
+    inc.reset()
+    assert inc.frames_emitted == 0
+    with pytest.raises(ValueError, match="NaN"):
+        inc.accept(np.array([0.0, np.nan], np.float32))
+
+
+def test_silence_is_finite():
+    assert np.isfinite(log_mel(np.zeros(4000, np.float32))).all()
+
+
+def test_loads_stereo_22k_wav_and_flac(tmp_path):
+    x = speechlike(1.0)
+    stereo = np.stack([x, -x], axis=1)[::1]
+    wav = tmp_path / "s.wav"
+    sf.write(wav, np.stack([np.interp(np.arange(22050) * 16000 / 22050, np.arange(16000), x)] * 2, 1), 22050)
+    flac = tmp_path / "m.flac"
+    sf.write(flac, stereo, 16000, format="FLAC")
+    a = load_audio(wav)
+    assert a.dtype == np.float32 and a.ndim == 1 and abs(a.size - 16000) <= 2
+    b = load_audio(flac)
+    assert b.size == 16000 and np.abs(b).max() < 1e-4  # x and -x mix down to silence
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(UserError, match="not found.*nope.wav"):
+        load_audio(tmp_path / "nope.wav")
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, np.float32), 16000)
+    with pytest.raises(UserError, match="empty.*empty.wav"):
+        load_audio(empty)
+    junk = tmp_path / "junk.flac"
+    junk.write_bytes(b"\x00" * 100)
+    with pytest.raises(UserError, match="cannot read.*junk.flac"):
+        load_audio(junk)
