@@ -40,3 +40,9 @@ def test_two_training_steps_checkpoint_resume_and_export(tiny_corpus, tmp_path, 
     again = Trainer(small, train, dev, tmp_path / "run", dataclasses.replace(cfg, steps=3), name="tiny",
                     log=lambda m: None)
     assert again.fit(tmp_path / "model")["steps"] == 3
+    # Fine-tuning starts from a model folder's weights.
+    tuned = Trainer(small, train, dev, tmp_path / "run2", cfg, name="tiny", log=lambda m: None)
+    assert tuned.restore_or_init(tmp_path / "model") is False
+    exported = load_model(tmp_path / "model").keras_model.get_weights()
+    for a, b in zip(tuned.model.get_weights(), exported):
+        np.testing.assert_array_equal(a, b)

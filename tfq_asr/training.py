@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from .errors import UserError
 from .features import FeatureSet
 from .frontend import LOG_FLOOR
 from .models import AsrModel, build_model, output_length, save_model
@@ -134,12 +135,22 @@ class Trainer:
         self.manager = tf.train.CheckpointManager(self.ckpt, str(self.out_dir / "checkpoints"), max_to_keep=2)
 
     # -- setup ---------------------------------------------------------------------------
-    def restore_or_init(self) -> bool:
-        """Resume from the latest checkpoint; else set the feature statistics. True if resumed."""
+    def restore_or_init(self, init_from=None) -> bool:
+        """Resume from the latest checkpoint; else start from the weights of the model folder
+        `init_from` (fine-tuning), else from scratch with the training set's feature statistics.
+        True if resumed."""
         if self.manager.latest_checkpoint:
             self.ckpt.restore(self.manager.latest_checkpoint).expect_partial()
             self.log(f"resumed from {self.manager.latest_checkpoint} at step {int(self.step.numpy())}")
             return True
+        if init_from is not None:
+            from .models import load_model
+            src = load_model(init_from)
+            if src.config != self.model_cfg:
+                raise UserError(f"--init model {init_from} has a different architecture than the one trained")
+            self.model.set_weights(src.keras_model.get_weights())
+            self.log(f"initialised from {init_from}")
+            return False
         mean, std = self.train.statistics()
         self.model.get_layer("feature_norm").set_statistics(mean, std)
         return False
@@ -212,10 +223,10 @@ class Trainer:
         save_model(AsrModel(self.name, self.model_cfg, self.model), folder, extra)
 
     # -- the loop ------------------------------------------------------------------------
-    def fit(self, export_dir) -> dict:
+    def fit(self, export_dir, init_from=None) -> dict:
         from tqdm import tqdm
         cfg = self.cfg
-        resumed = self.restore_or_init()
+        resumed = self.restore_or_init(init_from)
         start = int(self.step.numpy())
         ds, per_epoch = self._dataset(start)
         self.log(f"{len(self.train)} utterances, {per_epoch} batches per epoch, "

@@ -42,6 +42,8 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, log)")
     ap.add_argument("--export", type=Path, help="model folder to write the best model to (default OUT/model)")
     ap.add_argument("--name", help="model name stored in config.json (default: the export folder name)")
+    ap.add_argument("--init", type=Path, help="start from this model folder's weights (fine-tuning), "
+                    "e.g. tfq_asr/pretrained/conformer-ctc-xs")
     ap.add_argument("--steps", type=int, default=20000)
     ap.add_argument("--batch-frames", type=int, default=6400)
     ap.add_argument("--lr", type=float, default=1.5e-3)
@@ -84,7 +86,7 @@ def main(argv=None):
     export = args.export or args.out / "model"
     trainer = Trainer(model_cfg, train, dev, args.out, cfg, name=args.name or export.name,
                       strategy=make_strategy(args.strategy), log=log)
-    result = trainer.fit(export)
+    result = trainer.fit(export, init_from=args.init)
     log(json.dumps({"done": True, **{k: v for k, v in result.items() if k != "history"}}))
     print(f"best dev WER {result['best_dev_wer']:.2f}% after {result['steps']} steps "
           f"({result['minutes']:.1f} min); model in {export}")
