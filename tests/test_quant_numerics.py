@@ -170,3 +170,27 @@ def test_c_kernels_compute_the_contract(spec):
     lib = load()
     for isa in ["ref", "auto"]:
         np.testing.assert_array_equal(lib.linear_q8(packed, x, isa=isa), int_matmul_reference(x, qw, bias))
+
+
+@pytest.mark.parametrize("spec", SPECS + [WeightQuantSpec(bits=2, symmetric=False, granularity="group", group_size=16,
+                                                           clip="l2", scale_dtype="float16")], ids=str)
+def test_tensorflow_fake_quant_equals_numpy(spec):
+    import tensorflow as tf
+    from tfq_asr.quant.numerics import clip_factors
+    from tfq_asr.quant.tf_ops import fake_quant_weight_tf
+    w = weights(k=50, n=7, seed=4)
+    alpha = clip_factors(w, spec)
+    expected = fake_quant_weight_np(w, spec, alpha)
+    np.testing.assert_array_equal(fake_quant_weight_tf(w, spec, alpha).numpy(), expected)
+    wv = tf.Variable(w)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(fake_quant_weight_tf(wv, spec, alpha) * 3.0)
+    np.testing.assert_array_equal(tape.gradient(loss, wv).numpy(), np.full_like(w, 3.0))  # straight through
+
+
+def test_tensorflow_activation_fake_quant_equals_numpy():
+    from tfq_asr.quant.tf_ops import fake_quant_activation_dynamic_tf
+    x = np.random.default_rng(5).normal(size=(4, 33)).astype(np.float32)
+    x[1] = 0
+    q, s = quantize_activation_dynamic(x)
+    np.testing.assert_array_equal(fake_quant_activation_dynamic_tf(x).numpy(), q.astype(np.float32) * s)

@@ -204,14 +204,27 @@ def _clip_alpha(wg: np.ndarray, spec: WeightQuantSpec) -> np.ndarray:
     return best
 
 
-def quantize_weight(w, spec: WeightQuantSpec) -> QuantizedWeight:
-    """Quantize a [K, N] float matrix following the contract in the module docstring."""
+def _check_fit(w: np.ndarray, spec: WeightQuantSpec) -> None:
+    if spec.granularity == "group" and spec.group_size > w.shape[0]:
+        raise ValueError(f"group_size={spec.group_size} exceeds the {w.shape[0]} inputs of the weight matrix")
+
+
+def clip_factors(w, spec: WeightQuantSpec) -> np.ndarray:
+    """The clipping factor alpha per group and channel, [groups, N] ([1, 1] per tensor).
+    QAT searches it once from the float weights and keeps it fixed."""
+    w = _check_weights(w)
+    _check_fit(w, spec)
+    return _clip_alpha(_grouped(w, spec), spec)[:, 0, :]
+
+
+def quantize_weight(w, spec: WeightQuantSpec, alpha=None) -> QuantizedWeight:
+    """Quantize a [K, N] float matrix following the contract in the module docstring.
+    `alpha` ([groups, N], from `clip_factors`) overrides the clipping search."""
     w = _check_weights(w)
     k, n = w.shape
-    if spec.granularity == "group" and spec.group_size > k:
-        raise ValueError(f"group_size={spec.group_size} exceeds the {k} inputs of the weight matrix")
+    _check_fit(w, spec)
     wg = _grouped(w, spec)
-    alpha = _clip_alpha(wg, spec)
+    alpha = _clip_alpha(wg, spec) if alpha is None else np.asarray(alpha, np.float32)[:, None, :]
     scale, zp = _params(wg, alpha, spec)
     q = _quantize_grouped(wg, scale, zp, spec)
     if spec.granularity == "tensor":
@@ -225,9 +238,9 @@ def quantize_weight(w, spec: WeightQuantSpec) -> QuantizedWeight:
     return QuantizedWeight(q=q.astype(qdtype), scales=scales.astype(spec.scale_dtype), zero_points=zps, spec=spec)
 
 
-def fake_quant_weight_np(w, spec: WeightQuantSpec) -> np.ndarray:
+def fake_quant_weight_np(w, spec: WeightQuantSpec, alpha=None) -> np.ndarray:
     """dequantize(quantize(w)): the float weights the quantized model computes with."""
-    return quantize_weight(w, spec).dequantize()
+    return quantize_weight(w, spec, alpha).dequantize()
 
 
 def quantize_activation_dynamic(x) -> tuple[np.ndarray, np.ndarray]:
