@@ -1,0 +1,129 @@
+"""Quantization policies: which weight of which layer gets which `WeightQuantSpec`.
+
+Named presets: `w8`, `w4`, `w2` (symmetric, per output channel), with suffixes
+  -pc        per channel (the default)
+  -scG       sub-channel: groups of G consecutive inputs (e.g. -sc64)
+  -pt        per tensor
+  -asym      asymmetric with integer zero points
+  -clipl1 / -clipl2   clipping factor searched per group minimising L1 / L2 error
+  -f16       scales stored as float16
+  -mixed     the first layers (subsampling) and the CTC head stay at 8 bits per channel
+e.g. `w2-sc64-asym-clipl2-f16-mixed`. `fp32` quantizes nothing.
+
+A policy is a small serialisable object: a default spec plus ordered rules (first match wins)
+mapping layer-name patterns (fnmatch) to a spec or to None (keep float). It is printed in
+every report.
+"""
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass, field, replace
+
+from .numerics import WeightQuantSpec
+
+# Layers a `-mixed` preset keeps at 8 bits: the input convolutions see raw features and the CTC
+# head's errors go straight to the output; both are a small share of the weights.
+SENSITIVE_PATTERNS = ("subsample_*", "ctc_head")
+_SUFFIX = re.compile(r"^(pc|pt|sc(\d+)|asym|clipl1|clipl2|f16|mixed)$")
+
+
+@dataclass(frozen=True)
+class Rule:
+    pattern: str
+    spec: WeightQuantSpec | None  # None: keep this layer float
+
+    def to_dict(self) -> dict:
+        return {"pattern": self.pattern, "spec": None if self.spec is None else self.spec.to_dict()}
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    default: WeightQuantSpec | None
+    rules: tuple[Rule, ...] = field(default_factory=tuple)
+
+    def spec_for(self, layer_name: str, role: str | None = None) -> WeightQuantSpec | None:
+        """Spec of one weight: rules match the layer name or "layer/role" (e.g. "lstm0/recurrent_kernel",
+        so an LSTM's input and recurrent kernels can differ)."""
+        names = [layer_name] + ([f"{layer_name}/{role}"] if role else [])
+        for rule in self.rules:
+            if any(fnmatch.fnmatchcase(n, rule.pattern) for n in names):
+                return rule.spec
+        return self.default
+
+    def with_override(self, pattern: str, spec: WeightQuantSpec | str | None) -> "Policy":
+        """A copy where layers matching `pattern` get `spec` (a spec, a preset name, or None for float);
+        overrides added later win over earlier ones and over the preset's own rules."""
+        if isinstance(spec, str):
+            spec = from_name(spec).default
+        return replace(self, name=f"{self.name}+{pattern}={'float' if spec is None else _short(spec)}",
+                       rules=(Rule(pattern, spec),) + self.rules)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "default": None if self.default is None else self.default.to_dict(),
+                "rules": [r.to_dict() for r in self.rules]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Policy":
+        spec = lambda s: None if s is None else WeightQuantSpec.from_dict(s)  # noqa: E731
+        return cls(name=d["name"], default=spec(d.get("default")),
+                   rules=tuple(Rule(r["pattern"], spec(r["spec"])) for r in d.get("rules", [])))
+
+    def describe(self) -> str:
+        lines = [f"policy {self.name}: default {_short(self.default) if self.default else 'float'}"]
+        lines += [f"  {r.pattern}: {_short(r.spec) if r.spec else 'float'}" for r in self.rules]
+        return "\n".join(lines)
+
+
+def _short(spec: WeightQuantSpec) -> str:
+    gran = {"tensor": "pt", "channel": "pc"}.get(spec.granularity) or f"sc{spec.group_size}"
+    parts = [f"w{spec.bits}", gran]
+    if not spec.symmetric:
+        parts.append("asym")
+    if spec.clip in ("l1", "l2"):
+        parts.append(f"clip{spec.clip}")
+    elif spec.clip == "percentile":
+        parts.append(f"p{spec.percentile:g}")
+    if spec.scale_dtype == "float16":
+        parts.append("f16")
+    return "-".join(parts)
+
+
+def from_name(name: str) -> Policy:
+    """Parse a preset name such as `w4`, `w2-sc64-asym`, `w4-mixed` (see the module docstring)."""
+    if name == "fp32":
+        return Policy("fp32", None)
+    head, *suffixes = name.split("-")
+    m = re.fullmatch(r"w(\d+)", head)
+    if not m:
+        raise ValueError(f"policy {name!r}: expected w8, w4 or w2 followed by -suffixes (or fp32)")
+    kw: dict = {"bits": int(m.group(1))}
+    mixed = False
+    for s in suffixes:
+        sm = _SUFFIX.match(s)
+        if not sm:
+            raise ValueError(f"policy {name!r}: unknown suffix -{s} (known: -pc -pt -scG -asym -clipl1 -clipl2 -f16 -mixed)")
+        if s == "pt":
+            kw["granularity"] = "tensor"
+        elif s == "pc":
+            kw["granularity"] = "channel"
+        elif sm.group(2):
+            kw.update(granularity="group", group_size=int(sm.group(2)))
+        elif s == "asym":
+            kw["symmetric"] = False
+        elif s.startswith("clip"):
+            kw["clip"] = s[4:]
+        elif s == "f16":
+            kw["scale_dtype"] = "float16"
+        elif s == "mixed":
+            mixed = True
+    try:
+        default = WeightQuantSpec(**kw)
+    except ValueError as err:
+        raise ValueError(f"policy {name!r}: {err}") from None
+    rules = ()
+    if mixed:
+        eight = WeightQuantSpec(bits=8, scale_dtype=default.scale_dtype)
+        rules = tuple(Rule(p, eight) for p in SENSITIVE_PATTERNS)
+    return Policy(name, default, rules)
