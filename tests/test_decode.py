@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from tfq_asr.decode import BeamDecoder, GreedyDecoder, beam_search_decode, greedy_decode, log_softmax
-from tfq_asr.text import CHARS, NUM_CLASSES, encode
+from tfq_asr.text import NUM_CLASSES, encode
 
 
 def peaky(path: str, blank_between=()) -> np.ndarray:

@@ -2,13 +2,9 @@
 """`make demo`: the bundled Conformer transcribes the bundled utterances; prints WER, CER, RTF."""
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import _setup  # noqa: F401,E402  (environment and sys.path)
 
 from tfq_asr.errors import cli_main  # noqa: E402
 

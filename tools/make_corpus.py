@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import _setup  # noqa: F401,E402  (environment and sys.path)
 from tfq_asr.audio import SAMPLE_RATE, resample  # noqa: E402
 from tfq_asr.errors import UserError, cli_main  # noqa: E402
 from tfq_asr.manifest import MANIFEST_COLUMNS, write_manifest  # noqa: E402
