@@ -33,8 +33,12 @@ class AsrModel:
 
     def logits(self, features: np.ndarray) -> np.ndarray:
         """[T, num_mels] features -> [T', num_classes] logits (batch of one, no padding)."""
-        out = self.keras_model(features[None].astype(np.float32), training=False)
-        return np.asarray(out)[0]
+        if getattr(self, "_infer", None) is None:
+            import tensorflow as tf
+            # One graph for every length: eager Keras dispatches op by op, about 10x slower here.
+            self._infer = tf.function(lambda x: self.keras_model(x, training=False), reduce_retracing=True,
+                                      input_signature=[tf.TensorSpec([1, None, features.shape[-1]], tf.float32)])
+        return self._infer(features[None].astype(np.float32)).numpy()[0]
 
     def transcribe_features(self, features: np.ndarray, beam_width: int = 0) -> str:
         from .. import decode
