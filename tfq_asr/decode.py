@@ -41,7 +41,7 @@ class GreedyDecoder:
         self._last = BLANK
 
     def accept(self, logits) -> None:
-        best = _check(logits).argmax(axis=-1) if np.asarray(logits).size else np.zeros(0, int)
+        best = _check(logits).argmax(axis=-1)
         for c in best.tolist():
             if c != self._last and c != BLANK:
                 self._ids.append(c)

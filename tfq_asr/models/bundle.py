@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +30,11 @@ class AsrModel:
     name: str
     config: object
     keras_model: object
+    _infer: object = field(default=None, repr=False, compare=False)  # the traced inference graph
 
     def logits(self, features: np.ndarray) -> np.ndarray:
         """[T, num_mels] features -> [T', num_classes] logits (batch of one, no padding)."""
-        if getattr(self, "_infer", None) is None:
+        if self._infer is None:
             import tensorflow as tf
             # One graph for every length: eager Keras dispatches op by op, about 10x slower here.
             self._infer = tf.function(lambda x: self.keras_model(x, training=False), reduce_retracing=True,
