@@ -70,3 +70,13 @@ def test_size_accounting_by_hand():
 def test_fp32_is_four_bytes_per_parameter():
     m = tiny_model()
     assert size_report(m, from_name("fp32"))["total_bytes"] == 4 * m.count_params()
+
+
+def test_activation_suffixes_and_round_trip():
+    from tfq_asr.quant.policy import Policy, from_name
+    assert from_name("w4").activations == "dynamic"
+    assert from_name("w8-static").activations == "static"
+    assert from_name("w4-sc64-wo").activations == "none"
+    p = from_name("w2-sc64-asym-static-mixed")
+    assert Policy.from_dict(p.to_dict()) == p
+    assert "activations static" in p.describe()

@@ -46,3 +46,16 @@ def test_two_training_steps_checkpoint_resume_and_export(tiny_corpus, tmp_path, 
     exported = load_model(tmp_path / "model").keras_model.get_weights()
     for a, b in zip(tuned.model.get_weights(), exported):
         np.testing.assert_array_equal(a, b)
+
+
+def test_voice_augment_warps_tilts_and_stretches_deterministically():
+    from tfq_asr.training import TrainConfig, voice_augment
+    x = np.random.default_rng(0).normal(size=(100, 80)).astype(np.float32)
+    off = voice_augment(x.copy(), np.random.default_rng(1), TrainConfig())
+    np.testing.assert_array_equal(off, x)
+    cfg = TrainConfig(freq_warp=0.1, spectral_tilt=1.0, time_stretch=0.1)
+    a = voice_augment(x.copy(), np.random.default_rng(1), cfg)
+    b = voice_augment(x.copy(), np.random.default_rng(1), cfg)
+    np.testing.assert_array_equal(a, b)
+    assert a.dtype == np.float32 and a.shape[1] == 80 and 90 <= a.shape[0] <= 112
+    assert not np.allclose(a[:90], x[:90])

@@ -36,6 +36,12 @@ class TrainConfig:
     freq_mask_width: int = 15
     time_masks: int = 2
     time_mask_frac: float = 0.05
+    # Voice augmentation: held-out test voices differ from the training ones in vocal-tract
+    # length, brightness and speaking rate, so warp the mel axis (VTLP-like), tilt the
+    # spectrum and stretch time by random per-utterance amounts. 0 disables each.
+    freq_warp: float = 0.0          # mel axis scaled by a factor in [1 - w, 1 + w]
+    spectral_tilt: float = 0.0      # log-mel += slope * (bin / bins - 0.5), slope in [-t, t]
+    time_stretch: float = 0.0       # frames resampled by a factor in [1 - s, 1 + s]
     seed: int = 0
     eval_every: int = 1000
     eval_utterances: int = 200
@@ -102,10 +108,37 @@ def spec_augment(x: np.ndarray, rng: np.random.Generator, cfg: TrainConfig) -> n
     return x
 
 
+def _resample_axis(x: np.ndarray, factor: float, axis: int, keep_length: bool) -> np.ndarray:
+    """Linear interpolation of x along `axis` so that position i takes the value at i * factor
+    (keep_length) or so that the axis becomes len / factor long."""
+    n = x.shape[axis]
+    out_n = n if keep_length else max(1, int(round(n / factor)))
+    pos = np.minimum(np.arange(out_n) * factor, n - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, n - 1)
+    frac = (pos - lo).astype(x.dtype)
+    a, b = np.take(x, lo, axis=axis), np.take(x, hi, axis=axis)
+    shape = [1] * x.ndim
+    shape[axis] = out_n
+    return a + (b - a) * frac.reshape(shape)
+
+
+def voice_augment(x: np.ndarray, rng: np.random.Generator, cfg: TrainConfig) -> np.ndarray:
+    """Random mel-axis warp, spectral tilt and time stretch of one utterance's log-mel."""
+    if cfg.freq_warp:
+        x = _resample_axis(x, 1.0 + rng.uniform(-cfg.freq_warp, cfg.freq_warp), axis=1, keep_length=True)
+    if cfg.spectral_tilt:
+        bins = x.shape[1]
+        x = x + rng.uniform(-cfg.spectral_tilt, cfg.spectral_tilt) * (np.arange(bins) / bins - 0.5)
+    if cfg.time_stretch:
+        x = _resample_axis(x, 1.0 + rng.uniform(-cfg.time_stretch, cfg.time_stretch), axis=0, keep_length=False)
+    return np.ascontiguousarray(x, np.float32)
+
+
 def pad_batch(data: FeatureSet, idx: np.ndarray, rng=None, cfg: TrainConfig | None = None):
     feats = [data.features(i) for i in idx]
     if rng is not None:
-        feats = [spec_augment(f, rng, cfg) for f in feats]
+        feats = [spec_augment(voice_augment(f, rng, cfg), rng, cfg) for f in feats]
     t = max(len(f) for f in feats)
     x = np.full((len(idx), t, feats[0].shape[1]), PAD_VALUE, np.float32)
     for row, f in enumerate(feats):

@@ -50,6 +50,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=0, help="TensorFlow intra-op threads (0 = all cores)")
     ap.add_argument("--cache-dir", type=Path, default=Path("data/cache"), help="feature cache folder")
     ap.add_argument("--strategy", default="default", help="default | mirrored | multiworker")
+    ap.add_argument("--freq-warp", type=float, default=0.0, help="mel-axis warp augmentation, e.g. 0.1")
+    ap.add_argument("--spectral-tilt", type=float, default=0.0, help="spectral tilt augmentation (log units), e.g. 1.0")
+    ap.add_argument("--time-stretch", type=float, default=0.0, help="time stretch augmentation, e.g. 0.1")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model-overrides", default="{}", help='JSON of config fields, e.g. \'{"num_blocks": 2}\'')
     args = ap.parse_args(argv)
@@ -79,7 +82,9 @@ def main(argv=None):
     train = load_feature_set(args.train, args.cache_dir)
     dev = load_feature_set(args.dev, args.cache_dir) if args.dev else None
     cfg = TrainConfig(steps=args.steps, batch_frames=args.batch_frames, peak_lr=args.lr, warmup=args.warmup,
-                      eval_every=args.eval_every, max_minutes=args.max_minutes, seed=args.seed)
+                      eval_every=args.eval_every, max_minutes=args.max_minutes, seed=args.seed,
+                      freq_warp=args.freq_warp, spectral_tilt=args.spectral_tilt,
+                      time_stretch=args.time_stretch)
     export = args.export or args.out / "model"
     trainer = Trainer(model_cfg, train, dev, args.out, cfg, name=args.name or export.name,
                       strategy=make_strategy(args.strategy), log=log)

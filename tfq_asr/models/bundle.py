@@ -30,6 +30,7 @@ class AsrModel:
     name: str
     config: object
     keras_model: object
+    quantization: dict | None = None  # policy and method of a quantized checkpoint
     _infer: object = field(default=None, repr=False, compare=False)  # the traced inference graph
 
     def logits(self, features: np.ndarray) -> np.ndarray:
@@ -53,9 +54,15 @@ class AsrModel:
         return self.transcribe_features(frontend.log_mel(audio), beam_width)
 
 
+# Quantizer state (clipping factors, calibrated ranges, step counters) is kept at full
+# precision whatever `dtype` is: it defines the quantization grid.
+_EXACT_WEIGHTS = ("_clip:0", "/input_max:0", "/optimizer_step:0")
+
+
 def _save_weights(keras_model, path: Path, dtype: str) -> None:
     """All weights (trainable or not) by variable name, stored as float32 or float16."""
-    arrays = {w.name: w.numpy().astype(dtype) for w in keras_model.weights}
+    arrays = {w.name: (w.numpy() if w.name.endswith(_EXACT_WEIGHTS) else w.numpy().astype(dtype))
+              for w in keras_model.weights}
     if len(arrays) != len(keras_model.weights):
         raise ValueError("model has duplicate weight names; cannot save by name")
     np.savez(path, **arrays)
@@ -70,7 +77,7 @@ def _load_weights(keras_model, path: Path) -> None:
         value = stored.pop(w.name)
         if tuple(value.shape) != tuple(w.shape):
             raise UserError(f"{path}: weight {w.name!r} has shape {value.shape}, the model expects {tuple(w.shape)}")
-        w.assign(value.astype(np.float32))
+        w.assign(value.astype(w.dtype.as_numpy_dtype))
     if stored:
         raise UserError(f"{path}: weights the model does not have: {', '.join(sorted(stored)[:5])}")
 
@@ -86,7 +93,7 @@ def save_model(model: AsrModel, folder, extra: dict | None = None, dtype: str = 
     try:
         meta = {"format_version": FORMAT_VERSION, "name": model.name, "model": config_to_dict(model.config),
                 "vocabulary": list(text.VOCAB), "frontend": _frontend_dict(), "weights_dtype": dtype,
-                **(extra or {})}
+                **({"quantization": model.quantization} if model.quantization else {}), **(extra or {})}
         (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
         _save_weights(model.keras_model, tmp / "weights.npz", dtype)
         for keep in ("MODEL_CARD.md",):  # files written by hand next to a bundle survive a re-save
@@ -123,6 +130,13 @@ def load_model(folder) -> AsrModel:
         raise UserError(f"{cfg_path}: frontend settings {meta.get('frontend')} differ from this toolkit's")
     cfg = config_from_dict(meta.get("model", {}))
     km = build_model(cfg)
+    quant = meta.get("quantization")
+    if quant is not None:  # a quantized checkpoint: rebuild the quantized model, then load
+        from ..quant.apply import quantize
+        try:
+            km = quantize(km, quant["policy"])
+        except (KeyError, ValueError) as err:
+            raise UserError(f"{cfg_path}: invalid quantization section ({err})") from None
     weights = folder / "weights.npz"
     if not weights.is_file():
         raise UserError(f"model folder has no weights.npz: {folder}")
@@ -130,7 +144,7 @@ def load_model(folder) -> AsrModel:
         _load_weights(km, weights)
     except (OSError, ValueError) as err:
         raise UserError(f"cannot load weights {weights}: {err}") from None
-    return AsrModel(name=meta.get("name", folder.name), config=cfg, keras_model=km)
+    return AsrModel(name=meta.get("name", folder.name), config=cfg, keras_model=km, quantization=quant)
 
 
 def list_pretrained() -> list[str]:

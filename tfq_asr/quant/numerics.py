@@ -556,8 +556,15 @@ def fake_quant_weight_tf(w, spec: WeightQuantSpec, alpha=None):
     if alpha is None and spec.clip != "none":
         raise ValueError(f"clip={spec.clip!r} needs fixed clipping factors: pass alpha=clip_factors(w, spec)")
     wg = _grouped_tf(w, spec)
-    ones = np.ones(spec.alpha_shape(k, n), np.float32)
-    a = _alpha_internal(ones if alpha is None else alpha, k, n, spec)
+    if isinstance(alpha, (tf.Tensor, tf.Variable)):
+        # A variable holding the fixed factors (QAT keeps them in the layer so they are saved
+        # with its weights); its shape is checked here, its values when it was assigned.
+        if tuple(alpha.shape) != spec.alpha_shape(k, n):
+            raise ValueError(f"clipping factors must have shape {spec.alpha_shape(k, n)}, got {tuple(alpha.shape)}")
+        a = alpha[:, None, :] if spec.symmetric else (alpha[0][:, None, :], alpha[1][:, None, :])
+    else:
+        ones = np.ones(spec.alpha_shape(k, n), np.float32)
+        a = _alpha_internal(ones if alpha is None else alpha, k, n, spec)
     deq = _fake_quant_grouped_tf(wg, a, spec)
     deq = tf.reshape(deq, [k, n]) if spec.granularity == "tensor" else tf.reshape(deq, [-1, n])[:k]
     return _straight_through(w, deq)
@@ -576,7 +583,12 @@ def fake_quant_activation_dynamic_tf(x):
     return _fake_quant_act_tf(x, tf.where(amax > 0, _div(amax, float(ACT_QMAX)), 1.0))
 
 
-def fake_quant_activation_static_tf(x, max_abs: float):
-    """int8 quantize-dequantize with a calibrated range, straight-through gradient."""
+def fake_quant_activation_static_tf(x, max_abs):
+    """int8 quantize-dequantize with a calibrated range, straight-through gradient. `max_abs`
+    is a number or a scalar tensor/variable (a calibrated layer keeps it as a weight)."""
     tf = _tf()
-    return _fake_quant_act_tf(tf.convert_to_tensor(x, tf.float32), float(_static_scale(max_abs)))
+    x = tf.convert_to_tensor(x, tf.float32)
+    if isinstance(max_abs, (tf.Tensor, tf.Variable)):
+        m = tf.cast(max_abs, tf.float32)
+        return _fake_quant_act_tf(x, tf.where(m > 0, _div(m, float(ACT_QMAX)), 1.0))
+    return _fake_quant_act_tf(x, float(_static_scale(max_abs)))

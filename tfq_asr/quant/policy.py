@@ -8,6 +8,8 @@ Named presets: `w8`, `w4`, `w2` (symmetric, per output channel), with suffixes
   -clipl1 / -clipl2   clipping factor searched per group minimising L1 / L2 error
   -f16       scales stored as float16
   -mixed     the first layers (subsampling) and the CTC head stay at 8 bits per channel
+  -static    Dense inputs quantized to int8 with calibrated ranges (default: dynamic per row)
+  -wo        weight only: Dense inputs stay float (the kernels' float-activation path)
 e.g. `w2-sc64-asym-clipl2-f16-mixed`. `fp32` quantizes nothing.
 
 A policy is a small serialisable object: a default spec plus ordered rules (first match wins)
@@ -25,7 +27,8 @@ from .numerics import WeightQuantSpec
 # Layers a `-mixed` preset keeps at 8 bits: the input convolutions see raw features and the CTC
 # head's errors go straight to the output; both are a small share of the weights.
 SENSITIVE_PATTERNS = ("subsample_*", "ctc_head")
-_SUFFIX = re.compile(r"^(pc|pt|sc(\d+)|asym|clipl1|clipl2|f16|mixed)$")
+_SUFFIX = re.compile(r"^(pc|pt|sc(\d+)|asym|clipl1|clipl2|f16|mixed|static|wo)$")
+ACTIVATIONS = ("dynamic", "static", "none")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,11 @@ class Policy:
     name: str
     default: WeightQuantSpec | None
     rules: tuple[Rule, ...] = field(default_factory=tuple)
+    activations: str = "dynamic"   # int8 inputs of quantized Dense layers: dynamic | static | none
+
+    def __post_init__(self):
+        if self.activations not in ACTIVATIONS:
+            raise ValueError(f"policy {self.name!r}: activations={self.activations!r}, expected one of {ACTIVATIONS}")
 
     def spec_for(self, layer_name: str, role: str | None = None) -> WeightQuantSpec | None:
         """Spec of one weight: rules match the layer name or "layer/role" (e.g. "lstm0/recurrent_kernel",
@@ -62,16 +70,18 @@ class Policy:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "default": None if self.default is None else self.default.to_dict(),
-                "rules": [r.to_dict() for r in self.rules]}
+                "rules": [r.to_dict() for r in self.rules], "activations": self.activations}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Policy":
         spec = lambda s: None if s is None else WeightQuantSpec.from_dict(s)  # noqa: E731
         return cls(name=d["name"], default=spec(d.get("default")),
-                   rules=tuple(Rule(r["pattern"], spec(r["spec"])) for r in d.get("rules", [])))
+                   rules=tuple(Rule(r["pattern"], spec(r["spec"])) for r in d.get("rules", [])),
+                   activations=d.get("activations", "dynamic"))
 
     def describe(self) -> str:
-        lines = [f"policy {self.name}: default {_short(self.default) if self.default else 'float'}"]
+        lines = [f"policy {self.name}: default {_short(self.default) if self.default else 'float'}, "
+                 f"activations {self.activations}"]
         lines += [f"  {r.pattern}: {_short(r.spec) if r.spec else 'float'}" for r in self.rules]
         return "\n".join(lines)
 
@@ -100,10 +110,12 @@ def from_name(name: str) -> Policy:
         raise ValueError(f"policy {name!r}: expected w8, w4 or w2 followed by -suffixes (or fp32)")
     kw: dict = {"bits": int(m.group(1))}
     mixed = False
+    activations = "dynamic"
     for s in suffixes:
         sm = _SUFFIX.match(s)
         if not sm:
-            raise ValueError(f"policy {name!r}: unknown suffix -{s} (known: -pc -pt -scG -asym -clipl1 -clipl2 -f16 -mixed)")
+            raise ValueError(f"policy {name!r}: unknown suffix -{s} "
+                             "(known: -pc -pt -scG -asym -clipl1 -clipl2 -f16 -mixed -static -wo)")
         if s == "pt":
             kw["granularity"] = "tensor"
         elif s == "pc":
@@ -118,6 +130,10 @@ def from_name(name: str) -> Policy:
             kw["scale_dtype"] = "float16"
         elif s == "mixed":
             mixed = True
+        elif s == "static":
+            activations = "static"
+        elif s == "wo":
+            activations = "none"
     try:
         default = WeightQuantSpec(**kw)
     except ValueError as err:
@@ -126,4 +142,4 @@ def from_name(name: str) -> Policy:
     if mixed:
         eight = WeightQuantSpec(bits=8, scale_dtype=default.scale_dtype)
         rules = tuple(Rule(p, eight) for p in SENSITIVE_PATTERNS)
-    return Policy(name, default, rules)
+    return Policy(name, default, rules, activations)

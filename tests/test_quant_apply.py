@@ -1,0 +1,238 @@
+"""quantize(): tfmot configs for every layer type, PTQ calibration, zero-shot inputs, QAT steps,
+quantized checkpoints; checked against the NumPy numerics."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+from tfq_asr.errors import UserError
+from tfq_asr.models import AsrModel, build_model, get_config, load_model, output_length, save_model
+from tfq_asr.quant.apply import float_twin, quantize, quantized_layers, wrappers
+from tfq_asr.quant.calibration import output_error_alpha
+from tfq_asr.quant.numerics import (WeightQuantSpec, clip_factors, fake_quant_weight_np, int_matmul_reference,
+                                    quantize_activation_dynamic)
+from tfq_asr.quant.policy import from_name
+
+
+def every_layer_model(seed=0):
+    """One of each supported layer type, plus unsupported ones that hold weights."""
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((None, 12), name="features")
+    x = keras.layers.Dense(16, activation="swish", name="dense")(inp)
+    x = keras.layers.LayerNormalization(name="ln")(x)
+    x = keras.layers.Conv1D(16, 3, padding="same", name="conv1d")(x)
+    x = keras.layers.DepthwiseConv1D(5, padding="same", name="depthwise")(x)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.LSTM(8, return_sequences=True, name="lstm")(x)
+    y = keras.layers.Reshape((-1, 8, 1), name="expand")(x)
+    y = keras.layers.Conv2D(4, 3, padding="same", name="conv2d")(y)
+    y = keras.layers.Reshape((-1, 32), name="flatten")(y)
+    out = keras.layers.Dense(6, name="head")(y)
+    return keras.Model(inp, out)
+
+
+def features(t=20, f=12, seed=0):
+    return np.random.default_rng(seed).normal(size=(1, t, f)).astype(np.float32)
+
+
+def tiny_conformer():
+    keras.utils.set_random_seed(1)
+    cfg = dataclasses.replace(get_config("conformer-xs"), num_blocks=1, d_model=32, num_heads=2,
+                              subsample_channels=8)
+    return cfg, build_model(cfg)
+
+
+def test_every_supported_layer_is_wrapped_and_nothing_else():
+    m = every_layer_model()
+    q = quantize(m, "w4")
+    wrapped = sorted(w.layer.name for w in wrappers(q))
+    assert wrapped == ["conv1d", "conv2d", "dense", "depthwise", "head", "lstm"]
+    roles = sorted((ql.layer, ql.role) for ql in quantized_layers(q))
+    assert ("lstm", "kernel") in roles and ("lstm", "recurrent_kernel") in roles
+    assert q(features()).shape == m(features()).shape
+
+
+def test_input_model_untouched_and_fp32_is_identity():
+    m = every_layer_model()
+    before = [w.copy() for w in m.get_weights()]
+    q = quantize(m, "w2-sc64-asym-clipl2")
+    for a, b in zip(before, m.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    q32 = quantize(m, "fp32")
+    assert not wrappers(q32)
+    np.testing.assert_array_equal(q32(features()).numpy(), m(features()).numpy())
+    assert not np.array_equal(q(features()).numpy(), m(features()).numpy())
+
+
+def test_dense_computes_the_integer_kernel_to_float_rounding():
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((None, 40))
+    out = keras.layers.Dense(24, name="fc")(inp)
+    m = keras.Model(inp, out)
+    for policy in ("w4", "w2-sc16-asym-f16", "w8-pt"):
+        q = quantize(m, policy)
+        (ql,) = quantized_layers(q)
+        x = features(9, 40, seed=5)
+        got = q(x).numpy()[0]
+        ref = int_matmul_reference(x[0], ql.weight, ql.bias)
+        # Same quantized operands; Keras sums in another order: the bound is float rounding of
+        # a K = 40 dot product of values of size |y|.
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+        qa, sa = quantize_activation_dynamic(x[0])
+        manual = (qa * sa) @ ql.weight.dequantize() + ql.bias
+        np.testing.assert_allclose(got, manual, rtol=1e-6, atol=1e-6)
+
+
+def test_quantized_kernels_equal_numpy_fake_quant_bit_for_bit():
+    m = every_layer_model()
+    q = quantize(m, "w4-sc4-asym-clipl2-f16")
+    for w in wrappers(q):
+        for weight, quantizer, qvars in w._weight_vars:
+            got = quantizer(weight, False, qvars).numpy()
+            k = int(np.prod(weight.shape[:-1])) if quantizer.role != "depthwise_kernel" else weight.shape[0]
+            w2 = np.reshape(weight.numpy(), (k, -1))
+            want = fake_quant_weight_np(w2, quantizer.spec, qvars["alpha"].numpy())
+            np.testing.assert_array_equal(got.reshape(want.shape), want)
+            np.testing.assert_array_equal(qvars["alpha"].numpy(), clip_factors(w2, quantizer.spec))
+
+
+def test_weight_only_policy_equals_its_float_twin():
+    m = every_layer_model()
+    q = quantize(m, "w4-wo")
+    twin = float_twin(q)
+    x = features()
+    np.testing.assert_allclose(q(x).numpy(), twin(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_overrides_keep_layers_float_and_lstm_roles_differ():
+    m = every_layer_model()
+    policy = from_name("w4").with_override("head", None).with_override("lstm/recurrent_kernel", "w8")
+    q = quantize(m, policy)
+    names = {w.layer.name for w in wrappers(q)}
+    assert "head" not in names
+    specs = {(ql.layer, ql.role): ql.weight.spec.bits for ql in quantized_layers(q)}
+    assert specs[("lstm", "kernel")] == 4 and specs[("lstm", "recurrent_kernel")] == 8
+
+
+def test_bad_input_errors_name_the_problem():
+    m = every_layer_model()
+    with pytest.raises(UserError, match="layer ln .*LayerNormalization.*no quantization config"):
+        quantize(m, from_name("w4").with_override("ln", "w4"))
+    with pytest.raises(UserError, match="unknown suffix"):
+        quantize(m, "w4-sc64-bogus")
+    with pytest.raises(UserError, match="weight bits must be one of"):
+        quantize(m, "w3")
+    with pytest.raises(UserError, match="calibration set is empty"):
+        quantize(m, "w4", calibration=[])
+    bad = every_layer_model()
+    k = bad.get_layer("dense").kernel
+    k.assign(np.where(np.arange(k.shape[1]) == 0, np.nan, k.numpy()))
+    with pytest.raises(UserError, match="layer dense: kernel contains NaN"):
+        quantize(bad, "w4")
+
+
+def test_static_calibration_records_float_input_range():
+    m = every_layer_model()
+    data = [features(15, seed=s)[0] for s in range(3)]
+    q = quantize(m, "w8-static", calibration=data, data_aware_clipping=False)
+    probe = keras.Model(m.inputs, m.get_layer("head").input)
+    want = max(float(np.abs(probe(d[None]).numpy()).max()) for d in data)
+    (head,) = [w for w in wrappers(q) if w.layer.name == "head"]
+    assert float(head.input_max.numpy()) == pytest.approx(want, rel=1e-6)
+    uncalibrated = quantize(m, "w8-static")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="not calibrated"):
+        uncalibrated(features())
+
+
+def test_data_aware_clipping_never_increases_output_error():
+    rng = np.random.default_rng(0)
+    w = rng.standard_t(3, size=(64, 16)).astype(np.float32)
+    x = rng.normal(size=(256, 64)).astype(np.float32)
+    for spec in (WeightQuantSpec(bits=2, granularity="group", group_size=16),
+                 WeightQuantSpec(bits=4, symmetric=False, clip="l2")):
+        start = clip_factors(w, spec)
+        alpha = output_error_alpha(w, x, spec, start)
+
+        def err(a):
+            d = x @ (w - fake_quant_weight_np(w, spec, a))
+            return (d * d).sum(axis=0)
+        assert np.all(err(alpha) <= err(start) + 1e-6)
+        assert err(alpha).sum() < err(start).sum()
+
+
+def test_zero_shot_inputs_match_batch_norm_statistics_better_than_noise():
+    from tfq_asr.quant.zero_shot import synthesize
+    cfg, m = tiny_conformer()
+    bn = [layer for layer in m.layers if isinstance(layer, keras.layers.BatchNormalization)][0]
+    probe = keras.Model(m.inputs, bn.input)
+    # Stored statistics of "real" inputs: smooth trajectories, unlike the Gaussian start.
+    real = np.cumsum(np.random.default_rng(7).normal(size=(8, 64, cfg.num_mels)), axis=1) * 0.3 + 1.0
+    o = probe(real.astype(np.float32)).numpy().reshape(-1, bn.moving_mean.shape[0])
+    bn.moving_mean.assign(o.mean(0))
+    bn.moving_variance.assign(o.var(0))
+
+    def mismatch(xs):
+        o = probe(np.stack(xs)).numpy().reshape(-1, bn.moving_mean.shape[0])
+        return float(np.mean((o.mean(0) - bn.moving_mean.numpy()) ** 2)
+                     + np.mean((o.std(0) - np.sqrt(bn.moving_variance.numpy())) ** 2))
+    start = synthesize(m, num=4, frames=64, steps=0)
+    done = synthesize(m, num=4, frames=64, steps=60, lr=0.05)
+    assert len(done) == 4 and done[0].shape == (64, cfg.num_mels)
+    assert mismatch(done) < 0.05 * mismatch(start)
+    again = synthesize(m, num=4, frames=64, steps=0)
+    np.testing.assert_array_equal(start[0], again[0])
+    q = quantize(m, "w8-static", calibration="synthetic")
+    assert all(float(w.input_max.numpy()) > 0 for w in wrappers(q) if w.quantize_config.activation == "static")
+
+
+def test_qat_steps_train_every_layer_type_and_keep_clipping_fixed():
+    from tfq_asr.quant.qat import CtcFitModel
+    m = every_layer_model()
+    q = quantize(m, "w2-sc4-clipl2")
+    alphas = [v.numpy().copy() for w in wrappers(q) for v in w.weights if "_clip" in v.name]
+    kernels = {w.layer.name: w._weight_vars[0][0].numpy().copy() for w in wrappers(q)}
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 20, 12)).astype(np.float32)
+    y = rng.integers(1, 6, size=(4, 5)).astype(np.int32)
+    ds = tf.data.Dataset.from_tensors((x, y, np.full(4, 20, np.int32), np.full(4, 5, np.int32))).repeat(3)
+    fit = CtcFitModel(q, lambda n: n)
+    fit.compile(optimizer=keras.optimizers.Adam(1e-2))
+    hist = fit.fit(ds, epochs=1, verbose=0)
+    assert np.isfinite(hist.history["loss"][-1])
+    for name, before in kernels.items():
+        after = q.get_layer(f"quant_{name}")._weight_vars[0][0].numpy()
+        assert not np.array_equal(before, after), f"{name} did not train"
+    after_alphas = [v.numpy() for w in wrappers(q) for v in w.weights if "_clip" in v.name]
+    for a, b in zip(alphas, after_alphas):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_qat_finetune_on_tiny_conformer(tiny_corpus):
+    from tfq_asr.features import load_feature_set
+    from tfq_asr.quant.qat import qat_finetune
+    cfg, m = tiny_conformer()
+    corpus, _ = tiny_corpus
+    train = load_feature_set(corpus / "train.tsv", corpus / "cache", progress=False)
+    q = quantize(m, "w4-sc16-f16")
+    hist = qat_finetune(q, lambda n: output_length(n, cfg), train, steps=3, lr=1e-3, batch_frames=2000,
+                        warmup=1, verbose=0)
+    assert len(hist.history["loss"]) == 1 and np.isfinite(hist.history["loss"][0])
+
+
+def test_quantized_checkpoint_round_trip(tmp_path):
+    cfg, m = tiny_conformer()
+    q = quantize(m, "w2-sc16-asym-clipl1-f16-static", calibration=[features(40, cfg.num_mels)[0]])
+    policy = q._tfq_policy
+    save_model(AsrModel("tiny-q", cfg, q, quantization={"policy": policy.to_dict(), "method": "ptq"}),
+               tmp_path / "q")
+    back = load_model(tmp_path / "q")
+    assert back.quantization["method"] == "ptq"
+    x = features(40, cfg.num_mels, seed=2)
+    np.testing.assert_array_equal(back.keras_model(x).numpy(), q(x).numpy())
+    for a, b in zip(quantized_layers(q), quantized_layers(back.keras_model)):
+        np.testing.assert_array_equal(a.weight.q, b.weight.q)
+        np.testing.assert_array_equal(a.weight.scales, b.weight.scales)

@@ -1,0 +1,179 @@
+"""`quantize(model, policy)`: a tf_keras model -> the same model with every layer the policy
+quantizes wrapped in a tfmot `QuantizeWrapperV2` (our configs), weights copied, clipping factors
+computed; and the way back out: the integer weights each quantized layer computes with."""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+import numpy as np
+import tf_keras as keras
+import tensorflow_model_optimization as tfmot
+
+from ..errors import UserError
+from .configs import (TfqQuantizeConfig, TfqQuantizeWrapper, custom_objects, default_activation, get_kernel,
+                      matrix_shape, weight_roles)
+from .numerics import QuantizedWeight, quantize_weight
+from .policy import Policy, from_name
+
+
+def as_policy(policy) -> Policy:
+    if isinstance(policy, Policy):
+        return policy
+    if isinstance(policy, dict):
+        return Policy.from_dict(policy)
+    try:
+        return from_name(str(policy))
+    except ValueError as err:
+        raise UserError(str(err)) from None
+
+
+def _layer_specs(layer, policy: Policy) -> dict:
+    """{role: spec or None} of a supported layer; checks each spec fits the kernel."""
+    specs = {}
+    for role in weight_roles(layer):
+        spec = policy.spec_for(layer.name, role)
+        if spec is not None:
+            w = get_kernel(layer, role).numpy()
+            if not np.all(np.isfinite(w)):
+                raise UserError(f"layer {layer.name}: {role} contains NaN or Inf; cannot quantize it")
+        specs[role] = spec
+    return specs
+
+
+def _explicit_rule_hits(policy: Policy, layer) -> list[str]:
+    return [r.pattern for r in policy.rules if r.spec is not None and fnmatch.fnmatchcase(layer.name, r.pattern)]
+
+
+def quantize(model, policy, calibration=None, *, data_aware_clipping: bool = True, progress: bool = False):
+    """Return a new Keras model computing `model` quantized by `policy` (a Policy, a preset name
+    such as "w4-sc64-f16", or a policy dict). The input model is not modified.
+
+    calibration: None (weights only; dynamic int8 activations need nothing else), an iterable
+    of model inputs (e.g. [T, 80] feature arrays), or "synthetic" (zero-shot: inputs generated
+    from the model's own normalisation statistics, `zero_shot.synthesize`). Calibration sets the
+    static activation ranges of a `-static` policy and, with data_aware_clipping, picks each
+    Dense layer's clipping factors by the output error on the calibration activations."""
+    policy = as_policy(policy)
+    if not isinstance(model, keras.Model):
+        raise UserError(f"quantize() needs a tf_keras Model, got {type(model).__name__}")
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            raise UserError(f"layer {layer.name}: nested models are not supported; flatten the model first")
+        if not weight_roles(layer) and layer.weights and _explicit_rule_hits(policy, layer):
+            raise UserError(f"layer {layer.name} ({type(layer).__name__}): no quantization config for this layer "
+                            f"type, but policy rule(s) {_explicit_rule_hits(policy, layer)} select it "
+                            f"(supported: Dense, Conv1D, Conv2D, DepthwiseConv1D, DepthwiseConv2D, LSTM)")
+    plan = {}
+    for layer in model.layers:
+        specs = _layer_specs(layer, policy)
+        if any(s is not None for s in specs.values()):
+            activation = policy.activations if default_activation(layer) == "dynamic" else "none"
+            plan[layer.name] = TfqQuantizeConfig(specs, activation)
+
+    def clone(layer):
+        new = layer.__class__.from_config(layer.get_config())
+        if layer.name in plan:
+            return TfqQuantizeWrapper(new, plan[layer.name])
+        return new
+
+    with tfmot.quantization.keras.quantize_scope(custom_objects()):
+        try:
+            q = keras.models.clone_model(model, clone_function=clone)
+        except ValueError as err:
+            raise UserError(f"cannot clone the model for quantization: {err}") from None
+    for layer in model.layers:
+        target = q.get_layer(quantized_name(layer.name) if layer.name in plan else layer.name)
+        copy_layer_weights(layer, target)
+    for w in wrappers(q):
+        try:
+            w.init_clipping()
+        except ValueError as err:
+            raise UserError(str(err)) from None
+    q._tfq_policy = policy  # noqa: SLF001  (read by reports and save_model)
+    if calibration is not None:
+        from .calibration import calibrate
+        calibrate(q, model, calibration, data_aware_clipping=data_aware_clipping, progress=progress)
+    return q
+
+
+def _relative(weight_name: str) -> str:
+    """'quant_block0_dense/kernel:0' -> 'kernel:0' (the name inside its layer)."""
+    return weight_name.split("/", 1)[1] if "/" in weight_name else weight_name
+
+
+def copy_layer_weights(src, dst) -> None:
+    """Copy weights between a layer and its quantized wrapper (either direction) by name.
+    (A wrapped layer no longer lists the kernels the wrapper replaced with fake-quant tensors,
+    so its own get/set_weights cannot be used.)"""
+    src_w = {_relative(w.name): w for w in src.weights}
+    for w in dst.weights:
+        name = _relative(w.name)
+        if name in src_w:
+            w.assign(src_w.pop(name))
+    if src_w:
+        raise UserError(f"layer {src.name}: weights {sorted(src_w)} have no counterpart in {dst.name}")
+
+
+def quantized_name(layer_name: str) -> str:
+    return f"quant_{layer_name}"
+
+
+def wrappers(q) -> list[TfqQuantizeWrapper]:
+    return [layer for layer in q.layers if isinstance(layer, TfqQuantizeWrapper)]
+
+
+def policy_of(q) -> Policy | None:
+    return getattr(q, "_tfq_policy", None)
+
+
+@dataclass(frozen=True)
+class QuantizedLayer:
+    """What a lowering needs of one quantized kernel: the integers, the layer and its bias."""
+    layer: str              # the original layer name
+    role: str
+    layer_type: str
+    weight: QuantizedWeight
+    bias: np.ndarray | None
+    activation: str         # dynamic | static | none
+    input_max: float | None
+
+
+def quantized_layers(q) -> list[QuantizedLayer]:
+    """The integer weights of every quantized kernel of `q`, exactly those its fake-quant
+    computes with (same clipping factors)."""
+    out = []
+    for w in wrappers(q):
+        layer, cfg = w.layer, w.quantize_config
+        bias = getattr(layer, "bias", None)
+        bias = None if bias is None or isinstance(layer, keras.layers.LSTM) else bias.numpy()
+        input_max = float(w.input_max.numpy()) if cfg.activation == "static" else None
+        for weight, quantizer, qvars in w._weight_vars:  # noqa: SLF001
+            k, n = matrix_shape(layer, quantizer.role, weight.shape)
+            qw = quantize_weight(np.reshape(weight.numpy(), (k, n)), quantizer.spec, alpha=qvars["alpha"].numpy())
+            out.append(QuantizedLayer(layer.name, quantizer.role, type(layer).__name__, qw, bias,
+                                      cfg.activation, input_max))
+    return out
+
+
+def float_twin(q):
+    """A plain float Keras model computing with the quantized model's dequantized kernels
+    (activations unquantized): what a float runtime would run, and what lowering converts."""
+    twin = keras.models.clone_model(
+        q, clone_function=lambda layer: (layer.layer.__class__.from_config(layer.layer.get_config())
+                                         if isinstance(layer, TfqQuantizeWrapper)
+                                         else layer.__class__.from_config(layer.get_config())))
+    deq = {(ql.layer, ql.role): ql.weight.dequantize() for ql in quantized_layers(q)}
+    for layer in q.layers:
+        src = layer.layer if isinstance(layer, TfqQuantizeWrapper) else layer
+        dst = twin.get_layer(src.name)
+        wanted = {_relative(w.name) for w in dst.weights}
+        for w in layer.weights:
+            if _relative(w.name) in wanted:
+                dst_w = next(d for d in dst.weights if _relative(d.name) == _relative(w.name))
+                dst_w.assign(w)
+        for role in weight_roles(dst):
+            if (src.name, role) in deq:
+                kernel = get_kernel(dst, role)
+                kernel.assign(np.reshape(deq[(src.name, role)], kernel.shape))
+    return twin
