@@ -236,3 +236,21 @@ def test_quantized_checkpoint_round_trip(tmp_path):
     for a, b in zip(quantized_layers(q), quantized_layers(back.keras_model)):
         np.testing.assert_array_equal(a.weight.q, b.weight.q)
         np.testing.assert_array_equal(a.weight.scales, b.weight.scales)
+
+
+def test_mixed_precision_search_fits_the_budget():
+    from tfq_asr.quant.mixed import search
+    from tfq_asr.quant.size import size_report
+    m = every_layer_model()
+    inputs = [features(16, seed=s) [0] for s in range(2)]
+    all8 = size_report(m, from_name("w8-sc4"))["total_bytes"]
+    all2 = size_report(m, from_name("w2-sc4"))["total_bytes"]
+    budget = (all8 + all2) // 2
+    policy, choices = search(m, budget, inputs, base="w4-sc4")
+    assert size_report(m, policy)["total_bytes"] <= budget
+    bits = {(c.layer, c.role): c.bits for c in choices}
+    assert len(bits) == 7 and len(set(bits.values())) >= 2  # a budget halfway mixes widths
+    assert all(c.error >= 0 for c in choices)
+    assert quantize(m, policy)(features()).shape == m(features()).shape
+    with pytest.raises(UserError, match="below the smallest model"):
+        search(m, all2 - 1, inputs, base="w4-sc4")

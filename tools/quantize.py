@@ -35,10 +35,29 @@ def load_calibration(manifest: Path, count: int, cache_dir: Path):
     return [data.features(i) for i in range(0, len(data), step)][:count]
 
 
+def search_policy(src, arg: str, args):
+    """--policy auto:BYTES[:BASE]: mixed precision within a size budget from measured sensitivity."""
+    from tfq_asr.quant.mixed import describe, search
+    parts = arg.split(":")
+    try:
+        budget = int(float(parts[1]))
+    except (IndexError, ValueError):
+        raise UserError(f"--policy {arg}: expected auto:BYTES or auto:BYTES:BASE, e.g. auto:800000:w4-sc64-f16") from None
+    base = parts[2] if len(parts) > 2 else "w4-sc64-f16"
+    source = args.calibration or args.train
+    if not source:
+        raise UserError("--policy auto:... measures sensitivity on data: pass --calibration or --train")
+    inputs = load_calibration(source, min(args.num_calibration, 8), args.cache_dir)
+    policy, choices = search(src.keras_model, budget, inputs, base=base, progress=True)
+    print(describe(choices), file=sys.stderr)
+    return policy
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="bundled model name or model folder (float)")
-    ap.add_argument("--policy", required=True, help="policy preset, e.g. w8, w4, w2-sc64-f16, w4-mixed, or a JSON file")
+    ap.add_argument("--policy", required=True, help="policy preset, e.g. w8, w4, w2-sc64-f16, w4-mixed; a JSON "
+                    "file; or auto:BYTES[:BASE] for a mixed-precision search within a size budget")
     ap.add_argument("--method", default="ptq", choices=METHODS)
     ap.add_argument("--out", type=Path, required=True, help="quantized checkpoint folder to write")
     ap.add_argument("--calibration", type=Path, help="manifest of calibration utterances (ptq)")
@@ -70,11 +89,14 @@ def main(argv=None):
             policy_arg = json.loads(Path(policy_arg).read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise UserError(f"--policy {args.policy}: {err}") from None
-    policy = as_policy(policy_arg)
     src = load_pretrained(args.model)
     if src.quantization:
         raise UserError(f"--model {args.model} is already quantized ({src.quantization['policy']['name']}); "
                         "quantize its float model instead")
+    if isinstance(policy_arg, str) and policy_arg.startswith("auto:"):
+        policy = search_policy(src, policy_arg, args)
+    else:
+        policy = as_policy(policy_arg)
     print(policy.describe(), file=sys.stderr)
 
     calibration = None
