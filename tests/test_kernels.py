@@ -238,6 +238,18 @@ def test_c_kernel_test_under_asan_ubsan():
     assert " 0 failed" in out.splitlines()[-1], out
 
 
+def test_litert_op_validation_under_asan_ubsan():
+    """TFQ_FULLY_CONNECTED's Run/GetOutputLayouts on fake tensor buffers (no LiteRT needed):
+    valid calls equal tfq_linear_q8 bit for bit, every malformed input is reported."""
+    _require_tool("cc", "gcc")
+    build = BUILD / "asan"
+    _cmake_build(build, "-DTFQ_SANITIZE=ON", "-DCMAKE_BUILD_TYPE=Debug", target="tfq_litert_op_test")
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0",
+               UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
+    out = _run([build / "tfq_litert_op_test"], timeout=300, env=env)
+    assert " 0 failed" in out.splitlines()[-1], out
+
+
 # ---- (c) aarch64 under qemu -----------------------------------------------------------------
 
 def test_aarch64_neon_kernels_under_qemu():

@@ -1,0 +1,138 @@
+/*
+ * TFQ_FULLY_CONNECTED: the LiteRT custom op that runs a packed int4/int2 fully connected layer
+ * with tfq_linear_q8 (int8 dynamic activations, the numerics contract of kernels.h).
+ *
+ * Inputs, in this order (all but x are constant tensors the lowering writes, 64-byte aligned):
+ *   0  x            float32 [..., K]          activations; M = product of the leading dims
+ *   1  data         uint8   [N, row_bytes]    packed weights (format.h)
+ *   2  scales       float32 or float16 [groups, N]
+ *   3  zero_points  uint8   [groups, N]       asymmetric layers only: a symmetric op has one
+ *                                             input fewer and every later input moves up one
+ *   3|4 bias        float32 [N]               ignored (and may be zeros) unless TFQ_OP_FLAG_BIAS
+ *   4|5 header      int32   [TFQ_HEADER_COUNT] format.h: magic, version, bits, symmetric, K, N, G,
+ *                                             scale_is_f16
+ *   5|6 params      int32   [TFQ_OP_PARAMS_COUNT] the TFQ_OP_PARAM_* values below
+ * Output 0: float32 [..., N] (x's shape with the last dimension N), or [M, N] with
+ * TFQ_OP_FLAG_FLATTEN (TFLite FULLY_CONNECTED with keep_num_dims = false on a rank > 2 input).
+ * GetOutputLayouts sees layouts only, no tensor contents, so the flatten choice is also carried
+ * by the params tensor's shape: [TFQ_OP_PARAMS_COUNT] normally, [1, TFQ_OP_PARAMS_COUNT] with
+ * TFQ_OP_FLAG_FLATTEN (Run checks that both agree).
+ *
+ * The symmetric field of the header decides which input count is expected; every tensor's type,
+ * shape and byte size is checked against the header before any read.
+ *
+ * Errors.  LiteRT ignores the status a custom kernel returns, so a failing call also records
+ * the first error of a run in its tfq_litert_context (status, layer index from the params,
+ * message) and fills its output with NaN when the output buffer itself is usable.  The runner
+ * reads it with tfq_litert_error() after every run and clears it with tfq_litert_clear_error().
+ *
+ * The op never calls LiteRT itself: the four tensor-buffer functions it needs come in a
+ * tfq_litert_api table at context creation (the Python runner passes the addresses it resolved
+ * in libLiteRt.so, the C test program passes fakes), so this library links against no LiteRT
+ * build and its validation can be tested without one.
+ */
+#ifndef TFQ_LITERT_OP_H
+#define TFQ_LITERT_OP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tfq/kernels.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TFQ_OP_NAME "TFQ_FULLY_CONNECTED"
+#define TFQ_OP_VERSION 1
+
+/* The params tensor (int32), written by tfq_asr/convert/lowering.py. */
+#define TFQ_OP_PARAMS_VERSION 1
+#define TFQ_OP_PARAMS_COUNT 4
+#define TFQ_OP_PARAM_VERSION 0     /* TFQ_OP_PARAMS_VERSION */
+#define TFQ_OP_PARAM_ACTIVATION 1  /* tfq_op_activation */
+#define TFQ_OP_PARAM_FLAGS 2       /* TFQ_OP_FLAG_* bits */
+#define TFQ_OP_PARAM_LAYER 3       /* layer index, only used to name the layer in errors */
+
+#define TFQ_OP_FLAG_BIAS 1         /* add the bias input */
+#define TFQ_OP_FLAG_FLATTEN 2      /* output [M, N] instead of [..., N] */
+
+typedef enum tfq_op_activation {
+  TFQ_ACT_NONE = 0,
+  TFQ_ACT_RELU = 1,
+  TFQ_ACT_RELU6 = 2,
+  TFQ_ACT_RELU_N1_TO_1 = 3,
+  TFQ_ACT_SWISH = 4,   /* x * sigmoid(x) = x / (1 + exp(-x)) in float32 */
+  TFQ_ACT_COUNT = 5
+} tfq_op_activation;
+
+/* ---- The subset of the LiteRT C ABI (ai-edge-litert 2.3.0) the op sees ------------------- */
+/* Our own declarations with the layouts of the pinned runtime (litert/c/ in google-ai-edge/
+ * LiteRT); opaque handles are void pointers, statuses ints (0 = ok). */
+#define TFQ_LRT_MAX_RANK 8
+#define TFQ_LRT_ELEMENT_FLOAT32 1
+#define TFQ_LRT_ELEMENT_INT32 2
+#define TFQ_LRT_ELEMENT_UINT8 3
+#define TFQ_LRT_ELEMENT_FLOAT16 10
+#define TFQ_LRT_LOCK_READ 0
+#define TFQ_LRT_LOCK_WRITE 1
+#define TFQ_LRT_STATUS_OK 0
+#define TFQ_LRT_STATUS_INVALID_ARGUMENT 1
+#define TFQ_LRT_STATUS_RUNTIME_FAILURE 3
+
+typedef struct tfq_lrt_layout {  /* 68 bytes */
+  unsigned int rank : 7;
+  unsigned int has_strides : 1;
+  int32_t dims[TFQ_LRT_MAX_RANK];
+  uint32_t strides[TFQ_LRT_MAX_RANK];
+} tfq_lrt_layout;
+
+typedef struct tfq_lrt_tensor_type {  /* 72 bytes */
+  int32_t element_type;
+  tfq_lrt_layout layout;
+} tfq_lrt_tensor_type;
+
+typedef void *tfq_lrt_buffer;
+
+typedef struct tfq_lrt_custom_kernel {
+  int (*init)(void *user_data, const void *init_data, size_t init_data_size);
+  int (*get_output_layouts)(void *user_data, size_t num_inputs, const tfq_lrt_layout *inputs,
+                            size_t num_outputs, tfq_lrt_layout *outputs);
+  int (*run)(void *user_data, size_t num_inputs, const tfq_lrt_buffer *inputs,
+             size_t num_outputs, tfq_lrt_buffer *outputs);
+  int (*destroy)(void *user_data);
+} tfq_lrt_custom_kernel;
+
+/* The tensor-buffer functions of the runtime (LiteRtGetTensorBufferTensorType,
+ * LiteRtGetTensorBufferPackedSize, LiteRtLockTensorBuffer, LiteRtUnlockTensorBuffer). */
+typedef struct tfq_litert_api {
+  int (*get_tensor_type)(tfq_lrt_buffer buffer, tfq_lrt_tensor_type *type);
+  int (*get_packed_size)(tfq_lrt_buffer buffer, size_t *bytes);
+  int (*lock)(tfq_lrt_buffer buffer, void **host_addr, int lock_mode);
+  int (*unlock)(tfq_lrt_buffer buffer);
+} tfq_litert_api;
+
+/* ---- Entry points -------------------------------------------------------------------------- */
+typedef struct tfq_litert_context tfq_litert_context;
+
+/* The op's kernel table, to pass to LiteRtAddCustomOpKernelOption with a context as user data. */
+TFQ_API const tfq_lrt_custom_kernel *tfq_litert_kernel(void);
+TFQ_API const char *tfq_litert_op_name(void);
+
+/* One context per compiled model (it holds the error slot and a workspace); NULL if api is
+ * incomplete or memory is short.  Destroy it after the compiled model. */
+TFQ_API tfq_litert_context *tfq_litert_context_create(const tfq_litert_api *api);
+TFQ_API void tfq_litert_context_destroy(tfq_litert_context *ctx);
+
+/* The first error recorded since the last clear: returns its tfq_status (TFQ_OK if none) and
+ * copies "message" (NUL-terminated, truncated to message_size) and the layer index (-1 if
+ * unknown).  Calls counts the op calls since the last clear. */
+TFQ_API int tfq_litert_error(const tfq_litert_context *ctx, char *message, size_t message_size,
+                             int32_t *layer, int64_t *calls);
+TFQ_API void tfq_litert_clear_error(tfq_litert_context *ctx);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TFQ_LITERT_OP_H */

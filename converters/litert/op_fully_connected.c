@@ -1,0 +1,436 @@
+/* TFQ_FULLY_CONNECTED for LiteRT (the contract is in include/tfq/litert_op.h): look up every
+ * input through the runtime's tensor-buffer functions, check types, shapes and byte sizes
+ * against the header, then one tfq_linear_q8 call and the fused activation. */
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tfq/litert_op.h"
+
+#define TFQ_MAX_INPUTS 7
+#define TFQ_CHECKED_SLOTS 256  /* layers whose zero points were scanned once (per context) */
+
+struct tfq_litert_context {
+  tfq_litert_api api;
+  pthread_mutex_t lock;
+  int status;            /* first error since the last clear, TFQ_OK if none */
+  int32_t layer;
+  int32_t current_layer; /* layer of the call under way, once its params are read */
+  char message[512];
+  int64_t calls;
+  void *workspace;       /* grow-only, 64-byte aligned */
+  size_t workspace_bytes;
+  const void *checked[TFQ_CHECKED_SLOTS];
+  size_t num_checked;
+};
+
+typedef struct tfq_tensor {
+  tfq_lrt_buffer buffer;
+  tfq_lrt_tensor_type type;
+  size_t bytes;
+  size_t count;  /* elements, from the dims */
+  void *addr;
+  int locked;
+} tfq_tensor;
+
+static const char *const tfq_input_names[TFQ_MAX_INPUTS] = {
+    "x", "data", "scales", "zero_points", "bias", "header", "params"};
+
+static void tfq_record(tfq_litert_context *ctx, int status, int32_t layer, const char *fmt, ...) {
+  if (ctx->status != TFQ_OK) return;  /* keep the first error */
+  ctx->status = status;
+  ctx->layer = layer >= 0 ? layer : ctx->current_layer;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(ctx->message, sizeof ctx->message, fmt, ap);
+  va_end(ap);
+}
+
+static int tfq_element_size(int32_t element_type) {
+  switch (element_type) {
+    case TFQ_LRT_ELEMENT_FLOAT32: case TFQ_LRT_ELEMENT_INT32: return 4;
+    case TFQ_LRT_ELEMENT_FLOAT16: return 2;
+    case TFQ_LRT_ELEMENT_UINT8: return 1;
+    default: return 0;
+  }
+}
+
+/* Element count of a layout; 0 with *ok = 0 on a negative dim, a rank over the maximum or an
+ * overflow of size_t. */
+static size_t tfq_layout_count(const tfq_lrt_layout *l, int *ok) {
+  size_t count = 1;
+  *ok = l->rank <= TFQ_LRT_MAX_RANK;
+  for (unsigned r = 0; *ok && r < l->rank; r++) {
+    int32_t d = l->dims[r];
+    if (d < 0 || (d != 0 && count > SIZE_MAX / (size_t)d)) *ok = 0;
+    else count *= (size_t)d;
+  }
+  return *ok ? count : 0;
+}
+
+static void tfq_shape_str(const tfq_lrt_layout *l, char *buf, size_t size) {
+  size_t used = (size_t)snprintf(buf, size, "[");
+  for (unsigned r = 0; r < l->rank && r < TFQ_LRT_MAX_RANK && used < size; r++)
+    used += (size_t)snprintf(buf + used, size - used, r ? ", %d" : "%d", (int)l->dims[r]);
+  if (used < size) snprintf(buf + used, size - used, "]");
+}
+
+/* Look up type, size and host address of one buffer; the element type must be `want` (or
+ * `want2` if nonzero). */
+static int tfq_open(tfq_litert_context *ctx, tfq_tensor *t, tfq_lrt_buffer buffer, int lock_mode,
+                    const char *name, int32_t want, int32_t want2) {
+  memset(t, 0, sizeof *t);
+  t->buffer = buffer;
+  if (!buffer) {
+    tfq_record(ctx, TFQ_ERR_NULL, -1, "input %s: no tensor buffer", name);
+    return 0;
+  }
+  if (ctx->api.get_tensor_type(buffer, &t->type) != TFQ_LRT_STATUS_OK ||
+      ctx->api.get_packed_size(buffer, &t->bytes) != TFQ_LRT_STATUS_OK) {
+    tfq_record(ctx, TFQ_ERR_NULL, -1, "tensor %s: the runtime gave no type or size", name);
+    return 0;
+  }
+  int ok;
+  t->count = tfq_layout_count(&t->type.layout, &ok);
+  char shape[128];
+  tfq_shape_str(&t->type.layout, shape, sizeof shape);
+  if (!ok) {
+    tfq_record(ctx, TFQ_ERR_SHAPE, -1, "tensor %s: invalid shape %s", name, shape);
+    return 0;
+  }
+  if (t->type.element_type != want && (want2 == 0 || t->type.element_type != want2)) {
+    tfq_record(ctx, TFQ_ERR_FORMAT, -1, "tensor %s: element type %d, expected %d", name,
+               (int)t->type.element_type, (int)want);
+    return 0;
+  }
+  size_t esize = (size_t)tfq_element_size(t->type.element_type);
+  if (t->count > SIZE_MAX / esize || t->bytes < t->count * esize) {
+    tfq_record(ctx, TFQ_ERR_BUFFER, -1, "tensor %s: %zu bytes hold less than shape %s", name,
+               t->bytes, shape);
+    return 0;
+  }
+  if (ctx->api.lock(buffer, &t->addr, lock_mode) != TFQ_LRT_STATUS_OK || !t->addr) {
+    tfq_record(ctx, TFQ_ERR_NULL, -1, "tensor %s: cannot map the buffer to host memory", name);
+    return 0;
+  }
+  t->locked = 1;
+  return 1;
+}
+
+static int tfq_dims_are(const tfq_tensor *t, int32_t d0, int32_t d1) {
+  return t->type.layout.rank == 2 && t->type.layout.dims[0] == d0 && t->type.layout.dims[1] == d1;
+}
+
+static void tfq_activate(float *y, size_t count, int act) {
+  switch (act) {
+    case TFQ_ACT_RELU:
+      for (size_t i = 0; i < count; i++) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+      break;
+    case TFQ_ACT_RELU6:
+      for (size_t i = 0; i < count; i++) y[i] = y[i] > 0.0f ? (y[i] < 6.0f ? y[i] : 6.0f) : 0.0f;
+      break;
+    case TFQ_ACT_RELU_N1_TO_1:
+      for (size_t i = 0; i < count; i++) y[i] = y[i] > -1.0f ? (y[i] < 1.0f ? y[i] : 1.0f) : -1.0f;
+      break;
+    case TFQ_ACT_SWISH:
+      for (size_t i = 0; i < count; i++) y[i] = y[i] / (1.0f + expf(-y[i]));
+      break;
+    default:
+      break;
+  }
+}
+
+static int tfq_workspace(tfq_litert_context *ctx, size_t bytes) {
+  if (bytes <= ctx->workspace_bytes) return 1;
+  size_t rounded = (bytes + 63) / 64 * 64;
+  void *p = aligned_alloc(64, rounded);
+  if (!p) return 0;
+  free(ctx->workspace);
+  ctx->workspace = p;
+  ctx->workspace_bytes = rounded;
+  return 1;
+}
+
+static int tfq_zero_points_checked(tfq_litert_context *ctx, const tfq_packed_weights *w) {
+  if (w->symmetric) return TFQ_OK;
+  for (size_t i = 0; i < ctx->num_checked; i++)
+    if (ctx->checked[i] == w->zero_points) return TFQ_OK;
+  int st = tfq_weights_check(w);
+  if (st == TFQ_OK && ctx->num_checked < TFQ_CHECKED_SLOTS)
+    ctx->checked[ctx->num_checked++] = w->zero_points;
+  return st;
+}
+
+/* The op body with ctx locked; returns a tfq_status (also recorded in ctx). */
+static int tfq_run_locked(tfq_litert_context *ctx, size_t num_inputs, const tfq_lrt_buffer *inputs,
+                          size_t num_outputs, tfq_lrt_buffer *outputs, tfq_tensor *t,
+                          tfq_tensor *out) {
+  if (num_outputs != 1 || !outputs) {
+    tfq_record(ctx, TFQ_ERR_SHAPE, -1, "expected 1 output, got %zu", num_outputs);
+    return TFQ_ERR_SHAPE;
+  }
+  if (num_inputs != 6 && num_inputs != 7) {
+    tfq_record(ctx, TFQ_ERR_SHAPE, -1, "expected 6 (symmetric) or 7 (asymmetric) inputs, got %zu",
+               num_inputs);
+    return TFQ_ERR_SHAPE;
+  }
+  if (!inputs) {
+    tfq_record(ctx, TFQ_ERR_NULL, -1, "no input buffers");
+    return TFQ_ERR_NULL;
+  }
+  /* Output first, so that it can be filled with NaN whatever fails later. */
+  if (!tfq_open(ctx, out, outputs[0], TFQ_LRT_LOCK_WRITE, "output", TFQ_LRT_ELEMENT_FLOAT32, 0))
+    return ctx->status;
+  int asym = num_inputs == 7;
+  size_t i_bias = 3 + (size_t)asym, i_header = i_bias + 1, i_params = i_bias + 2;
+  /* Small int32 tensors first: they name the layer and the format. */
+  if (!tfq_open(ctx, &t[5], inputs[i_params], TFQ_LRT_LOCK_READ, "params", TFQ_LRT_ELEMENT_INT32, 0) ||
+      !tfq_open(ctx, &t[4], inputs[i_header], TFQ_LRT_LOCK_READ, "header", TFQ_LRT_ELEMENT_INT32, 0))
+    return ctx->status;
+  const int32_t *params = (const int32_t *)t[5].addr;
+  if (t[5].count < TFQ_OP_PARAMS_COUNT || params[TFQ_OP_PARAM_VERSION] != TFQ_OP_PARAMS_VERSION) {
+    tfq_record(ctx, TFQ_ERR_FORMAT, -1, "params: %zu values, version %d; expected %d values, "
+               "version %d", t[5].count, t[5].count ? (int)params[0] : -1, TFQ_OP_PARAMS_COUNT,
+               TFQ_OP_PARAMS_VERSION);
+    return ctx->status;
+  }
+  int32_t layer = params[TFQ_OP_PARAM_LAYER];
+  ctx->current_layer = layer;
+  int32_t act = params[TFQ_OP_PARAM_ACTIVATION], flags = params[TFQ_OP_PARAM_FLAGS];
+  if (act < 0 || act >= TFQ_ACT_COUNT || (flags & ~(TFQ_OP_FLAG_BIAS | TFQ_OP_FLAG_FLATTEN))) {
+    tfq_record(ctx, TFQ_ERR_FORMAT, layer, "params: unknown activation %d or flags %d", (int)act,
+               (int)flags);
+    return ctx->status;
+  }
+  if (((flags & TFQ_OP_FLAG_FLATTEN) != 0) != (t[5].type.layout.rank == 2)) {
+    tfq_record(ctx, TFQ_ERR_FORMAT, layer, "params: the flatten flag needs a params tensor of "
+               "rank 2, and only then");
+    return ctx->status;
+  }
+  tfq_packed_weights w;
+  memset(&w, 0, sizeof w);
+  int st = tfq_weights_from_header(&w, (const int32_t *)t[4].addr, t[4].count);
+  if (st != TFQ_OK) {
+    tfq_record(ctx, st, layer, "header: wrong magic, version or length (%zu values)", t[4].count);
+    return st;
+  }
+  if ((w.bits != 4 && w.bits != 2) || (w.symmetric != 0 && w.symmetric != 1) ||
+      (w.scale_is_f16 != 0 && w.scale_is_f16 != 1) || w.symmetric == asym) {
+    tfq_record(ctx, TFQ_ERR_FORMAT, layer, "header: bits %d, symmetric %d, scale_is_f16 %d with "
+               "%zu inputs", (int)w.bits, (int)w.symmetric, (int)w.scale_is_f16, num_inputs);
+    return TFQ_ERR_FORMAT;
+  }
+  if (w.k < 1 || w.k > TFQ_MAX_K || w.n < 1 || w.n > TFQ_MAX_N || w.group_size < 1) {
+    tfq_record(ctx, TFQ_ERR_SHAPE, layer, "header: K %d, N %d, G %d out of range", (int)w.k,
+               (int)w.n, (int)w.group_size);
+    return TFQ_ERR_SHAPE;
+  }
+  int32_t groups = tfq_num_groups(w.k, w.group_size);
+  int32_t row = (int32_t)tfq_row_bytes(w.k, w.bits);
+  /* x, data, scales, zero points, bias against the header. */
+  if (!tfq_open(ctx, &t[0], inputs[0], TFQ_LRT_LOCK_READ, "x", TFQ_LRT_ELEMENT_FLOAT32, 0) ||
+      !tfq_open(ctx, &t[1], inputs[1], TFQ_LRT_LOCK_READ, "data", TFQ_LRT_ELEMENT_UINT8, 0) ||
+      !tfq_open(ctx, &t[2], inputs[2], TFQ_LRT_LOCK_READ, "scales",
+                w.scale_is_f16 ? TFQ_LRT_ELEMENT_FLOAT16 : TFQ_LRT_ELEMENT_FLOAT32, 0) ||
+      (asym && !tfq_open(ctx, &t[3], inputs[3], TFQ_LRT_LOCK_READ, "zero_points",
+                         TFQ_LRT_ELEMENT_UINT8, 0)) ||
+      !tfq_open(ctx, &t[6], inputs[i_bias], TFQ_LRT_LOCK_READ, "bias", TFQ_LRT_ELEMENT_FLOAT32, 0))
+    return ctx->status;
+  char shape[128];
+  const tfq_tensor *bad = NULL;
+  int32_t want0 = 0, want1 = 0;
+  if (!tfq_dims_are(&t[1], w.n, row)) bad = &t[1], want0 = w.n, want1 = row;
+  else if (!tfq_dims_are(&t[2], groups, w.n)) bad = &t[2], want0 = groups, want1 = w.n;
+  else if (asym && !tfq_dims_are(&t[3], groups, w.n)) bad = &t[3], want0 = groups, want1 = w.n;
+  if (bad) {
+    tfq_shape_str(&bad->type.layout, shape, sizeof shape);
+    tfq_record(ctx, TFQ_ERR_BUFFER, layer, "tensor %s has shape %s, the header (K=%d, N=%d, "
+               "G=%d, %d-bit) needs [%d, %d]", tfq_input_names[bad - t], shape, (int)w.k,
+               (int)w.n, (int)w.group_size, (int)w.bits, (int)want0, (int)want1);
+    return TFQ_ERR_BUFFER;
+  }
+  if ((flags & TFQ_OP_FLAG_BIAS) && t[6].count != (size_t)w.n) {
+    tfq_record(ctx, TFQ_ERR_BUFFER, layer, "bias has %zu values, N = %d", t[6].count, (int)w.n);
+    return TFQ_ERR_BUFFER;
+  }
+  const tfq_lrt_layout *xl = &t[0].type.layout;
+  tfq_shape_str(xl, shape, sizeof shape);
+  if (xl->rank < 1 || xl->dims[xl->rank - 1] != w.k) {
+    tfq_record(ctx, TFQ_ERR_SHAPE, layer, "x has shape %s, the header says K = %d", shape,
+               (int)w.k);
+    return TFQ_ERR_SHAPE;
+  }
+  size_t m = t[0].count / (size_t)w.k;
+  if (m > TFQ_MAX_M) {
+    tfq_record(ctx, TFQ_ERR_SHAPE, layer, "x has shape %s: M = %zu rows is too many", shape, m);
+    return TFQ_ERR_SHAPE;
+  }
+  /* The output must be what GetOutputLayouts announced: x's shape with N (or [M, N]). */
+  const tfq_lrt_layout *ol = &out->type.layout;
+  int out_ok = out->count == m * (size_t)w.n && ol->rank >= 1 && ol->dims[ol->rank - 1] == w.n;
+  if (!out_ok) {
+    char oshape[128];
+    tfq_shape_str(ol, oshape, sizeof oshape);
+    tfq_record(ctx, TFQ_ERR_SHAPE, layer, "output has shape %s for x %s and N = %d", oshape,
+               shape, (int)w.n);
+    return TFQ_ERR_SHAPE;
+  }
+  w.data = (const uint8_t *)t[1].addr;
+  w.data_bytes = t[1].count;
+  w.scales = t[2].addr;
+  w.scales_bytes = t[2].count * (w.scale_is_f16 ? 2u : 4u);
+  if (asym) {
+    w.zero_points = (const uint8_t *)t[3].addr;
+    w.zero_points_bytes = t[3].count;
+  }
+  if (flags & TFQ_OP_FLAG_BIAS) {
+    w.bias = (const float *)t[6].addr;
+    w.bias_count = t[6].count;
+  }
+  st = tfq_zero_points_checked(ctx, &w);
+  if (st != TFQ_OK) {
+    tfq_record(ctx, st, layer, "zero points outside 0..%d", (1 << w.bits) - 1);
+    return st;
+  }
+  if (m == 0) return TFQ_OK;
+  size_t ws = tfq_workspace_bytes(&w, (int32_t)m);
+  if (ws == 0 || !tfq_workspace(ctx, ws)) {
+    tfq_record(ctx, TFQ_ERR_WORKSPACE, layer, "cannot allocate a workspace of %zu bytes", ws);
+    return TFQ_ERR_WORKSPACE;
+  }
+  float *y = (float *)out->addr;
+  st = tfq_linear_q8(TFQ_ISA_AUTO, &w, (const float *)t[0].addr, t[0].count, (size_t)w.k,
+                     (int32_t)m, y, out->count, (size_t)w.n, ctx->workspace, ctx->workspace_bytes);
+  if (st != TFQ_OK) {
+    tfq_record(ctx, st, layer, "tfq_linear_q8: %s", tfq_status_str(st));
+    return st;
+  }
+  tfq_activate(y, out->count, act);
+  return TFQ_OK;
+}
+
+static int tfq_op_run(void *user_data, size_t num_inputs, const tfq_lrt_buffer *inputs,
+                      size_t num_outputs, tfq_lrt_buffer *outputs) {
+  tfq_litert_context *ctx = (tfq_litert_context *)user_data;
+  if (!ctx) return TFQ_LRT_STATUS_INVALID_ARGUMENT;
+  tfq_tensor t[TFQ_MAX_INPUTS], out;
+  memset(t, 0, sizeof t);
+  memset(&out, 0, sizeof out);
+  pthread_mutex_lock(&ctx->lock);
+  ctx->calls++;
+  ctx->current_layer = -1;
+  int st = tfq_run_locked(ctx, num_inputs, inputs, num_outputs, outputs, t, &out);
+  if (st != TFQ_OK && out.locked)  /* never leave garbage that looks like a result */
+    for (size_t i = 0; i < out.count; i++) ((float *)out.addr)[i] = NAN;
+  for (int i = 0; i < TFQ_MAX_INPUTS; i++)
+    if (t[i].locked) ctx->api.unlock(t[i].buffer);
+  if (out.locked) ctx->api.unlock(out.buffer);
+  pthread_mutex_unlock(&ctx->lock);
+  return st == TFQ_OK ? TFQ_LRT_STATUS_OK : TFQ_LRT_STATUS_RUNTIME_FAILURE;
+}
+
+/* Output layout from the input layouts: x's dims with the last one N = dims[0] of data. */
+static int tfq_op_output_layouts(void *user_data, size_t num_inputs, const tfq_lrt_layout *inputs,
+                                 size_t num_outputs, tfq_lrt_layout *outputs) {
+  tfq_litert_context *ctx = (tfq_litert_context *)user_data;
+  if (!ctx) return TFQ_LRT_STATUS_INVALID_ARGUMENT;
+  pthread_mutex_lock(&ctx->lock);
+  int st = TFQ_OK;
+  if ((num_inputs != 6 && num_inputs != 7) || num_outputs != 1 || !inputs || !outputs) {
+    tfq_record(ctx, TFQ_ERR_SHAPE, -1, "output layouts: %zu inputs and %zu outputs", num_inputs,
+               num_outputs);
+    st = TFQ_ERR_SHAPE;
+  } else if (inputs[0].rank < 1 || inputs[0].rank > TFQ_LRT_MAX_RANK || inputs[1].rank != 2) {
+    tfq_record(ctx, TFQ_ERR_SHAPE, -1, "output layouts: x of rank %u, data of rank %u",
+               (unsigned)inputs[0].rank, (unsigned)inputs[1].rank);
+    st = TFQ_ERR_SHAPE;
+  } else {
+    /* The flatten flag lives in a tensor, which this callback cannot read: the lowering marks
+     * it in the layout of the params input instead (a [1, COUNT] params tensor flattens). */
+    const tfq_lrt_layout *x = &inputs[0];
+    int flatten = inputs[num_inputs - 1].rank == 2;
+    tfq_lrt_layout o;
+    memset(&o, 0, sizeof o);
+    if (flatten) {
+      int ok;
+      size_t count = tfq_layout_count(x, &ok);
+      int32_t k = x->dims[x->rank - 1];
+      size_t m = (ok && k > 0) ? count / (size_t)k : 0;
+      o.rank = 2;
+      o.dims[0] = m > INT32_MAX ? -1 : (int32_t)m;
+      o.dims[1] = inputs[1].dims[0];
+    } else {
+      o.rank = x->rank;
+      for (unsigned r = 0; r < x->rank; r++) o.dims[r] = x->dims[r];
+      o.dims[x->rank - 1] = inputs[1].dims[0];
+    }
+    outputs[0] = o;
+  }
+  pthread_mutex_unlock(&ctx->lock);
+  return st == TFQ_OK ? TFQ_LRT_STATUS_OK : TFQ_LRT_STATUS_INVALID_ARGUMENT;
+}
+
+static int tfq_op_init(void *user_data, const void *init_data, size_t init_data_size) {
+  (void)init_data;
+  (void)init_data_size;
+  return user_data ? TFQ_LRT_STATUS_OK : TFQ_LRT_STATUS_INVALID_ARGUMENT;
+}
+
+static int tfq_op_destroy(void *user_data) {
+  (void)user_data;  /* the context belongs to the runner, which outlives the compiled model */
+  return TFQ_LRT_STATUS_OK;
+}
+
+static const tfq_lrt_custom_kernel tfq_kernel_table = {
+    tfq_op_init, tfq_op_output_layouts, tfq_op_run, tfq_op_destroy};
+
+const tfq_lrt_custom_kernel *tfq_litert_kernel(void) { return &tfq_kernel_table; }
+
+const char *tfq_litert_op_name(void) { return TFQ_OP_NAME; }
+
+tfq_litert_context *tfq_litert_context_create(const tfq_litert_api *api) {
+  if (!api || !api->get_tensor_type || !api->get_packed_size || !api->lock || !api->unlock)
+    return NULL;
+  tfq_litert_context *ctx = (tfq_litert_context *)calloc(1, sizeof *ctx);
+  if (!ctx) return NULL;
+  ctx->api = *api;
+  ctx->layer = -1;
+  if (pthread_mutex_init(&ctx->lock, NULL) != 0) {
+    free(ctx);
+    return NULL;
+  }
+  return ctx;
+}
+
+void tfq_litert_context_destroy(tfq_litert_context *ctx) {
+  if (!ctx) return;
+  pthread_mutex_destroy(&ctx->lock);
+  free(ctx->workspace);
+  free(ctx);
+}
+
+int tfq_litert_error(const tfq_litert_context *ctx, char *message, size_t message_size,
+                     int32_t *layer, int64_t *calls) {
+  if (!ctx) return TFQ_ERR_NULL;
+  tfq_litert_context *c = (tfq_litert_context *)ctx;
+  pthread_mutex_lock(&c->lock);
+  int st = c->status;
+  if (message && message_size) snprintf(message, message_size, "%s", c->message);
+  if (layer) *layer = c->layer;
+  if (calls) *calls = c->calls;
+  pthread_mutex_unlock(&c->lock);
+  return st;
+}
+
+void tfq_litert_clear_error(tfq_litert_context *ctx) {
+  if (!ctx) return;
+  pthread_mutex_lock(&ctx->lock);
+  ctx->status = TFQ_OK;
+  ctx->layer = -1;
+  ctx->message[0] = '\0';
+  ctx->calls = 0;
+  pthread_mutex_unlock(&ctx->lock);
+}

@@ -1,0 +1,308 @@
+/*
+ * tfq_litert_op_test: TFQ_FULLY_CONNECTED's Run and GetOutputLayouts without LiteRT.  Fake
+ * tensor buffers (a type, a size and exactly that many bytes of malloc'ed memory, so that
+ * AddressSanitizer catches any read past them) stand behind the tfq_litert_api table.
+ * Checks: valid symmetric/asymmetric calls equal a direct tfq_linear_q8 call bit for bit (with
+ * the fused activation applied), every validation path records its error (first error kept,
+ * output filled with NaN), every lock is released, output layouts.  Exit status 0 if all pass.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tfq/litert_op.h"
+
+typedef struct fake_buffer {
+  tfq_lrt_tensor_type type;
+  void *data;
+  size_t bytes;
+  int locks;
+} fake_buffer;
+
+static int fake_type(tfq_lrt_buffer b, tfq_lrt_tensor_type *t) {
+  *t = ((fake_buffer *)b)->type;
+  return 0;
+}
+static int fake_size(tfq_lrt_buffer b, size_t *s) {
+  *s = ((fake_buffer *)b)->bytes;
+  return 0;
+}
+static int fake_lock(tfq_lrt_buffer b, void **addr, int mode) {
+  (void)mode;
+  fake_buffer *f = (fake_buffer *)b;
+  f->locks++;
+  *addr = f->data;
+  return 0;
+}
+static int fake_unlock(tfq_lrt_buffer b) {
+  ((fake_buffer *)b)->locks--;
+  return 0;
+}
+
+static int failures = 0, passes = 0;
+static void check(int ok, const char *what) {
+  if (ok) {
+    passes++;
+  } else {
+    failures++;
+    printf("FAIL %s\n", what);
+  }
+}
+
+static fake_buffer *make(int32_t element_type, int rank, const int32_t *dims, size_t esize) {
+  fake_buffer *f = (fake_buffer *)calloc(1, sizeof *f);
+  f->type.element_type = element_type;
+  f->type.layout.rank = (unsigned)rank;
+  size_t count = 1;
+  for (int r = 0; r < rank; r++) {
+    f->type.layout.dims[r] = dims[r];
+    count *= dims[r] > 0 ? (size_t)dims[r] : 0;
+  }
+  f->bytes = count * esize;
+  f->data = malloc(f->bytes ? f->bytes : 1);
+  memset(f->data, 0, f->bytes);
+  return f;
+}
+static void release(fake_buffer *f) {
+  if (!f) return;
+  free(f->data);
+  free(f);
+}
+
+static uint32_t rng = 12345u;
+static uint32_t rnd(void) {
+  rng = rng * 1664525u + 1013904223u;
+  return rng >> 8;
+}
+
+enum { K = 70, N = 9, G = 32, M0 = 3, M1 = 5 };
+
+typedef struct layer {
+  fake_buffer *in[7];
+  size_t num_inputs;
+  fake_buffer *out;
+  tfq_packed_weights w;
+} layer;
+
+/* A valid int4 layer (x [M0, M1, K]) with relu, bias, and zero points when asymmetric. */
+static void build(layer *L, int symmetric) {
+  memset(L, 0, sizeof *L);
+  int32_t groups = tfq_num_groups(K, G), row = (int32_t)tfq_row_bytes(K, 4);
+  int32_t dx[3] = {M0, M1, K}, dd[2] = {N, row}, ds[2] = {groups, N}, dn[1] = {N};
+  int32_t dh[1] = {TFQ_HEADER_COUNT}, dp[1] = {TFQ_OP_PARAMS_COUNT}, dy[3] = {M0, M1, N};
+  fake_buffer *x = make(TFQ_LRT_ELEMENT_FLOAT32, 3, dx, 4);
+  fake_buffer *data = make(TFQ_LRT_ELEMENT_UINT8, 2, dd, 1);
+  fake_buffer *scales = make(TFQ_LRT_ELEMENT_FLOAT32, 2, ds, 4);
+  fake_buffer *zp = symmetric ? NULL : make(TFQ_LRT_ELEMENT_UINT8, 2, ds, 1);
+  fake_buffer *bias = make(TFQ_LRT_ELEMENT_FLOAT32, 1, dn, 4);
+  fake_buffer *header = make(TFQ_LRT_ELEMENT_INT32, 1, dh, 4);
+  fake_buffer *params = make(TFQ_LRT_ELEMENT_INT32, 1, dp, 4);
+  L->out = make(TFQ_LRT_ELEMENT_FLOAT32, 3, dy, 4);
+  for (size_t i = 0; i < x->bytes / 4; i++) ((float *)x->data)[i] = (float)(rnd() % 2001) / 100.0f - 10.0f;
+  for (size_t i = 0; i < data->bytes; i++) ((uint8_t *)data->data)[i] = (uint8_t)rnd();
+  for (int32_t n = 0; n < N; n++)  /* zero the padding nibbles K..K_pad-1 */
+    for (int32_t k = K; k < tfq_k_pad(K); k++)
+      ((uint8_t *)data->data)[n * row + k / 2] &= (uint8_t)(k % 2 ? 0x0F : 0xF0);
+  for (size_t i = 0; i < scales->bytes / 4; i++) ((float *)scales->data)[i] = 0.001f * (float)(1 + rnd() % 100);
+  if (zp) for (size_t i = 0; i < zp->bytes; i++) ((uint8_t *)zp->data)[i] = (uint8_t)(rnd() % 16);
+  for (int32_t n = 0; n < N; n++) ((float *)bias->data)[n] = (float)n - 4.0f;
+  int32_t h[TFQ_HEADER_COUNT] = {TFQ_HEADER_MAGIC, TFQ_FORMAT_VERSION, 4, symmetric, K, N, G, 0};
+  memcpy(header->data, h, sizeof h);
+  int32_t p[TFQ_OP_PARAMS_COUNT] = {TFQ_OP_PARAMS_VERSION, TFQ_ACT_RELU, TFQ_OP_FLAG_BIAS, 7};
+  memcpy(params->data, p, sizeof p);
+  size_t i = 0;
+  L->in[i++] = x;
+  L->in[i++] = data;
+  L->in[i++] = scales;
+  if (zp) L->in[i++] = zp;
+  L->in[i++] = bias;
+  L->in[i++] = header;
+  L->in[i++] = params;
+  L->num_inputs = i;
+  tfq_packed_weights *w = &L->w;
+  w->bits = 4, w->symmetric = symmetric, w->k = K, w->n = N, w->group_size = G;
+  w->data = (const uint8_t *)data->data, w->data_bytes = data->bytes;
+  w->scales = scales->data, w->scales_bytes = scales->bytes;
+  if (zp) w->zero_points = (const uint8_t *)zp->data, w->zero_points_bytes = zp->bytes;
+  w->bias = (const float *)bias->data, w->bias_count = N;
+}
+
+static void destroy(layer *L) {
+  for (int i = 0; i < 7; i++) release(L->in[i]);
+  release(L->out);
+}
+
+static fake_buffer *input(layer *L, const char *name) {
+  int sym = L->num_inputs == 6;
+  const char *names[7] = {"x", "data", "scales", sym ? "bias" : "zero_points",
+                          sym ? "header" : "bias", sym ? "params" : "header", "params"};
+  for (size_t i = 0; i < L->num_inputs; i++)
+    if (!strcmp(names[i], name)) return L->in[i];
+  return NULL;
+}
+
+static int run(tfq_litert_context *ctx, layer *L, size_t num_inputs) {
+  const tfq_lrt_custom_kernel *k = tfq_litert_kernel();
+  tfq_lrt_buffer in[7], out[1] = {L->out};
+  for (size_t i = 0; i < 7; i++) in[i] = L->in[i];
+  tfq_litert_clear_error(ctx);
+  k->run(ctx, num_inputs, in, 1, out);
+  int balanced = L->out->locks == 0;
+  for (size_t i = 0; i < 7; i++) balanced &= !L->in[i] || L->in[i]->locks == 0;
+  check(balanced, "every lock released");
+  return tfq_litert_error(ctx, NULL, 0, NULL, NULL);
+}
+
+static int all_nan(const fake_buffer *f) {
+  for (size_t i = 0; i < f->bytes / 4; i++)
+    if (!isnan(((const float *)f->data)[i])) return 0;
+  return 1;
+}
+
+static void test_valid(tfq_litert_context *ctx, int symmetric) {
+  layer L;
+  build(&L, symmetric);
+  int st = run(ctx, &L, L.num_inputs);
+  check(st == TFQ_OK, symmetric ? "valid symmetric call" : "valid asymmetric call");
+  int32_t m = M0 * M1;
+  float *y = (float *)calloc((size_t)m * N, sizeof(float));
+  size_t ws_bytes = tfq_workspace_bytes(&L.w, m);
+  void *ws = aligned_alloc(64, (ws_bytes + 63) / 64 * 64);
+  st = tfq_linear_q8(TFQ_ISA_AUTO, &L.w, (const float *)L.in[0]->data, (size_t)m * K, K, m, y,
+                     (size_t)m * N, N, ws, ws_bytes);
+  check(st == TFQ_OK, "direct tfq_linear_q8");
+  int same = 1, positive = 0;
+  for (int32_t i = 0; i < m * N; i++) {
+    float want = y[i] > 0.0f ? y[i] : 0.0f;
+    float got = ((float *)L.out->data)[i];
+    same &= memcmp(&want, &got, sizeof got) == 0;
+    positive += got > 0.0f;
+  }
+  check(same && positive > 0, "op output equals tfq_linear_q8 + relu bit for bit");
+  int32_t layer_index = 0;
+  int64_t calls = 0;
+  tfq_litert_error(ctx, NULL, 0, &layer_index, &calls);
+  check(calls == 1 && layer_index == -1, "one call, no error layer");
+  free(ws);
+  free(y);
+  destroy(&L);
+}
+
+/* Break one thing, run, expect `status` and a message containing `needle`. */
+typedef void (*breaker)(layer *L);
+static void expect_error(tfq_litert_context *ctx, int symmetric, breaker brk, size_t drop,
+                         int status, const char *needle, const char *what) {
+  layer L;
+  build(&L, symmetric);
+  brk(&L);
+  int st = run(ctx, &L, L.num_inputs - drop);
+  char msg[512];
+  int32_t layer_index = -2;
+  tfq_litert_error(ctx, msg, sizeof msg, &layer_index, NULL);
+  int ok = st == status && strstr(msg, needle) != NULL;
+  if (!ok) printf("  %s: status %d (want %d), message \"%s\"\n", what, st, status, msg);
+  check(ok, what);
+  if (status != TFQ_ERR_SHAPE || strstr(needle, "output") == NULL)
+    check(drop || L.out->type.element_type != TFQ_LRT_ELEMENT_FLOAT32 || all_nan(L.out) ||
+              layer_index == -1, "output filled with NaN");
+  destroy(&L);
+}
+
+static void header_k(layer *L) { ((int32_t *)input(L, "header")->data)[4] = K + 40; }
+static void header_k_same_row(layer *L) { ((int32_t *)input(L, "header")->data)[4] = K + 5; }
+static void header_magic(layer *L) { ((int32_t *)input(L, "header")->data)[0] = 0; }
+static void header_n_huge(layer *L) { ((int32_t *)input(L, "header")->data)[5] = 1 << 30; }
+static void header_g_zero(layer *L) { ((int32_t *)input(L, "header")->data)[6] = 0; }
+static void header_bits(layer *L) { ((int32_t *)input(L, "header")->data)[2] = 3; }
+static void header_f16(layer *L) { ((int32_t *)input(L, "header")->data)[7] = 1; }
+static void header_sym_flip(layer *L) { ((int32_t *)input(L, "header")->data)[3] ^= 1; }
+static void x_wrong_k(layer *L) { L->in[0]->type.layout.dims[2] = K - 1; }
+static void x_short(layer *L) { L->in[0]->bytes -= 4; }
+static void x_negative(layer *L) { L->in[0]->type.layout.dims[0] = -1; }
+static void data_short_rows(layer *L) { L->in[1]->type.layout.dims[0] = N - 1; L->in[1]->bytes -= tfq_row_bytes(K, 4); }
+static void scales_int(layer *L) { L->in[2]->type.element_type = TFQ_LRT_ELEMENT_INT32; }
+static void out_wrong(layer *L) { L->out->type.layout.dims[0] = 1; }
+static void params_version(layer *L) { ((int32_t *)input(L, "params")->data)[0] = 9; }
+static void params_act(layer *L) { ((int32_t *)input(L, "params")->data)[1] = 99; }
+static void params_flatten(layer *L) { ((int32_t *)input(L, "params")->data)[2] |= TFQ_OP_FLAG_FLATTEN; }
+static void bias_short(layer *L) { fake_buffer *b = input(L, "bias"); b->type.layout.dims[0] = N - 1; b->bytes -= 4; }
+static void zp_out_of_range(layer *L) { ((uint8_t *)input(L, "zero_points")->data)[3] = 16; }
+static void nothing(layer *L) { (void)L; }
+
+static void test_output_layouts(tfq_litert_context *ctx) {
+  const tfq_lrt_custom_kernel *k = tfq_litert_kernel();
+  tfq_lrt_layout in[6], out[1];
+  memset(in, 0, sizeof in);
+  in[0].rank = 3, in[0].dims[0] = 2, in[0].dims[1] = 5, in[0].dims[2] = K;
+  in[1].rank = 2, in[1].dims[0] = N, in[1].dims[1] = 48;
+  in[5].rank = 1, in[5].dims[0] = TFQ_OP_PARAMS_COUNT;
+  tfq_litert_clear_error(ctx);
+  k->get_output_layouts(ctx, 6, in, 1, out);
+  check(out[0].rank == 3 && out[0].dims[0] == 2 && out[0].dims[1] == 5 && out[0].dims[2] == N,
+        "output layout [2, 5, N]");
+  in[5].rank = 2, in[5].dims[0] = 1, in[5].dims[1] = TFQ_OP_PARAMS_COUNT;
+  k->get_output_layouts(ctx, 6, in, 1, out);
+  check(out[0].rank == 2 && out[0].dims[0] == 10 && out[0].dims[1] == N, "flattened layout [10, N]");
+  check(tfq_litert_error(ctx, NULL, 0, NULL, NULL) == TFQ_OK, "no layout error");
+  k->get_output_layouts(ctx, 4, in, 1, out);
+  check(tfq_litert_error(ctx, NULL, 0, NULL, NULL) == TFQ_ERR_SHAPE, "layouts: wrong input count");
+}
+
+int main(void) {
+  tfq_litert_api api = {fake_type, fake_size, fake_lock, fake_unlock};
+  tfq_litert_api incomplete = api;
+  incomplete.lock = NULL;
+  check(tfq_litert_context_create(NULL) == NULL && tfq_litert_context_create(&incomplete) == NULL,
+        "incomplete api refused");
+  check(!strcmp(tfq_litert_op_name(), TFQ_OP_NAME), "op name");
+  tfq_litert_context *ctx = tfq_litert_context_create(&api);
+  test_valid(ctx, 1);
+  test_valid(ctx, 0);
+  test_valid(ctx, 1);  /* the workspace is reused */
+  expect_error(ctx, 1, header_k, 0, TFQ_ERR_BUFFER, "tensor data has shape [9, 48], the header (K=110", "header K disagrees with data");
+  expect_error(ctx, 1, header_k_same_row, 0, TFQ_ERR_SHAPE, "x has shape [3, 5, 70], the header says K = 75", "header K disagrees with x");
+  expect_error(ctx, 1, header_magic, 0, TFQ_ERR_FORMAT, "header", "bad magic");
+  expect_error(ctx, 1, header_n_huge, 0, TFQ_ERR_SHAPE, "out of range", "huge N");
+  expect_error(ctx, 1, header_g_zero, 0, TFQ_ERR_SHAPE, "G 0", "zero group size");
+  expect_error(ctx, 1, header_bits, 0, TFQ_ERR_FORMAT, "bits 3", "3 bits");
+  expect_error(ctx, 1, header_f16, 0, TFQ_ERR_FORMAT, "tensor scales: element type 1, expected 10", "f16 header, f32 scales");
+  expect_error(ctx, 1, header_sym_flip, 0, TFQ_ERR_FORMAT, "6 inputs", "asymmetric header, 6 inputs");
+  expect_error(ctx, 0, header_sym_flip, 0, TFQ_ERR_FORMAT, "7 inputs", "symmetric header, 7 inputs");
+  expect_error(ctx, 1, nothing, 1, TFQ_ERR_SHAPE, "got 5", "5 inputs");
+  expect_error(ctx, 1, x_wrong_k, 0, TFQ_ERR_SHAPE, "K = 70", "x last dim != K");
+  expect_error(ctx, 1, x_short, 0, TFQ_ERR_BUFFER, "tensor x", "x buffer short");
+  expect_error(ctx, 1, x_negative, 0, TFQ_ERR_SHAPE, "invalid shape", "negative dim");
+  expect_error(ctx, 1, data_short_rows, 0, TFQ_ERR_BUFFER, "tensor data has shape [8, 48]", "data rows");
+  expect_error(ctx, 1, scales_int, 0, TFQ_ERR_FORMAT, "tensor scales", "int scales");
+  expect_error(ctx, 1, out_wrong, 0, TFQ_ERR_SHAPE, "output has shape", "output shape");
+  expect_error(ctx, 1, params_version, 0, TFQ_ERR_FORMAT, "version 9", "params version");
+  expect_error(ctx, 1, params_act, 0, TFQ_ERR_FORMAT, "activation 99", "params activation");
+  expect_error(ctx, 1, params_flatten, 0, TFQ_ERR_FORMAT, "flatten", "flatten flag vs rank");
+  expect_error(ctx, 1, bias_short, 0, TFQ_ERR_BUFFER, "bias", "bias short");
+  expect_error(ctx, 0, zp_out_of_range, 0, TFQ_ERR_ZERO_POINT, "zero points", "zero point 16");
+  /* The first error of a run is kept, with its layer. */
+  layer a, b;
+  build(&a, 1);
+  build(&b, 1);
+  x_wrong_k(&b);
+  header_magic(&a);
+  const tfq_lrt_custom_kernel *k = tfq_litert_kernel();
+  tfq_lrt_buffer ia[7], ib[7], oa[1] = {a.out}, ob[1] = {b.out};
+  for (int i = 0; i < 7; i++) ia[i] = a.in[i], ib[i] = b.in[i];
+  tfq_litert_clear_error(ctx);
+  k->run(ctx, 6, ib, 1, ob);
+  k->run(ctx, 6, ia, 1, oa);
+  char msg[512];
+  int32_t layer_index;
+  int64_t calls;
+  int st = tfq_litert_error(ctx, msg, sizeof msg, &layer_index, &calls);
+  check(st == TFQ_ERR_SHAPE && layer_index == 7 && calls == 2 && strstr(msg, "K = 70"),
+        "first error kept with its layer");
+  destroy(&a);
+  destroy(&b);
+  test_output_layouts(ctx);
+  tfq_litert_context_destroy(ctx);
+  printf("litert op: %d passed, %d failed\n", passes, failures);
+  return failures ? 1 : 0;
+}

@@ -1,0 +1,391 @@
+"""Lower a Keras model with quantized Dense layers to a .tflite with TFQ custom ops.
+
+Steps (``lower_to_tflite``):
+
+1. Clone the model (the caller's model is never modified) and set every quantized Dense kernel
+   to its dequantized values ``w' = (q - zp) * s``.
+2. Convert with ``tf.lite.TFLiteConverter``: float, builtin ops only, batch 1 and a fixed input
+   shape (``input_shape``).  Fixed, because a Conformer's shapes depend on the time length
+   through Shape ops: with a dynamic [1, T, 80] input the file converts and runs in the
+   classic TFLite interpreter, but LiteRT's CompiledModel cannot size its outputs after a
+   resize (the layouts stay stale and the output is wrong), see ``tfq_asr.runtime.litert``.
+   Streaming runs fixed chunks anyway; a whole utterance needs a file for its length or padding.
+   The Mul-into-FULLY_CONNECTED fusion is disabled so that a scale after a Dense (the macaron
+   1/2) is not folded into its weights.
+3. Rewrite the flatbuffer: every FULLY_CONNECTED whose float weight equals a quantized layer's
+   dequantized kernel (transposed, bit for bit: that is the proof the op computes that layer)
+   becomes ``TFQ_FULLY_CONNECTED`` (converters/litert/include/tfq/litert_op.h) with the packed
+   buffers of ``tfq_asr.convert.packing``.  A quantized layer without such an op is an error
+   naming the layer (e.g. the converter folded something into its weights).
+4. Drop the float weights no op uses any more, move every constant buffer behind the
+   flatbuffer at 64-byte aligned file offsets (Buffer.offset/size: LiteRT needs constant
+   inputs of custom ops 64-byte aligned), add the layer names as metadata ``tfq_asr`` (the
+   runner names a failing layer with them), and write the file atomically.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from tfq_asr.convert import packing
+from tfq_asr.quant.numerics import QuantizedWeight
+
+OP_NAME = "TFQ_FULLY_CONNECTED"      # litert_op.h TFQ_OP_NAME
+OP_VERSION = 1
+PARAMS_VERSION = 1                   # TFQ_OP_PARAMS_VERSION
+PARAMS_COUNT = 4                     # TFQ_OP_PARAMS_COUNT: version, activation, flags, layer
+FLAG_BIAS, FLAG_FLATTEN = 1, 2       # TFQ_OP_FLAG_*
+ACT_NONE, ACT_RELU, ACT_RELU6, ACT_RELU_N1_TO_1, ACT_SWISH = 0, 1, 2, 3, 4  # tfq_op_activation
+METADATA_NAME = "tfq_asr"
+ALIGN = packing.BUFFER_ALIGN
+
+# TFLite schema numbers used here.
+_FULLY_CONNECTED, _CUSTOM = 9, 32
+_FLOAT32, _FLOAT16, _INT32, _UINT8 = 0, 1, 2, 3
+# TFLite fused activation -> tfq_op_activation
+_ACTIVATIONS = {0: ACT_NONE, 1: ACT_RELU, 2: ACT_RELU_N1_TO_1, 3: ACT_RELU6}
+
+
+class LoweringError(ValueError):
+    """The model cannot be lowered as asked; the message names the layer."""
+
+
+def _schema():
+    from tensorflow.lite.python import schema_py_generated as schema
+    return schema
+
+
+def _clone_with_dequantized(float_model, quantized: Mapping[str, QuantizedWeight]):
+    import tf_keras as keras
+    clone = keras.models.clone_model(float_model)
+    clone.set_weights(float_model.get_weights())
+    for name, qw in quantized.items():
+        try:
+            layer = clone.get_layer(name)
+        except ValueError:
+            raise LoweringError(f"layer {name!r}: no such layer in model {float_model.name!r}") from None
+        if not isinstance(layer, keras.layers.Dense):
+            raise LoweringError(f"layer {name!r}: a {type(layer).__name__}, only Dense layers lower "
+                                f"to {OP_NAME}")
+        if qw.spec.bits not in packing.SUPPORTED_BITS:
+            raise LoweringError(f"layer {name!r}: {qw.spec.bits}-bit weights; the packed format "
+                                f"takes {packing.SUPPORTED_BITS}")
+        kernel = layer.kernel
+        if tuple(kernel.shape) != tuple(qw.shape):
+            raise LoweringError(f"layer {name!r}: kernel {tuple(kernel.shape)} but quantized "
+                                f"weight {tuple(qw.shape)}")
+        kernel.assign(qw.dequantize())
+    return clone
+
+
+def _convert(model, input_shape) -> bytes:
+    import tensorflow as tf
+    spec = tf.TensorSpec(input_shape, tf.float32, name=model.input_names[0])
+    out_names = list(model.output_names)
+
+    @tf.function(input_signature=[spec])
+    def serve(x):
+        y = model(x, training=False)
+        ys = y if isinstance(y, (list, tuple)) else [y]
+        return dict(zip(out_names, ys))
+
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], model)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    conv._experimental_disable_fuse_mul_and_fc = True  # keep a following Mul out of the weights
+    return conv.convert()
+
+
+def _input_shape(model, input_shape):
+    if len(model.inputs) != 1:
+        raise LoweringError(f"model {model.name!r} has {len(model.inputs)} inputs; one is supported")
+    declared = tuple(model.inputs[0].shape)
+    if input_shape is None:
+        shape = (1,) + declared[1:]
+        if any(d is None for d in shape):
+            raise LoweringError(f"model {model.name!r} has input shape {declared}: pass a fixed "
+                                f"input_shape, e.g. (1, 400, {declared[-1]}) for 4 s of 10 ms frames")
+        return shape
+    shape = tuple(int(d) for d in input_shape)
+    if len(shape) != len(declared) or any(d is not None and d != s for d, s in zip(declared[1:], shape[1:])):
+        raise LoweringError(f"input_shape {shape} does not fit the model's input {declared}")
+    if any(s < 1 for s in shape):
+        raise LoweringError(f"input_shape {shape}: every dimension must be positive")
+    return shape
+
+
+def _array(model_obj, tensor) -> np.ndarray | None:
+    buf = model_obj.buffers[tensor.buffer]
+    if buf.data is None or len(buf.data) == 0:
+        return None
+    dtype = {_FLOAT32: np.float32, _INT32: np.int32}.get(tensor.type)
+    if dtype is None:
+        return None
+    return np.frombuffer(np.asarray(buf.data, dtype=np.uint8).tobytes(), dtype).reshape(
+        [int(d) for d in tensor.shape])
+
+
+def _builtin(model_obj, op) -> int:
+    code = model_obj.operatorCodes[op.opcodeIndex]
+    return max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+
+
+def _names(sg, op) -> str:
+    parts = [sg.tensors[i].name for i in list(op.inputs) + list(op.outputs) if i >= 0]
+    return " ".join(p.decode() if isinstance(p, bytes) else str(p) for p in parts)
+
+
+def _add_tensor(schema, model_obj, sg, name: str, array: np.ndarray, tflite_type: int) -> int:
+    buf = schema.BufferT()
+    buf.data = np.frombuffer(np.ascontiguousarray(array).tobytes(), np.uint8)
+    model_obj.buffers.append(buf)
+    t = schema.TensorT()
+    t.name = name.encode()
+    t.shape = np.array(array.shape, np.int32)
+    t.type = tflite_type
+    t.buffer = len(model_obj.buffers) - 1
+    sg.tensors.append(t)
+    return len(sg.tensors) - 1
+
+
+def _match_layers(model_obj, quantized):
+    """[(subgraph index, op index, layer name)] for every FULLY_CONNECTED computing a quantized
+    layer, proven by its weight being the dequantized kernel transposed, bit for bit."""
+    by_digest: dict[bytes, list[str]] = {}
+    expected = {}
+    for name, qw in quantized.items():
+        w = np.ascontiguousarray(qw.dequantize().T, dtype=np.float32)
+        expected[name] = w
+        by_digest.setdefault(hashlib.sha256(w.tobytes()).digest(), []).append(name)
+    matches, seen = [], set()
+    for si, sg in enumerate(model_obj.subgraphs):
+        for oi, op in enumerate(sg.operators):
+            if _builtin(model_obj, op) != _FULLY_CONNECTED or len(op.inputs) < 2:
+                continue
+            wt = sg.tensors[op.inputs[1]]
+            w = _array(model_obj, wt) if wt.type == _FLOAT32 else None
+            if w is None:
+                continue
+            names = by_digest.get(hashlib.sha256(np.ascontiguousarray(w).tobytes()).digest(), [])
+            names = [n for n in names if expected[n].shape == w.shape and np.array_equal(
+                expected[n].view(np.uint32), np.ascontiguousarray(w).view(np.uint32))]
+            if len(names) > 1:  # identical kernels: let the converter's tensor names decide
+                text = _names(sg, op)
+                named = [n for n in names if f"/{n}/" in text]
+                if len(named) != 1:
+                    raise LoweringError(f"layers {names} have identical quantized kernels and "
+                                        f"FULLY_CONNECTED op {oi} ({text}) names none of them uniquely")
+                names = named
+            if names:
+                matches.append((si, oi, names[0]))
+                seen.add(names[0])
+    for name in quantized:
+        if name in seen:
+            continue
+        hints = []
+        for sg in model_obj.subgraphs:
+            for op in sg.operators:
+                if f"/{name}/" in _names(sg, op) and len(op.inputs) > 1:
+                    w = _array(model_obj, sg.tensors[op.inputs[1]])
+                    if w is not None and w.shape == expected[name].shape:
+                        d = np.abs(w - expected[name])
+                        hints.append(f"op {_builtin(model_obj, op)} has a weight of that shape that "
+                                     f"differs by up to {d.max():.3g} (folded scale or norm?)")
+                    else:
+                        hints.append(f"op {_builtin(model_obj, op)} mentions it")
+        raise LoweringError(f"layer {name!r}: no FULLY_CONNECTED op of the converted model carries "
+                            f"its dequantized kernel bit for bit; "
+                            + ("; ".join(hints[:3]) if hints else "no op mentions the layer"))
+    return matches
+
+
+def _replace(schema, model_obj, si, oi, name, qw: QuantizedWeight, layer_index: int, custom_code: int):
+    sg = model_obj.subgraphs[si]
+    op = sg.operators[oi]
+    opts = op.builtinOptions
+    act = getattr(opts, "fusedActivationFunction", 0)
+    if act not in _ACTIVATIONS:
+        raise LoweringError(f"layer {name!r}: fused activation {act} has no TFQ equivalent")
+    if getattr(opts, "weightsFormat", 0) != 0:
+        raise LoweringError(f"layer {name!r}: FULLY_CONNECTED weights format {opts.weightsFormat}")
+    x = sg.tensors[op.inputs[0]]
+    flatten = not getattr(opts, "keepNumDims", False) and len(x.shape) > 2
+    k, n = qw.shape
+    spec = qw.spec
+    bias = None
+    if len(op.inputs) > 2 and op.inputs[2] >= 0:
+        bias_t = sg.tensors[op.inputs[2]]
+        bias = _array(model_obj, bias_t) if bias_t.type == _FLOAT32 else None
+        if bias is None or bias.shape != (n,):
+            raise LoweringError(f"layer {name!r}: FULLY_CONNECTED bias is not a constant float [N]")
+    p = packing.pack_weights(qw.q.astype(np.int16), spec.bits, spec.symmetric, spec.group_length(k),
+                             qw.scales.astype(np.float32),
+                             None if qw.zero_points is None else qw.zero_points,
+                             scale_dtype=np.dtype(spec.scale_dtype))
+    flags = (FLAG_BIAS if bias is not None else 0) | (FLAG_FLATTEN if flatten else 0)
+    params = np.array([PARAMS_VERSION, _ACTIVATIONS[act], flags, layer_index], np.int32)
+    if flatten:
+        params = params.reshape(1, PARAMS_COUNT)
+    f16 = p.scales.dtype == np.float16
+    inputs = [op.inputs[0],
+              _add_tensor(schema, model_obj, sg, f"{name}/tfq_data", p.data, _UINT8),
+              _add_tensor(schema, model_obj, sg, f"{name}/tfq_scales", p.scales, _FLOAT16 if f16 else _FLOAT32)]
+    if not p.symmetric:
+        inputs.append(_add_tensor(schema, model_obj, sg, f"{name}/tfq_zero_points", p.zero_points, _UINT8))
+    inputs += [_add_tensor(schema, model_obj, sg, f"{name}/tfq_bias",
+                           bias if bias is not None else np.zeros(n, np.float32), _FLOAT32),
+               _add_tensor(schema, model_obj, sg, f"{name}/tfq_header", p.header(), _INT32),
+               _add_tensor(schema, model_obj, sg, f"{name}/tfq_params", params, _INT32)]
+    new = schema.OperatorT()
+    new.opcodeIndex = custom_code
+    new.inputs = np.array(inputs, np.int32)
+    new.outputs = np.array(op.outputs[:1], np.int32)
+    sg.operators[oi] = new
+    size = p.size()
+    return {"bits": spec.bits, "symmetric": spec.symmetric, "group_size": spec.group_length(k),
+            "k": k, "n": n, "scale_dtype": spec.scale_dtype, "activation": _ACTIVATIONS[act],
+            "bytes": size.total + 4 * n + 4 * (packing.HEADER_COUNT + PARAMS_COUNT),
+            "float_bytes": 4 * k * n}
+
+
+def _garbage_collect(model_obj) -> None:
+    """Remove tensors no op, subgraph input/output or signature uses, then unused buffers."""
+    used_buffers = {0}
+    for md in model_obj.metadata or []:
+        used_buffers.add(md.buffer)
+    for si, sg in enumerate(model_obj.subgraphs):
+        used = set(int(i) for i in list(sg.inputs) + list(sg.outputs) if i >= 0)
+        for op in sg.operators:
+            used.update(int(i) for i in list(op.inputs) + list(op.outputs) if i >= 0)
+            if op.intermediates is not None:
+                used.update(int(i) for i in op.intermediates if i >= 0)
+        for sig in model_obj.signatureDefs or []:
+            if sig.subgraphIndex == si:
+                used.update(int(t.tensorIndex) for t in list(sig.inputs or []) + list(sig.outputs or []))
+        order = sorted(used)
+        remap = {old: new for new, old in enumerate(order)}
+        sg.tensors = [sg.tensors[i] for i in order]
+        fix = lambda arr: np.array([remap[int(i)] if i >= 0 else -1 for i in arr], np.int32)
+        sg.inputs, sg.outputs = fix(sg.inputs), fix(sg.outputs)
+        for op in sg.operators:
+            op.inputs, op.outputs = fix(op.inputs), fix(op.outputs)
+            if op.intermediates is not None:
+                op.intermediates = fix(op.intermediates)
+        for sig in model_obj.signatureDefs or []:
+            if sig.subgraphIndex == si:
+                for t in list(sig.inputs or []) + list(sig.outputs or []):
+                    t.tensorIndex = remap[int(t.tensorIndex)]
+        used_buffers.update(int(t.buffer) for t in sg.tensors)
+    order = sorted(used_buffers)
+    remap = {old: new for new, old in enumerate(order)}
+    model_obj.buffers = [model_obj.buffers[i] for i in order]
+    for sg in model_obj.subgraphs:
+        for t in sg.tensors:
+            t.buffer = remap[int(t.buffer)]
+    for md in model_obj.metadata or []:
+        md.buffer = remap[int(md.buffer)]
+
+
+def _serialize_external(model_obj) -> bytes:
+    """The flatbuffer followed by every tensor buffer at a 64-byte aligned file offset."""
+    from tensorflow.lite.tools import flatbuffer_utils
+    metadata_buffers = {int(md.buffer) for md in model_obj.metadata or []}
+    payload = []
+    for i, b in enumerate(model_obj.buffers):
+        if i in metadata_buffers or b.data is None or len(b.data) == 0:
+            continue
+        payload.append((b, np.asarray(b.data, np.uint8).tobytes()))
+        b.data = None
+        b.offset, b.size = 2, len(payload[-1][1])  # placeholders, so the fields are present
+    head = flatbuffer_utils.convert_object_to_bytearray(model_obj)
+    for _ in range(3):  # offsets are fixed-size fields: the length settles at once
+        pos = -(-len(head) // ALIGN) * ALIGN
+        for b, raw in payload:
+            b.offset = pos
+            pos = -(-(pos + len(raw)) // ALIGN) * ALIGN
+        again = flatbuffer_utils.convert_object_to_bytearray(model_obj)
+        if len(again) == len(head):
+            head = again
+            break
+        head = again
+    else:
+        raise LoweringError("flatbuffer size did not settle while placing external buffers")
+    out = bytearray(head)
+    for b, raw in payload:
+        assert b.offset >= len(out)
+        out += b"\0" * (b.offset - len(out))
+        out += raw
+    return bytes(out)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename: readers see the old file or the
+    whole new one, and a failure leaves no partial file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_path, *,
+                    input_shape=None) -> dict:
+    """Write ``out_path`` (.tflite) with every layer of ``quantized`` as TFQ_FULLY_CONNECTED.
+
+    float_model: a tf_keras model (not modified); quantized: Dense layer name -> QuantizedWeight
+    of its kernel (bits the packed format takes: 4 or 2); input_shape: the fixed input shape,
+    batch included, e.g. (1, 400, 80); required when the model's input has unknown dimensions.
+    Returns a report: {"path", "input_shape", "file_bytes", "layers": {name: {"bits", "bytes",
+    ...}}, "float_ops": number of FULLY_CONNECTED ops left in float}.
+    """
+    out_path = Path(out_path)
+    if not out_path.parent.is_dir():
+        raise LoweringError(f"{out_path}: the directory {out_path.parent} does not exist")
+    shape = _input_shape(float_model, input_shape)
+    clone = _clone_with_dequantized(float_model, quantized)
+    schema = _schema()
+    from tensorflow.lite.tools import flatbuffer_utils
+    model_obj = flatbuffer_utils.read_model_from_bytearray(bytearray(_convert(clone, shape)))
+    matches = _match_layers(model_obj, quantized)
+    code = schema.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = _CUSTOM
+    code.customCode = OP_NAME.encode()
+    code.version = OP_VERSION
+    model_obj.operatorCodes.append(code)
+    custom_code = len(model_obj.operatorCodes) - 1
+    layer_names = list(dict.fromkeys(name for _, _, name in matches))
+    layers = {}
+    for si, oi, name in matches:
+        info = _replace(schema, model_obj, si, oi, name, quantized[name], layer_names.index(name), custom_code)
+        if name in layers:
+            layers[name]["ops"] += 1
+        else:
+            layers[name] = dict(info, ops=1)
+    _garbage_collect(model_obj)
+    md_buf = schema.BufferT()
+    md_buf.data = np.frombuffer(json.dumps({"layers": layer_names, "op": OP_NAME}).encode(), np.uint8)
+    model_obj.buffers.append(md_buf)
+    md = schema.MetadataT()
+    md.name = METADATA_NAME.encode()
+    md.buffer = len(model_obj.buffers) - 1
+    model_obj.metadata = list(model_obj.metadata or []) + [md]
+    float_ops = sum(_builtin(model_obj, op) == _FULLY_CONNECTED
+                    for sg in model_obj.subgraphs for op in sg.operators)
+    data = _serialize_external(model_obj)
+    write_atomically(out_path, data)
+    return {"path": str(out_path), "input_shape": list(shape), "file_bytes": len(data),
+            "layers": layers, "float_ops": float_ops}
