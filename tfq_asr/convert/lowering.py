@@ -153,9 +153,33 @@ def _add_tensor(schema, model_obj, sg, name: str, array: np.ndarray, tflite_type
     return len(sg.tensors) - 1
 
 
+def _bit_equal(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and np.array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+def _power_of_two_match(expected, w: np.ndarray, text: str):
+    """The converter folds a constant multiply after a Dense (the macaron 1/2) into its weights
+    and bias even with the Mul fusion disabled.  A power-of-two factor c keeps the grid: w = c*w'
+    exactly, and the op with scales c*s_w and the folded bias computes c*(s_a*SUM + b) bit for
+    bit (powers of two commute with float rounding away from under/overflow).  Accepted only for
+    the layer the op's tensor names mention and only if every element matches exactly."""
+    for name, e in expected.items():
+        if e.shape != w.shape or f"/{name}/" not in text:
+            continue
+        i = int(np.argmax(np.abs(e)))
+        if e.flat[i] == 0:
+            continue
+        c = float(w.flat[i]) / float(e.flat[i])
+        mantissa, _ = np.frexp(c)
+        if c > 0 and abs(mantissa) == 0.5 and _bit_equal((e * np.float32(c)).astype(np.float32), w):
+            return [name], c
+    return [], 1.0
+
+
 def _match_layers(model_obj, quantized):
-    """[(subgraph index, op index, layer name)] for every FULLY_CONNECTED computing a quantized
-    layer, proven by its weight being the dequantized kernel transposed, bit for bit."""
+    """[(subgraph index, op index, layer name, factor)] for every FULLY_CONNECTED computing a
+    quantized layer, proven by its weight being the dequantized kernel transposed, bit for bit
+    (or exactly a power of two times it, see _power_of_two_match)."""
     by_digest: dict[bytes, list[str]] = {}
     expected = {}
     for name, qw in quantized.items():
@@ -171,9 +195,12 @@ def _match_layers(model_obj, quantized):
             w = _array(model_obj, wt) if wt.type == _FLOAT32 else None
             if w is None:
                 continue
-            names = by_digest.get(hashlib.sha256(np.ascontiguousarray(w).tobytes()).digest(), [])
-            names = [n for n in names if expected[n].shape == w.shape and np.array_equal(
-                expected[n].view(np.uint32), np.ascontiguousarray(w).view(np.uint32))]
+            w = np.ascontiguousarray(w)
+            names = by_digest.get(hashlib.sha256(w.tobytes()).digest(), [])
+            names = [n for n in names if _bit_equal(expected[n], w)]
+            factor = 1.0
+            if not names:
+                names, factor = _power_of_two_match(expected, w, _names(sg, op))
             if len(names) > 1:  # identical kernels: let the converter's tensor names decide
                 text = _names(sg, op)
                 named = [n for n in names if f"/{n}/" in text]
@@ -182,7 +209,7 @@ def _match_layers(model_obj, quantized):
                                         f"FULLY_CONNECTED op {oi} ({text}) names none of them uniquely")
                 names = named
             if names:
-                matches.append((si, oi, names[0]))
+                matches.append((si, oi, names[0], factor))
                 seen.add(names[0])
     for name in quantized:
         if name in seen:
@@ -204,7 +231,8 @@ def _match_layers(model_obj, quantized):
     return matches
 
 
-def _replace(schema, model_obj, si, oi, name, qw: QuantizedWeight, layer_index: int, custom_code: int):
+def _replace(schema, model_obj, si, oi, name, qw: QuantizedWeight, factor: float, layer_index: int,
+             custom_code: int):
     sg = model_obj.subgraphs[si]
     op = sg.operators[oi]
     opts = op.builtinOptions
@@ -223,8 +251,14 @@ def _replace(schema, model_obj, si, oi, name, qw: QuantizedWeight, layer_index: 
         bias = _array(model_obj, bias_t) if bias_t.type == _FLOAT32 else None
         if bias is None or bias.shape != (n,):
             raise LoweringError(f"layer {name!r}: FULLY_CONNECTED bias is not a constant float [N]")
+    scales = qw.scales.astype(np.float32) * np.float32(factor)
+    if not np.array_equal(scales / np.float32(factor), qw.scales.astype(np.float32)) or (
+            spec.scale_dtype == "float16" and not np.array_equal(
+                scales.astype(np.float16).astype(np.float32), scales)):
+        raise LoweringError(f"layer {name!r}: the converter folded a factor {factor} into the "
+                            f"weights that the {spec.scale_dtype} scales cannot absorb exactly")
     p = packing.pack_weights(qw.q.astype(np.int16), spec.bits, spec.symmetric, spec.group_length(k),
-                             qw.scales.astype(np.float32),
+                             scales,
                              None if qw.zero_points is None else qw.zero_points,
                              scale_dtype=np.dtype(spec.scale_dtype))
     flags = (FLAG_BIAS if bias is not None else 0) | (FLAG_FLATTEN if flatten else 0)
@@ -250,7 +284,7 @@ def _replace(schema, model_obj, si, oi, name, qw: QuantizedWeight, layer_index: 
     return {"bits": spec.bits, "symmetric": spec.symmetric, "group_size": spec.group_length(k),
             "k": k, "n": n, "scale_dtype": spec.scale_dtype, "activation": _ACTIVATIONS[act],
             "bytes": size.total + 4 * n + 4 * (packing.HEADER_COUNT + PARAMS_COUNT),
-            "float_bytes": 4 * k * n}
+            "float_bytes": 4 * k * n, "folded_factor": factor}
 
 
 def _garbage_collect(model_obj) -> None:
@@ -361,16 +395,19 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
     from tensorflow.lite.tools import flatbuffer_utils
     model_obj = flatbuffer_utils.read_model_from_bytearray(bytearray(_convert(clone, shape)))
     matches = _match_layers(model_obj, quantized)
-    code = schema.OperatorCodeT()
-    code.builtinCode = code.deprecatedBuiltinCode = _CUSTOM
-    code.customCode = OP_NAME.encode()
-    code.version = OP_VERSION
-    model_obj.operatorCodes.append(code)
-    custom_code = len(model_obj.operatorCodes) - 1
-    layer_names = list(dict.fromkeys(name for _, _, name in matches))
+    custom_code = -1
+    if matches:
+        code = schema.OperatorCodeT()
+        code.builtinCode = code.deprecatedBuiltinCode = _CUSTOM
+        code.customCode = OP_NAME.encode()
+        code.version = OP_VERSION
+        model_obj.operatorCodes.append(code)
+        custom_code = len(model_obj.operatorCodes) - 1
+    layer_names = list(dict.fromkeys(m[2] for m in matches))
     layers = {}
-    for si, oi, name in matches:
-        info = _replace(schema, model_obj, si, oi, name, quantized[name], layer_names.index(name), custom_code)
+    for si, oi, name, factor in matches:
+        info = _replace(schema, model_obj, si, oi, name, quantized[name], factor,
+                        layer_names.index(name), custom_code)
         if name in layers:
             layers[name]["ops"] += 1
         else:

@@ -14,6 +14,11 @@ naming the file and the layer.
 Variable lengths: an input whose shape differs from the current one is resized with
 ``LiteRtCompiledModelResizeInputTensor`` (dimensions that the model declares dynamic, -1 in
 its shape signature) before the run, and the output buffers follow the new output layouts.
+That is only right for models whose output shapes follow from the input shapes when tensors
+are allocated.  Where they depend on computed values (a Conformer with a dynamic time axis:
+Shape/Range ops), LiteRT 2.3.0 keeps the stale output layout and the run returns wrong values
+(and querying the layouts after such a run crashed here), so ``tfq_asr.convert.lowering``
+writes fixed input shapes.
 """
 from __future__ import annotations
 

@@ -1,0 +1,289 @@
+"""Lowering to .tflite with TFQ_FULLY_CONNECTED and running it through LiteRT with our C op.
+
+Exactness: a stack of quantized Dense layers (the op and fused ReLU only) equals the chained
+`int_matmul_reference` bit for bit.  A Conformer block has builtin float ops between the
+quantized layers (LayerNorm, attention, depthwise conv, swish) that XNNPACK evaluates with
+other summation orders and approximations than TensorFlow; their last-bit differences reach
+the next layer's int8 activation rounding (TensorFlow's own multi-threaded reductions are not
+even run-to-run deterministic), where one flipped rounding moves an activation by a whole
+step (1/127 of its row's largest value) and attention spreads that to every frame.  So the
+whole model is compared to the Keras model in which every quantized Dense computes
+`int_matmul_reference` within 3e-2 of the output's magnitude: measured 1e-7 of it in most
+runs and 1e-2 in a run with a flip.  A float model (no quantized layer) matches within 1e-4.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+from tfq_asr.convert import lowering
+from tfq_asr.convert.lowering import LoweringError, lower_to_tflite, write_atomically
+from tfq_asr.models import build_model, get_config
+from tfq_asr.models.layers import Scale
+from tfq_asr.quant.numerics import WeightQuantSpec, int_matmul_reference, quantize_weight
+from tfq_asr.runtime.litert import LiteRtError, LiteRtModel, TfqOpError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module", autouse=True)
+def native_library():
+    if not os.environ.get("TFQ_LITERT_LIB"):
+        for cmd in (["cmake", "-S", ROOT / "converters", "-B", ROOT / "build" / "native",
+                     "-DCMAKE_BUILD_TYPE=Release"],
+                    ["cmake", "--build", ROOT / "build" / "native", "-j2", "--target", "tfq_litert"]):
+            res = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
+            assert res.returncode == 0, res.stdout + res.stderr
+
+
+def dense_stack(seed=0, k=40):
+    tf.random.set_seed(seed)
+    inp = keras.Input((None, k), name="features")
+    h = keras.layers.Dense(64, activation="relu", name="d1")(inp)
+    out = keras.layers.Dense(24, name="d2")(h)
+    return keras.Model(inp, out)
+
+
+def quantize_layers(model, names, spec):
+    return {n: quantize_weight(model.get_layer(n).kernel.numpy(), spec) for n in names}
+
+
+SPECS = [
+    WeightQuantSpec(bits=4, granularity="group", group_size=32),
+    WeightQuantSpec(bits=2, symmetric=False, granularity="channel", scale_dtype="float16"),
+    WeightQuantSpec(bits=4, symmetric=False, granularity="group", group_size=24, scale_dtype="float16",
+                    clip="l2"),
+]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=["w4-g32", "w2-asym-pc-f16", "w4-asym-g24-f16-clip"])
+def test_dense_stack_equals_int_matmul_reference_bit_for_bit(tmp_path, spec):
+    model = dense_stack()
+    q = quantize_layers(model, ["d1", "d2"], spec)
+    before = [w.copy() for w in model.get_weights()]
+    report = lower_to_tflite(model, q, tmp_path / "d.tflite", input_shape=(1, 7, 40))
+    for a, b in zip(before, model.get_weights()):  # the input model is untouched
+        np.testing.assert_array_equal(a, b)
+    assert report["float_ops"] == 0 and set(report["layers"]) == {"d1", "d2"}
+    assert report["layers"]["d1"]["bits"] == spec.bits and report["layers"]["d1"]["activation"] == 1
+    assert report["file_bytes"] == (tmp_path / "d.tflite").stat().st_size
+    x = np.random.default_rng(1).standard_normal((1, 7, 40)).astype(np.float32) * 3
+    with LiteRtModel(tmp_path / "d.tflite") as rt:
+        assert rt.uses_tfq_ops and rt.layer_names == ["d1", "d2"]
+        assert rt.input_names == ["features"] and rt.output_shapes() == [(1, 7, 24)]
+        y = rt.run({"features": x})[0]
+        assert rt.op_calls() == 2
+    h = np.maximum(int_matmul_reference(x[0], q["d1"], model.get_layer("d1").bias.numpy()), 0)
+    expect = int_matmul_reference(h, q["d2"], model.get_layer("d2").bias.numpy())
+    np.testing.assert_array_equal(y[0], expect)
+
+
+def test_buffers_are_external_and_64_byte_aligned(tmp_path):
+    from ai_edge_litert import schema_py_generated as schema
+    model = dense_stack()
+    lower_to_tflite(model, quantize_layers(model, ["d1"], SPECS[0]), tmp_path / "d.tflite",
+                    input_shape=(1, 3, 40))
+    m = schema.Model.GetRootAs((tmp_path / "d.tflite").read_bytes(), 0)
+    external = [m.Buffers(i) for i in range(m.BuffersLength()) if m.Buffers(i).Offset() > 1]
+    assert external and all(b.Offset() % 64 == 0 for b in external)
+    names = {m.Subgraphs(0).Tensors(i).Name().decode() for i in range(m.Subgraphs(0).TensorsLength())}
+    assert "d1/tfq_data" in names and not any("d1/" in n and "MatMul" in n for n in names)
+
+
+# ---- Conformer ------------------------------------------------------------------------------
+
+class _IntMatmulDense(keras.layers.Layer):
+    """A quantized Dense as the kernel computes it: int_matmul_reference, then the activation."""
+
+    def __init__(self, qw, bias, activation, **kwargs):
+        super().__init__(**kwargs)
+        self.qw, self.b, self.act = qw, bias, activation
+
+    def call(self, x):
+        n = self.qw.shape[1]
+
+        def f(a):
+            return int_matmul_reference(a.reshape(-1, a.shape[-1]), self.qw, self.b).reshape(a.shape[:-1] + (n,))
+        y = tf.numpy_function(f, [x], tf.float32)
+        y.set_shape(x.shape[:-1].concatenate([n]))
+        return self.act(y)
+
+
+def reference_model(model, q):
+    def clone(layer):
+        if layer.name in q:
+            return _IntMatmulDense(q[layer.name], layer.bias.numpy() if layer.use_bias else None,
+                                   layer.activation, name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+    ref = keras.models.clone_model(model, clone_function=clone)
+    for layer in ref.layers:
+        if layer.name not in q and layer.weights:
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+    return ref
+
+
+@pytest.fixture(scope="module")
+def conformer():
+    tf.random.set_seed(3)
+    return build_model(dataclasses.replace(get_config("conformer-xs"), num_blocks=1))
+
+
+def test_conformer_block_matches_keras_with_int_matmul(tmp_path, conformer):
+    dense = [l.name for l in conformer.layers if isinstance(l, keras.layers.Dense)]
+    w4 = WeightQuantSpec(bits=4, granularity="group", group_size=32, scale_dtype="float16")
+    w2 = WeightQuantSpec(bits=2, symmetric=False, granularity="channel")
+    q = {n: quantize_weight(conformer.get_layer(n).kernel.numpy(), w2 if "ff" in n else w4) for n in dense}
+    report = lower_to_tflite(conformer, q, tmp_path / "c.tflite", input_shape=(1, 48, 80))
+    assert set(report["layers"]) == set(dense) and report["float_ops"] == 0
+    # The macaron 1/2 is folded into the second FFN weights by the converter: absorbed exactly.
+    assert report["layers"]["block0_ff1_dense2"]["folded_factor"] == 0.5
+    x = np.random.default_rng(4).standard_normal((1, 48, 80)).astype(np.float32)
+    with LiteRtModel(tmp_path / "c.tflite") as rt:
+        y = rt.run([x])[0]
+        assert rt.op_calls() == len(dense)
+    expect = reference_model(conformer, q)(x, training=False).numpy()
+    assert y.shape == expect.shape == (1, 12, conformer.output_shape[-1])
+    assert np.abs(y - expect).max() <= 3e-2 * np.abs(expect).max()
+
+
+def test_float_model_through_the_same_runtime(tmp_path, conformer):
+    report = lower_to_tflite(conformer, {}, tmp_path / "f.tflite", input_shape=(1, 32, 80))
+    assert report["layers"] == {} and report["float_ops"] > 0
+    x = np.random.default_rng(5).standard_normal((1, 32, 80)).astype(np.float32)
+    with LiteRtModel(tmp_path / "f.tflite", threads=2) as rt:
+        assert not rt.uses_tfq_ops
+        y = rt.run([x])[0]
+        y2 = rt.run([x])[0]  # cached buffers give the same answer
+    np.testing.assert_allclose(y, conformer(x, training=False).numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_array_equal(y, y2)
+
+
+def test_folded_non_power_of_two_scale_is_refused_by_name(tmp_path):
+    inp = keras.Input((None, 16), name="features")
+    h = keras.layers.Dense(8, name="proj")(inp)
+    model = keras.Model(inp, Scale(3.0, name="triple")(h))
+    q = quantize_layers(model, ["proj"], SPECS[0])
+    with pytest.raises(LoweringError, match="'proj'"):
+        lower_to_tflite(model, q, tmp_path / "p.tflite", input_shape=(1, 4, 16))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_requests_fail_early(tmp_path):
+    model = dense_stack()
+    q = quantize_layers(model, ["d1"], SPECS[0])
+    with pytest.raises(LoweringError, match="'nope'"):
+        lower_to_tflite(model, {"nope": q["d1"]}, tmp_path / "x.tflite", input_shape=(1, 2, 40))
+    with pytest.raises(LoweringError, match="'d2'.*kernel"):
+        lower_to_tflite(model, {"d2": q["d1"]}, tmp_path / "x.tflite", input_shape=(1, 2, 40))
+    w8 = quantize_layers(model, ["d1"], WeightQuantSpec(bits=8))
+    with pytest.raises(LoweringError, match="8-bit"):
+        lower_to_tflite(model, w8, tmp_path / "x.tflite", input_shape=(1, 2, 40))
+    with pytest.raises(LoweringError, match="input_shape"):
+        lower_to_tflite(model, q, tmp_path / "x.tflite")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- errors from the op's side channel ------------------------------------------------------
+
+def corrupt_header(src: Path, dst: Path, layer: str, index: int, value: int) -> None:
+    from tensorflow.lite.tools import flatbuffer_utils
+    m = flatbuffer_utils.read_model_from_bytearray(bytearray(src.read_bytes()))
+    sg = m.subgraphs[0]
+    t = next(t for t in sg.tensors if t.name.decode() == f"{layer}/tfq_header")
+    header = np.frombuffer(np.asarray(m.buffers[t.buffer].data, np.uint8).tobytes(), np.int32).copy()
+    header[index] = value
+    m.buffers[t.buffer].data = np.frombuffer(header.tobytes(), np.uint8)
+    dst.write_bytes(lowering._serialize_external(m))
+
+
+@pytest.fixture(scope="module")
+def lowered_stack(tmp_path_factory):
+    path = tmp_path_factory.mktemp("stack") / "d.tflite"
+    model = dense_stack()
+    lower_to_tflite(model, quantize_layers(model, ["d1", "d2"], SPECS[0]), path, input_shape=(1, 5, 40))
+    return path
+
+
+@pytest.mark.parametrize("index,value,message", [
+    (4, 64 + 40, r"tensor data has shape \[24, 32\], the header \(K=104"),  # K vs data size
+    (4, 63, r"x has shape \[1, 5, 64\], the header says K = 63"),           # K vs x, same rows
+    (5, 1 << 30, "out of range"),                                          # oversized N
+    (6, 0, "G 0"),                                                         # group size 0
+    (2, 3, "bits 3"),
+    (0, 0, "magic"),
+])
+def test_corrupted_header_raises_from_the_side_channel(tmp_path, lowered_stack, index, value, message):
+    bad = tmp_path / "bad.tflite"
+    corrupt_header(lowered_stack, bad, "d2", index, value)
+    x = np.ones((1, 5, 40), np.float32)
+    with LiteRtModel(bad) as rt:
+        with pytest.raises(TfqOpError, match=message) as err:
+            rt.run([x])
+        assert err.value.layer == "d2" and str(bad) in str(err.value)
+    with LiteRtModel(lowered_stack) as rt:  # the intact file still runs
+        assert np.isfinite(rt.run([x])[0]).all()
+
+
+def test_runtime_errors_name_the_file(tmp_path, lowered_stack):
+    with pytest.raises(LiteRtError, match="missing.tflite"):
+        LiteRtModel(tmp_path / "missing.tflite")
+    junk = tmp_path / "junk.tflite"
+    junk.write_bytes(b"not a flatbuffer" * 8)
+    with pytest.raises(LiteRtError, match="junk.tflite"):
+        LiteRtModel(junk)
+    with LiteRtModel(lowered_stack) as rt:
+        with pytest.raises(ValueError, match="1 inputs expected"):
+            rt.run([np.ones((1, 5, 40), np.float32)] * 2)
+        with pytest.raises(ValueError, match="missing"):
+            rt.run({"x": np.ones((1, 5, 40), np.float32)})
+
+
+# ---- atomic writes and the shared schema ----------------------------------------------------
+
+def test_write_is_atomic(tmp_path, monkeypatch):
+    target = tmp_path / "m.tflite"
+    target.write_bytes(b"old")
+
+    def broken_fsync(fd):
+        raise OSError("disk full")
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="disk full"):
+        write_atomically(target, b"new" * 1000)
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["m.tflite"]
+    monkeypatch.undo()
+    write_atomically(target, b"new")
+    assert target.read_bytes() == b"new" and [p.name for p in tmp_path.iterdir()] == ["m.tflite"]
+
+
+def test_failed_lowering_keeps_the_existing_file(tmp_path):
+    target = tmp_path / "m.tflite"
+    target.write_bytes(b"previous model")
+    model = dense_stack()
+    with pytest.raises(LoweringError):
+        lower_to_tflite(model, {"d9": None}, target, input_shape=(1, 2, 40))
+    assert target.read_bytes() == b"previous model" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_op_schema_matches_the_c_header():
+    text = (ROOT / "converters" / "litert" / "include" / "tfq" / "litert_op.h").read_text()
+    defines = dict(re.findall(r"#define (TFQ_OP_\w+) (\S+)", text))
+    enums = dict(re.findall(r"(TFQ_ACT_\w+) = (\d+)", text))
+    assert defines["TFQ_OP_NAME"] == f'"{lowering.OP_NAME}"'
+    assert int(defines["TFQ_OP_VERSION"]) == lowering.OP_VERSION
+    assert int(defines["TFQ_OP_PARAMS_VERSION"]) == lowering.PARAMS_VERSION
+    assert int(defines["TFQ_OP_PARAMS_COUNT"]) == lowering.PARAMS_COUNT
+    assert int(defines["TFQ_OP_FLAG_BIAS"]) == lowering.FLAG_BIAS
+    assert int(defines["TFQ_OP_FLAG_FLATTEN"]) == lowering.FLAG_FLATTEN
+    assert [int(defines[f"TFQ_OP_PARAM_{n}"]) for n in ("VERSION", "ACTIVATION", "FLAGS", "LAYER")] == [0, 1, 2, 3]
+    assert {k: int(v) for k, v in enums.items()} == {
+        "TFQ_ACT_NONE": lowering.ACT_NONE, "TFQ_ACT_RELU": lowering.ACT_RELU,
+        "TFQ_ACT_RELU6": lowering.ACT_RELU6, "TFQ_ACT_RELU_N1_TO_1": lowering.ACT_RELU_N1_TO_1,
+        "TFQ_ACT_SWISH": lowering.ACT_SWISH, "TFQ_ACT_COUNT": 5}
