@@ -51,7 +51,8 @@ def card(name: str, model, meta: dict, results: dict, corpus_lines: list[str]) -
         "| split | utterances | hours | voices | engines |", "|---|---:|---:|---:|---:|", *corpus_lines, "",
         "## Training", "",
         f"CTC, Adam (peak learning rate {cfg.get('peak_lr')}, {cfg.get('warmup')} warmup steps, cosine decay), "
-        f"SpecAugment, batches of up to {cfg.get('batch_frames')} frames; `tools/train.py` on a 2-core CPU.",
+        "SpecAugment" + (", voice augmentation (mel-axis warp, spectral tilt, time stretch)" if cfg.get("freq_warp") else "")
+        + f", batches of up to {cfg.get('batch_frames')} frames; `tools/train.py` on a 2-core CPU.",
         f"Best dev checkpoint: step {tr.get('step')}, {tr.get('minutes', 0):.0f} minutes of training, "
         f"{tr.get('audio_hours_seen', 0):.0f} hours of audio seen, dev WER {tr.get('dev_wer', float('nan')):.2f}% "
         "(on 200 dev utterances, greedy).", "",
