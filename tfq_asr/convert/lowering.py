@@ -84,14 +84,16 @@ def _clone_with_dequantized(float_model, quantized: Mapping[str, QuantizedWeight
     return clone
 
 
-def _convert(model, input_shape) -> bytes:
+def _convert(model, input_shapes) -> bytes:
+    """Float TFLite conversion with one fixed shape per model input (signature inputs named
+    after the Keras inputs, outputs after the Keras outputs)."""
     import tensorflow as tf
-    spec = tf.TensorSpec(input_shape, tf.float32, name=model.input_names[0])
+    specs = [tf.TensorSpec(shape, tf.float32, name=name) for shape, name in zip(input_shapes, model.input_names)]
     out_names = list(model.output_names)
 
-    @tf.function(input_signature=[spec])
-    def serve(x):
-        y = model(x, training=False)
+    @tf.function(input_signature=specs)
+    def serve(*xs):
+        y = model(list(xs) if len(xs) > 1 else xs[0], training=False)
         ys = y if isinstance(y, (list, tuple)) else [y]
         return dict(zip(out_names, ys))
 
@@ -102,21 +104,26 @@ def _convert(model, input_shape) -> bytes:
 
 
 def _input_shape(model, input_shape):
-    if len(model.inputs) != 1:
-        raise LoweringError(f"model {model.name!r} has {len(model.inputs)} inputs; one is supported")
-    declared = tuple(model.inputs[0].shape)
-    if input_shape is None:
-        shape = (1,) + declared[1:]
-        if any(d is None for d in shape):
-            raise LoweringError(f"model {model.name!r} has input shape {declared}: pass a fixed "
-                                f"input_shape, e.g. (1, 400, {declared[-1]}) for 4 s of 10 ms frames")
-        return shape
-    shape = tuple(int(d) for d in input_shape)
-    if len(shape) != len(declared) or any(d is not None and d != s for d, s in zip(declared[1:], shape[1:])):
-        raise LoweringError(f"input_shape {shape} does not fit the model's input {declared}")
-    if any(s < 1 for s in shape):
-        raise LoweringError(f"input_shape {shape}: every dimension must be positive")
-    return shape
+    """Fixed shapes of every model input: `input_shape` fixes the first (single-input models
+    with an unknown time length); any other input must declare a fully known shape."""
+    shapes = []
+    for i, tensor in enumerate(model.inputs):
+        declared = tuple(tensor.shape)
+        if i == 0 and input_shape is not None:
+            shape = tuple(int(d) for d in input_shape)
+            if len(shape) != len(declared) or any(d is not None and d != s
+                                                  for d, s in zip(declared[1:], shape[1:])):
+                raise LoweringError(f"input_shape {shape} does not fit the model's input {declared}")
+            if any(s < 1 for s in shape):
+                raise LoweringError(f"input_shape {shape}: every dimension must be positive")
+        else:
+            shape = (1,) + declared[1:] if declared[0] is None else declared
+            if any(d is None for d in shape):
+                raise LoweringError(f"model {model.name!r} input {model.input_names[i]!r} has shape {declared}: "
+                                    f"pass a fixed input_shape, e.g. (1, 400, {declared[-1]}) for 4 s of "
+                                    "10 ms frames")
+        shapes.append(shape)
+    return shapes
 
 
 def _array(model_obj, tensor) -> np.ndarray | None:
@@ -377,12 +384,13 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_path, *,
-                    input_shape=None) -> dict:
+                    input_shape=None, extra_metadata: dict | None = None) -> dict:
     """Write ``out_path`` (.tflite) with every layer of ``quantized`` as TFQ_FULLY_CONNECTED.
 
     float_model: a tf_keras model (not modified); quantized: Dense layer name -> QuantizedWeight
     of its kernel (bits the packed format takes: 4 or 2); input_shape: the fixed input shape,
     batch included, e.g. (1, 400, 80); required when the model's input has unknown dimensions.
+    extra_metadata: JSON-serialisable facts stored with the layer names (e.g. streaming state).
     Returns a report: {"path", "input_shape", "file_bytes", "layers": {name: {"bits", "bytes",
     ...}}, "float_ops": number of FULLY_CONNECTED ops left in float}.
     """
@@ -414,7 +422,8 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
             layers[name] = dict(info, ops=1)
     _garbage_collect(model_obj)
     md_buf = schema.BufferT()
-    md_buf.data = np.frombuffer(json.dumps({"layers": layer_names, "op": OP_NAME}).encode(), np.uint8)
+    md_json = {**(extra_metadata or {}), "layers": layer_names, "op": OP_NAME}
+    md_buf.data = np.frombuffer(json.dumps(md_json).encode(), np.uint8)
     model_obj.buffers.append(md_buf)
     md = schema.MetadataT()
     md.name = METADATA_NAME.encode()
@@ -424,5 +433,5 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
                     for sg in model_obj.subgraphs for op in sg.operators)
     data = _serialize_external(model_obj)
     write_atomically(out_path, data)
-    return {"path": str(out_path), "input_shape": list(shape), "file_bytes": len(data),
+    return {"path": str(out_path), "input_shape": list(shape[0]), "file_bytes": len(data),
             "layers": layers, "float_ops": float_ops}

@@ -1,0 +1,122 @@
+"""Streaming export (.tflite with explicit state) and the streaming Recognizer over LiteRT."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tf_keras as keras
+
+from tfq_asr.convert.export import convert, export_streaming
+from tfq_asr.errors import UserError
+from tfq_asr.models import AsrModel, build_model, get_config
+from tfq_asr.models.streaming import build_step_model, run_streaming_keras, transfer_weights
+from tfq_asr.streaming import Recognizer
+
+CFG = dataclasses.replace(get_config("conformer-xs"), num_blocks=1, d_model=32, num_heads=2,
+                          subsample_channels=8, chunk=4, left_context=8, conv_kernel=7)
+
+
+def _model(seed=0):
+    keras.utils.set_random_seed(seed)
+    km = build_model(CFG)
+    rng = np.random.default_rng(seed)
+    for w in km.weights:
+        if "moving_variance" in w.name or "inv_std" in w.name:
+            w.assign(rng.uniform(0.5, 1.5, w.shape))
+        elif "ctc_head/bias" in w.name:  # favour a few letters so transcripts are not empty
+            w.assign(np.where(np.arange(w.shape[0]) % 7 == 1, 2.0, 0.0))
+        else:
+            w.assign(rng.normal(0, 0.3, w.shape))
+    return AsrModel("tiny", CFG, km)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("streaming")
+    m = _model()
+    out = {}
+    for policy in (None, "w4-sc16"):
+        path = root / f"{policy or 'fp32'}.tflite"
+        out[policy] = (path, export_streaming(m, path, policy=policy))
+    return m, out
+
+
+def _audio(seconds=2.3, seed=0):
+    t = np.arange(int(16000 * seconds)) / 16000
+    rng = np.random.default_rng(seed)
+    return (0.3 * np.sin(2 * np.pi * 300 * t * (1 + t)) + 0.05 * rng.normal(size=t.size)).astype(np.float32)
+
+
+def test_export_report_and_metadata(exported):
+    m, out = exported
+    path, rep = out["w4-sc16"]
+    assert rep["size_bytes"] == path.stat().st_size
+    assert len(rep["layers"]) == 12  # every Dense of the block + subsampling + head
+    assert {k["layer"] for k in rep["float_kernels"]} == {"subsample_conv1", "subsample_conv2", "block0_conv_depthwise"}
+    r = Recognizer(path)
+    assert r.chunk_frames == 4 * CFG.chunk and len(r.info["states"]) == 3 + 3 * CFG.num_blocks
+    fp32_path, fp32_rep = out[None]
+    assert fp32_rep["layers"] == {} and fp32_path.stat().st_size > path.stat().st_size
+
+
+@pytest.mark.parametrize("policy", [None, "w4-sc16"])
+def test_any_chunking_gives_the_whole_utterance_transcript(exported, policy):
+    _, out = exported
+    r = Recognizer(out[policy][0])
+    audio = _audio()
+    whole = r.transcribe(audio)
+    assert whole  # the test model emits letters
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        s = r.stream()
+        i = 0
+        partials = []
+        while i < audio.size:
+            n = int(rng.integers(0, 3000))
+            s.accept(audio[i:i + n])
+            partials.append(s.partial())
+            i += n
+        # greedy partials only grow: each is a prefix of the final transcript
+        assert all(whole.startswith(p) for p in partials)
+        assert s.finish() == whole
+
+
+def test_tflite_steps_equal_keras_steps(exported):
+    from tfq_asr.frontend import log_mel
+    m, out = exported
+    step = build_step_model(CFG)
+    transfer_weights(m.keras_model, step)
+    feats = log_mel(_audio())
+    n = 4 * CFG.chunk
+    feats = feats[:len(feats) // n * n]
+    keras_logits = run_streaming_keras(step, CFG, feats)
+    r = Recognizer(out[None][0])
+    state, got = r.initial_state(), []
+    for i in range(0, len(feats), n):
+        logits, state = r.step(feats[i:i + n], state)
+        got.append(logits)
+    got = np.concatenate(got)
+    np.testing.assert_allclose(got, keras_logits, rtol=1e-4, atol=1e-4 * np.abs(keras_logits).max())
+
+
+def test_bad_input_is_refused_and_stream_stays_usable(exported, tmp_path):
+    m, out = exported
+    r = Recognizer(out["w4-sc16"][0])
+    s = r.stream()
+    audio = _audio(1.0)
+    s.accept(audio[:8000])
+    with pytest.raises(ValueError, match="NaN"):
+        s.accept(np.array([0.0, np.nan], np.float32))
+    s.accept(audio[8000:])
+    s.accept(np.zeros(0, np.float32))
+    assert s.finish() == r.transcribe(audio)
+    with pytest.raises(UserError, match="after finish"):
+        s.accept(audio)
+    offline = tmp_path / "offline.tflite"
+    convert(m.keras_model, offline, input_shape=(1, 64, 80))
+    with pytest.raises(UserError, match="not a streaming model"):
+        Recognizer(offline)
+    with pytest.raises(ValueError, match="not a streaming configuration"):
+        export_streaming(AsrModel("x", dataclasses.replace(CFG, chunk=0), build_model(dataclasses.replace(CFG, chunk=0))),
+                         tmp_path / "x.tflite")

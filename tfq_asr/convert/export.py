@@ -1,0 +1,85 @@
+"""From a (quantized) Keras model to a .tflite: which layers become packed custom ops, which stay
+float, and the streaming export of our recognizers.
+
+`convert(q, path)` lowers every quantized Dense layer whose bits the packed format takes and
+whose inputs are int8-dynamic (what TFQ_FULLY_CONNECTED computes) to the custom op; every other
+quantized kernel (convolutions, LSTM kernels, weight-only or static-activation layers, bits the
+format lacks) is written as its dequantized float values in a builtin op: numerically the
+quantized model, stored in float. The report says which is which.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import packing
+from .lowering import lower_to_tflite
+
+STREAMING_FORMAT = 1
+
+
+def lowering_plan(q):
+    """(float twin, {Dense layer: QuantizedWeight} to pack, [kernels kept float with why])."""
+    from ..quant.apply import float_twin, quantized_layers, wrappers
+    if not wrappers(q):
+        return q, {}, []
+    packed, kept = {}, []
+    for ql in quantized_layers(q):
+        why = None
+        if ql.layer_type != "Dense":
+            why = f"{ql.layer_type} kernels run as builtin float ops"
+        elif ql.weight.spec.bits not in packing.SUPPORTED_BITS:
+            why = f"{ql.weight.spec.bits}-bit weights are not in the packed format"
+        elif ql.activation != "dynamic":
+            why = f"{ql.activation} activations: the custom op quantizes its input dynamically"
+        if why:
+            kept.append({"layer": ql.layer, "role": ql.role, "bits": ql.weight.spec.bits, "why": why})
+        else:
+            packed[ql.layer] = ql.weight
+    return float_twin(q), packed, kept
+
+
+def convert(q, path, *, input_shape=None, extra_metadata=None) -> dict:
+    """Write `q` (a Keras model from `tfq_asr.quantize`, or any float tf_keras model) to `path`.
+    Returns the lowering report plus `size_bytes` and `float_kernels` (quantized kernels stored
+    as float, with the reason). `extra_metadata`: a dict, or a function of the float twin that
+    is converted (its input and output names are the file's) returning one."""
+    twin, packed, kept = lowering_plan(q)
+    if callable(extra_metadata):
+        extra_metadata = extra_metadata(twin)
+    report = lower_to_tflite(twin, packed, path, input_shape=input_shape, extra_metadata=extra_metadata)
+    report["size_bytes"] = Path(path).stat().st_size
+    report["float_kernels"] = kept
+    return report
+
+
+def export_streaming(model, path, *, policy=None, lstm_steps: int = 8) -> dict:
+    """Write the streaming step model of an AsrModel (float, or a quantized checkpoint whose
+    policy is reused) to `path`: one chunk per call, every state an input and an output.
+    `policy` quantizes a float model on the way (weights only, no calibration)."""
+    from ..models.streaming import build_step_model, chunk_frames, step_states, transfer_weights
+    from ..quant.apply import as_policy, policy_of, quantize
+    cfg = model.config
+    if not cfg.streaming:
+        raise ValueError(f"model {model.name}: not a streaming configuration (chunk = 0); "
+                         "export it offline with a fixed input length instead")
+    source = model.keras_model
+    if policy is not None:
+        if model.quantization:
+            raise ValueError(f"model {model.name} is already quantized; pass no policy")
+        source = quantize(source, policy)
+    step_policy = policy_of(source) or (as_policy(model.quantization["policy"]) if model.quantization else None)
+    step = build_step_model(cfg, lstm_steps)
+    if step_policy is not None:
+        step = quantize(step, step_policy)
+    transfer_weights(source, step)
+    states = step_states(cfg)
+
+    def meta(twin):
+        outputs = list(twin.output_names)  # Keras order: logits, then the states in order
+        return {"streaming": {"format": STREAMING_FORMAT, "chunk_frames": chunk_frames(cfg, lstm_steps),
+                              "features": twin.input_names[0], "logits": outputs[0],
+                              "states": [{"input": s.name, "output": o, "shape": list(s.shape)}
+                                         for s, o in zip(states, outputs[1:])],
+                              "num_classes": cfg.num_classes, "model": model.name,
+                              "policy": step_policy.name if step_policy else "fp32"}}
+    return convert(step, path, extra_metadata=meta)

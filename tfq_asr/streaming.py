@@ -1,0 +1,132 @@
+"""Streaming recognition through a streaming .tflite (`tools/convert.py --streaming`):
+
+    r = Recognizer("conformer-w2-stream.tflite")
+    s = r.stream()
+    s.accept(samples)        # any number of times, chunks of any length (16 kHz float samples)
+    s.partial()              # text so far
+    s.finish()               # final text; the stream accepts nothing more
+    r.transcribe(samples, sample_rate)
+
+The recognizer owns the model state: the incremental log-mel turns audio into exactly the
+offline frames, every `chunk_frames` frames run one step of the model (its state goes from
+the outputs back to the inputs), and an incremental CTC decoder turns logits into text. The
+last partial chunk is padded with silence frames at `finish`. So the transcript is the same
+for any chunking of the audio, and equal to running the same file over the whole utterance.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .decode import BeamDecoder, GreedyDecoder
+from .errors import UserError
+from .frontend import LOG_FLOOR, N_MELS, IncrementalLogMel
+
+SAMPLE_RATE = 16000
+
+
+class Recognizer:
+    def __init__(self, path, threads: int = 1, beam_width: int = 0):
+        from .runtime.litert import LiteRtModel
+        self.path = str(path)
+        self.model = LiteRtModel(path, threads=threads)
+        info = self.model._info.get("streaming")  # noqa: SLF001
+        if not info:
+            self.model.close()
+            raise UserError(f"{path}: not a streaming model (no streaming state in its metadata); "
+                            "export one with tools/convert.py --streaming")
+        self.info = info
+        self.chunk_frames = int(info["chunk_frames"])
+        self.beam_width = beam_width
+        names = self.model.input_names
+        missing = [n for n in [info["features"]] + [s["input"] for s in info["states"]] if n not in names]
+        if missing:
+            raise UserError(f"{path}: streaming metadata names inputs {missing} the model does not have")
+        self._out_index = {n: i for i, n in enumerate(self.model.output_names)}
+        self.steps = 0
+
+    @property
+    def chunk_seconds(self) -> float:
+        return self.chunk_frames * 0.01
+
+    def initial_state(self) -> dict:
+        return {s["input"]: np.zeros(s["shape"], np.float32) for s in self.info["states"]}
+
+    def step(self, frames: np.ndarray, state: dict) -> tuple[np.ndarray, dict]:
+        """One chunk [chunk_frames, mels] -> (logits [T', classes], next state)."""
+        feeds = {self.info["features"]: frames[None].astype(np.float32), **state}
+        outs = self.model.run(feeds)
+        self.steps += 1
+        logits = outs[self._out_index[self.info["logits"]]][0]
+        nxt = {s["input"]: outs[self._out_index[s["output"]]] for s in self.info["states"]}
+        return logits, nxt
+
+    def stream(self) -> "Stream":
+        return Stream(self)
+
+    def transcribe(self, samples, sample_rate: int = SAMPLE_RATE) -> str:
+        s = self.stream()
+        s.accept(resample_if_needed(samples, sample_rate))
+        return s.finish()
+
+    def close(self) -> None:
+        self.model.close()
+
+
+def resample_if_needed(samples, sample_rate: int) -> np.ndarray:
+    samples = np.asarray(samples, dtype=np.float32)
+    if samples.ndim == 2:  # [n, channels] -> mono
+        samples = samples.mean(axis=1)
+    if sample_rate != SAMPLE_RATE:
+        import librosa
+        samples = librosa.resample(samples, orig_sr=sample_rate, target_sr=SAMPLE_RATE).astype(np.float32)
+    return samples
+
+
+class Stream:
+    """One utterance in progress. Not thread safe."""
+
+    def __init__(self, recognizer: Recognizer):
+        self.r = recognizer
+        self.frontend = IncrementalLogMel()
+        self.decoder = BeamDecoder(recognizer.beam_width) if recognizer.beam_width > 1 else GreedyDecoder()
+        self.state = recognizer.initial_state()
+        self.pending = np.zeros((0, N_MELS), np.float32)
+        self.finished = False
+        self.samples = 0
+
+    def accept(self, samples) -> None:
+        """Feed 16 kHz mono float samples (any length, also 0). NaN/Inf samples raise ValueError
+        and leave the stream as it was; samples beyond [-1, 1] are used as they are (the
+        frontend is scale-aware only through the log)."""
+        if self.finished:
+            raise UserError("accept() after finish(): start a new stream with Recognizer.stream()")
+        x = np.asarray(samples, dtype=np.float32)
+        if x.ndim != 1:
+            raise ValueError(f"expected mono samples [n], got shape {x.shape}")
+        if not np.all(np.isfinite(x)):
+            raise ValueError("audio chunk contains NaN or Inf samples; nothing was consumed")
+        self.samples += x.size
+        frames = self.frontend.accept(x)
+        if frames.size:
+            self.pending = np.concatenate([self.pending, frames])
+        self._run_full_chunks()
+
+    def _run_full_chunks(self) -> None:
+        n = self.r.chunk_frames
+        while len(self.pending) >= n:
+            logits, self.state = self.r.step(self.pending[:n], self.state)
+            self.pending = self.pending[n:]
+            self.decoder.accept(logits)
+
+    def partial(self) -> str:
+        return self.decoder.text
+
+    def finish(self) -> str:
+        if self.finished:
+            raise UserError("finish() called twice on one stream")
+        self.finished = True
+        if len(self.pending):
+            pad = np.full((self.r.chunk_frames - len(self.pending), N_MELS), np.log(LOG_FLOOR), np.float32)
+            self.pending = np.concatenate([self.pending, pad])
+            self._run_full_chunks()
+        return self.decoder.finish()
