@@ -13,6 +13,15 @@ DEMO = ROOT / "tfq_asr" / "data" / "demo" / "demo.tsv"
 BUNDLED = ["conformer-ctc-xs", "lstm-ctc-xs"]
 
 
+def test_quantized_bundles_load_as_quantized_models():
+    from tfq_asr.quant.apply import wrappers
+    quantized = [n for n in list_pretrained() if n.rsplit("-", 1)[-1] in ("w4", "w2", "w8")]
+    for name in quantized:
+        model = load_pretrained(name)
+        assert model.quantization and model.quantization["policy"]["name"]
+        assert wrappers(model.keras_model), name
+
+
 def test_both_models_are_bundled():
     assert set(BUNDLED) <= set(list_pretrained())
     for name in BUNDLED:
@@ -21,7 +30,7 @@ def test_both_models_are_bundled():
         assert (folder / "weights.npz").stat().st_size < 8_000_000  # a few MB
 
 
-@pytest.mark.parametrize("name", BUNDLED)
+@pytest.mark.parametrize("name", list_pretrained())
 def test_bundled_model_transcribes_the_bundled_audio(name):
     model = load_pretrained(name)
     expected = json.loads((PRETRAINED_DIR / name / "demo_transcripts.json").read_text())

@@ -49,18 +49,35 @@ def card(name: str, model, meta: dict, results: dict, corpus_lines: list[str]) -
         "The test split has held-out sentences and held-out voices (espeak's Caribbean accent, the espeak "
         "variants f4, m6, Annie and norbert, flite rms, festival ked_diphone).", "",
         "| split | utterances | hours | voices | engines |", "|---|---:|---:|---:|---:|", *corpus_lines, "",
+        *(quant_section(meta["quantization"]) if meta.get("quantization") else training_section(tr, cfg)),
+        "## Accuracy (greedy CTC decoding, float16-stored weights, " + ("quantized" if meta.get("quantization") else "float")
+        + " compute)", "",
+        "| split | utterances | WER % | CER % |", "|---|---:|---:|---:|", *rows, "",
+        "| split/engine | utterances | WER % | CER % |", "|---|---:|---:|---:|", *sub, "",
+        "Reproduce: `python tools/evaluate.py --model " + name + " --manifest data/corpus/test.tsv` "
+        "after `python tools/make_corpus.py --out data/corpus --train 24000 --dev 300 --test 400`.", ""])
+
+
+def quant_section(q: dict) -> list[str]:
+    from tfq_asr.quant.policy import Policy
+    policy = Policy.from_dict(q["policy"])
+    lines = ["## Quantization", "", f"Method: {q.get('method')} from `{q.get('source')}`"
+             + (f", {q['qat_steps']} QAT steps at peak learning rate {q['qat_lr']}" if q.get("qat_steps") else "")
+             + f"; calibration utterances: {q.get('calibration_utterances')}.",
+             "Latent weights are stored as float16 and re-quantized on load with the stored clipping factors; "
+             "the figures below are measured on exactly that model.", "", "```", policy.describe(), "```", ""]
+    return lines
+
+
+def training_section(tr: dict, cfg: dict) -> list[str]:
+    return [
         "## Training", "",
         f"CTC, Adam (peak learning rate {cfg.get('peak_lr')}, {cfg.get('warmup')} warmup steps, cosine decay), "
         "SpecAugment" + (", voice augmentation (mel-axis warp, spectral tilt, time stretch)" if cfg.get("freq_warp") else "")
         + f", batches of up to {cfg.get('batch_frames')} frames; `tools/train.py` on a 2-core CPU.",
         f"Best dev checkpoint: step {tr.get('step')}, {tr.get('minutes', 0):.0f} minutes of training, "
         f"{tr.get('audio_hours_seen', 0):.0f} hours of audio seen, dev WER {tr.get('dev_wer', float('nan')):.2f}% "
-        "(on 200 dev utterances, greedy).", "",
-        "## Accuracy (greedy CTC decoding, float16-stored weights, float compute)", "",
-        "| split | utterances | WER % | CER % |", "|---|---:|---:|---:|", *rows, "",
-        "| split/engine | utterances | WER % | CER % |", "|---|---:|---:|---:|", *sub, "",
-        "Reproduce: `python tools/evaluate.py --model " + name + " --manifest data/corpus/test.tsv` "
-        "after `python tools/make_corpus.py --out data/corpus --train 24000 --dev 300 --test 400`.", ""])
+        "(on 200 dev utterances, greedy).", ""]
 
 
 def main(argv=None):
@@ -78,7 +95,7 @@ def main(argv=None):
     meta = json.loads((args.model / "config.json").read_text())
     dst = PRETRAINED_DIR / args.name
     src.name = args.name
-    extra = {k: v for k, v in meta.items() if k == "training"}
+    extra = {k: v for k, v in meta.items() if k == "training"}  # "quantization" travels with the model
     save_model(src, dst, extra, dtype="float16")
     model = load_model(dst)  # evaluate exactly what ships
     results = {}
