@@ -53,6 +53,7 @@ def markdown(model_name: str, rows: list[dict], test: str) -> str:
 
 def plot(rows: list[dict], title: str, path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -63,6 +64,8 @@ def plot(rows: list[dict], title: str, path: Path) -> None:
             ax.annotate(r["policy"], (r["bytes"] / 2**20, r["wer"]), fontsize=7, xytext=(3, 3),
                         textcoords="offset points")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("weights (MiB, log scale)")
     ax.set_ylabel("WER %")
     ax.set_title(title, fontsize=9)
