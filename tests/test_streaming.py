@@ -120,3 +120,30 @@ def test_bad_input_is_refused_and_stream_stays_usable(exported, tmp_path):
     with pytest.raises(ValueError, match="not a streaming configuration"):
         export_streaming(AsrModel("x", dataclasses.replace(CFG, chunk=0), build_model(dataclasses.replace(CFG, chunk=0))),
                          tmp_path / "x.tflite")
+
+
+@pytest.mark.parametrize("kind", ["litert-int8", "litert-int4"])
+def test_litert_baselines_stream_like_our_files(exported, tmp_path, kind):
+    from tfq_asr.convert.baselines import export_streaming_baseline
+    m, out = exported
+    path = tmp_path / f"{kind}.tflite"
+    rep = export_streaming_baseline(m, path, kind)
+    assert rep["size_bytes"] == path.stat().st_size < out[None][0].stat().st_size
+    r = Recognizer(path)
+    assert r.info["policy"] == kind
+    audio = _audio()
+    s = r.stream()
+    s.accept(audio[:5000])
+    s.accept(audio[5000:])
+    assert s.finish() == r.transcribe(audio)
+
+
+def test_baselines_refuse_quantized_checkpoints_and_unknown_kinds(exported, tmp_path):
+    from tfq_asr.convert.baselines import baseline_bytes, export_streaming_baseline
+    from tfq_asr.quant.apply import quantize
+    m, _ = exported
+    q = AsrModel("q", CFG, quantize(m.keras_model, "w4"), quantization={"policy": {"name": "w4"}})
+    with pytest.raises(ValueError, match="baselines start from the float model"):
+        export_streaming_baseline(q, tmp_path / "q.tflite", "litert-int8")
+    with pytest.raises(ValueError, match="unknown baseline"):
+        baseline_bytes(m.keras_model, "litert-int3")

@@ -56,7 +56,7 @@ def export_streaming(model, path, *, policy=None, lstm_steps: int = 8) -> dict:
     """Write the streaming step model of an AsrModel (float, or a quantized checkpoint whose
     policy is reused) to `path`: one chunk per call, every state an input and an output.
     `policy` quantizes a float model on the way (weights only, no calibration)."""
-    from ..models.streaming import build_step_model, chunk_frames, step_states, transfer_weights
+    from ..models.streaming import build_step_model, transfer_weights
     from ..quant.apply import as_policy, policy_of, quantize
     cfg = model.config
     if not cfg.streaming:
@@ -72,14 +72,17 @@ def export_streaming(model, path, *, policy=None, lstm_steps: int = 8) -> dict:
     if step_policy is not None:
         step = quantize(step, step_policy)
     transfer_weights(source, step)
-    states = step_states(cfg)
+    return convert(step, path, extra_metadata=lambda twin: streaming_metadata(
+        cfg, model.name, twin, step_policy.name if step_policy else "fp32", lstm_steps))
 
-    def meta(twin):
-        outputs = list(twin.output_names)  # Keras order: logits, then the states in order
-        return {"streaming": {"format": STREAMING_FORMAT, "chunk_frames": chunk_frames(cfg, lstm_steps),
-                              "features": twin.input_names[0], "logits": outputs[0],
-                              "states": [{"input": s.name, "output": o, "shape": list(s.shape)}
-                                         for s, o in zip(states, outputs[1:])],
-                              "num_classes": cfg.num_classes, "model": model.name,
-                              "policy": step_policy.name if step_policy else "fp32"}}
-    return convert(step, path, extra_metadata=meta)
+
+def streaming_metadata(cfg, model_name: str, converted, policy_name: str, lstm_steps: int = 8) -> dict:
+    """What the Recognizer needs to run a step model file: chunk size and which output feeds
+    which state input (names as in `converted`, the Keras model that was converted)."""
+    from ..models.streaming import chunk_frames, step_states
+    outputs = list(converted.output_names)  # Keras order: logits, then the states in order
+    return {"streaming": {"format": STREAMING_FORMAT, "chunk_frames": chunk_frames(cfg, lstm_steps),
+                          "features": converted.input_names[0], "logits": outputs[0],
+                          "states": [{"input": s.name, "output": o, "shape": list(s.shape)}
+                                     for s, o in zip(step_states(cfg), outputs[1:])],
+                          "num_classes": cfg.num_classes, "model": model_name, "policy": policy_name}}

@@ -84,7 +84,7 @@ def _clone_with_dequantized(float_model, quantized: Mapping[str, QuantizedWeight
     return clone
 
 
-def _convert(model, input_shapes) -> bytes:
+def _convert(model, input_shapes, dynamic_range_int8: bool = False) -> bytes:
     """Float TFLite conversion with one fixed shape per model input (signature inputs named
     after the Keras inputs, outputs after the Keras outputs)."""
     import tensorflow as tf
@@ -100,6 +100,8 @@ def _convert(model, input_shapes) -> bytes:
     conv = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], model)
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     conv._experimental_disable_fuse_mul_and_fc = True  # keep a following Mul out of the weights
+    if dynamic_range_int8:  # the LiteRT-native baseline: int8 weights, dynamic int8 activations
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
     return conv.convert()
 
 
