@@ -86,3 +86,32 @@ def test_evaluate_json_per_subset(tiny_model_dir, tiny_corpus):
     assert result["overall"]["utterances"] == 3
     assert set(result["subsets"]) <= {"espeak", "flite", "festival"}
     assert sum(s["utterances"] for s in result["subsets"].values()) == 3
+
+
+def test_convert_streaming_policy_and_baseline(tiny_model_dir, tmp_path, wav):
+    out = tmp_path / "w4.tflite"
+    proc = run_tool("convert.py", "--model", tiny_model_dir, "--policy", "w4-sc16", "--streaming", "--out", out,
+                    "--report", tmp_path / "w4.json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "w4.json").read_text())
+    assert report["size_bytes"] == out.stat().st_size and report["policy"] == "w4-sc16"
+    assert "block0_ff1_dense1" in report["layers"] and report["streaming"]
+    base = tmp_path / "int8.tflite"
+    proc = run_tool("convert.py", "--model", tiny_model_dir, "--policy", "litert-int8", "--streaming", "--out", base)
+    assert proc.returncode == 0, proc.stderr
+    from tfq_asr.streaming import Recognizer
+    for path in (out, base):
+        assert isinstance(Recognizer(path).transcribe(np.zeros(8000, np.float32)), str)
+    proc = run_tool("transcribe.py", "--model", out, "--json", wav)  # 22.05 kHz stereo: resampled, mixed down
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip())["audio"] == str(wav)
+    assert_one_line_error(run_tool("transcribe.py", "--model", tmp_path / "missing.tflite", wav), "no such model file")
+
+
+def test_convert_errors(tiny_model_dir, tmp_path):
+    assert_one_line_error(run_tool("convert.py", "--model", "conformer-m", "--policy", "w4", "--out", tmp_path / "m.tflite"),
+                          "--random-weights")
+    assert_one_line_error(run_tool("convert.py", "--model", tiny_model_dir, "--policy", "w3", "--out", tmp_path / "x.tflite"),
+                          "bits")
+    assert_one_line_error(run_tool("convert.py", "--model", tiny_model_dir, "--out", tmp_path), "is a directory")
+    assert not list(tmp_path.glob("*.tflite"))

@@ -130,3 +130,32 @@ class Stream:
             self.pending = np.concatenate([self.pending, pad])
             self._run_full_chunks()
         return self.decoder.finish()
+
+
+class TfliteTranscriber:
+    """A streaming .tflite with the interface the evaluation and CLI tools use for Keras models:
+    `name`, `transcribe(audio, beam_width=0)` for 16 kHz mono float audio."""
+
+    def __init__(self, path, threads: int = 1):
+        from pathlib import Path
+        self.name = Path(path).name
+        self.path = path
+        self.threads = threads
+        self._recognizers: dict[int, Recognizer] = {}
+
+    def transcribe(self, audio, beam_width: int = 0) -> str:
+        r = self._recognizers.get(beam_width)
+        if r is None:
+            r = self._recognizers[beam_width] = Recognizer(self.path, self.threads, beam_width)
+        return r.transcribe(audio)
+
+
+def load_any(model, threads: int = 1):
+    """An AsrModel for a bundled name or model folder, a TfliteTranscriber for a .tflite file."""
+    from pathlib import Path
+    if str(model).endswith(".tflite"):
+        if not Path(model).is_file():
+            raise UserError(f"no such model file: {model}")
+        return TfliteTranscriber(model, threads)
+    from .models import load_pretrained
+    return load_pretrained(model)

@@ -17,16 +17,16 @@ from tfq_asr.errors import cli_main  # noqa: E402
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True, help="bundled model name or model folder")
+    ap.add_argument("--model", required=True, help="bundled model name, model folder, or streaming .tflite")
     ap.add_argument("--json", action="store_true", help='one JSON object per line: {"audio": ..., "text": ...}')
     ap.add_argument("--beam", type=int, default=0, help="CTC prefix beam width (0 = greedy)")
     ap.add_argument("audio", nargs="+", type=Path)
     args = ap.parse_args(argv)
     from tfq_asr.audio import load_audio
-    from tfq_asr.models import load_pretrained
+    from tfq_asr.streaming import load_any
     # Check every file before loading the model, so a typo fails fast.
     audios = [load_audio(p) for p in args.audio]
-    model = load_pretrained(args.model)
+    model = load_any(args.model)
     for path, audio in zip(args.audio, audios):
         text = model.transcribe(audio, beam_width=args.beam)
         print(json.dumps({"audio": str(path), "text": text}) if args.json else f"{path}\t{text}", flush=True)

@@ -16,18 +16,23 @@ def evaluate_manifest(model, manifest, beam_width: int = 0, limit: int | None = 
     WER/CER (percent), the real-time factor of the model (features + network + decoding over
     audio duration) and every transcript."""
     from tqdm import tqdm
-    from ..models import AsrModel, load_pretrained
-    if not isinstance(model, AsrModel):
-        model = load_pretrained(model)
+    from ..models import AsrModel
+    from ..streaming import TfliteTranscriber, load_any
+    if not isinstance(model, (AsrModel, TfliteTranscriber)):
+        model = load_any(model)
     utts = read_manifest(manifest)[:limit]
     audios = [load_audio(u.path) for u in utts]  # read all first: a bad file fails before any work
     rows = []
     compute = 0.0
-    if audios:  # build the inference graph outside the timed loop
-        model.transcribe_features(log_mel(audios[0][:16000]), beam_width)
+    if isinstance(model, AsrModel):
+        transcribe = lambda a: model.transcribe_features(log_mel(a), beam_width)  # noqa: E731
+    else:
+        transcribe = lambda a: model.transcribe(a, beam_width)  # noqa: E731
+    if audios:  # build the inference graph (or compile the file) outside the timed loop
+        transcribe(audios[0][:16000])
     for u, audio in tqdm(list(zip(utts, audios)), desc=f"evaluating {model.name}", disable=not progress):
         t0 = time.perf_counter()
-        hyp = model.transcribe_features(log_mel(audio), beam_width)
+        hyp = transcribe(audio)
         compute += time.perf_counter() - t0
         rows.append({"audio": str(u.path), "subset": getattr(u, group_by) or "-", "ref": u.text, "hyp": hyp,
                      "seconds": len(audio) / 16000})
