@@ -147,3 +147,22 @@ def test_baselines_refuse_quantized_checkpoints_and_unknown_kinds(exported, tmp_
         export_streaming_baseline(q, tmp_path / "q.tflite", "litert-int8")
     with pytest.raises(ValueError, match="unknown baseline"):
         baseline_bytes(m.keras_model, "litert-int3")
+
+
+def test_public_api_quantize_convert_load_run_on_a_generic_model(tmp_path):
+    import tfq_asr
+    keras.utils.set_random_seed(4)
+    inp = keras.Input((10, 64))
+    x = keras.layers.Conv1D(64, 3, padding="same", activation="relu")(inp)
+    x = keras.layers.Dense(96, activation="relu", name="hidden")(x)
+    out = keras.layers.Dense(8, name="out")(x)
+    km = keras.Model(inp, out)
+    q = tfq_asr.quantize(km, "w4")
+    rep = tfq_asr.convert(q, tmp_path / "g.tflite", input_shape=(1, 10, 64))
+    assert rep["size_bytes"] == (tmp_path / "g.tflite").stat().st_size and set(rep["layers"]) == {"hidden", "out"}
+    x = np.random.default_rng(0).normal(size=(1, 10, 64)).astype(np.float32)
+    with tfq_asr.runtime.load(tmp_path / "g.tflite", num_threads=1) as m:
+        (y,) = m.run(x)
+    want = q(x).numpy()
+    assert y.shape == want.shape
+    np.testing.assert_allclose(y, want, rtol=1e-3, atol=1e-3 * np.abs(want).max())

@@ -1,6 +1,8 @@
 """tfq-asr: quantize Keras speech recognizers to 8/4/2-bit weights and run them on-device.
 
     q = tfq_asr.quantize(keras_model, "w4-sc64-f16", calibration=None)
+    report = tfq_asr.convert(q, "model.tflite", input_shape=(1, 400, 80))   # report["size_bytes"]
+    m = tfq_asr.runtime.load("model.tflite", num_threads=1); outputs = m.run(features)
 
 Heavy modules (TensorFlow, tfmot) load on first use.
 """
@@ -11,3 +13,12 @@ def quantize(keras_model, policy, calibration=None, **kwargs):
     """A Keras model computing `keras_model` quantized by `policy` (see tfq_asr.quant.apply.quantize)."""
     from .quant.apply import quantize as _quantize
     return _quantize(keras_model, policy, calibration, **kwargs)
+
+
+def __getattr__(name):
+    # `tfq_asr.runtime.load(...)` and `tfq_asr.convert(q, path)` without importing TensorFlow
+    # up front: the subpackages load on first use (tfq_asr.convert is a callable package).
+    if name in ("runtime", "convert"):
+        import importlib
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(name)
