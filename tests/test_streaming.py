@@ -166,3 +166,25 @@ def test_public_api_quantize_convert_load_run_on_a_generic_model(tmp_path):
     want = q(x).numpy()
     assert y.shape == want.shape
     np.testing.assert_allclose(y, want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
+
+
+def test_benchmark_tool_reports_every_field(exported, tmp_path):
+    import json
+    import subprocess
+    import sys
+    import soundfile as sf
+    from tests.conftest import ROOT
+    _, out = exported
+    wav = tmp_path / "a.wav"
+    sf.write(wav, _audio(1.5), 16000)
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "benchmark.py"), "--model", str(out[None][0]),
+                           "--compare", str(out["w4-sc16"][0]), "--audio", str(wav), "--json"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [r["policy"] for r in rows] == ["fp32", "w4-sc16"]
+    for r in rows:
+        assert r["rtf"] > 0 and r["file_bytes"] > 0 and r["chunk_ms"] == 40 * CFG.chunk
+        assert 0 < r["chunk_latency_ms"]["p50"] <= r["chunk_latency_ms"]["p99"]
+        assert r["peak_rss_mb"] > 0 and r["load_seconds"] > 0
+    assert rows[0]["rtf_ratio"] == 1.0

@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Streaming speed of .tflite recognizers on the same audio in one run: real-time factor,
+per-chunk latency (p50/p95/p99), time to first partial text, model load time, peak RSS and
+file size; with several models, ratios against the first.
+
+    python tools/benchmark.py --model fp32.tflite w4.tflite w2.tflite --threads 1
+    python tools/benchmark.py --model w2.tflite --audio data/corpus/test.tsv --json
+
+Each model is measured in its own subprocess, so load time and peak RSS are its own. Audio is
+fed in --feed-ms pieces as a live stream would arrive (the model's chunk is fixed by the file);
+timings exclude audio decoding and include the frontend, the model and greedy decoding.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import _setup  # noqa: F401,E402  (environment and sys.path)
+
+from tfq_asr.errors import UserError, cli_main  # noqa: E402
+
+DEMO = Path(__file__).resolve().parent.parent / "tfq_asr" / "data" / "demo" / "demo.tsv"
+
+
+def audio_paths(spec: Path) -> list[Path]:
+    if spec.suffix == ".tsv":
+        from tfq_asr.manifest import read_manifest
+        return [u.path for u in read_manifest(spec)]
+    if not spec.is_file():
+        raise UserError(f"--audio {spec}: no such file")
+    return [spec]
+
+
+def measure(model: Path, audio: list[Path], threads: int, feed_ms: int, repeat: int, minutes: float) -> dict:
+    """Runs in the child process."""
+    import resource
+    import time
+    import numpy as np
+    from tfq_asr.audio import load_audio
+    from tfq_asr.streaming import Recognizer
+    clips = [load_audio(p) for p in audio]
+    if minutes:  # a long stream: the clips repeated back to back
+        total = int(minutes * 60 * 16000)
+        joined = np.concatenate(clips)
+        clips = [np.resize(joined, total)]
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    r = Recognizer(model, threads=threads)
+    load_s = time.perf_counter() - t0
+    r.transcribe(clips[0][:16000])  # warm-up
+    feed = max(1, int(16000 * feed_ms / 1000))
+    chunk_lat, first_partial, compute, seconds = [], [], 0.0, 0.0
+    rss_mid = None
+    for _ in range(repeat):
+        for a in clips:
+            s = r.stream()
+            seen_text = False
+            start = time.perf_counter()
+            for i in range(0, len(a), feed):
+                steps = r.steps
+                t = time.perf_counter()
+                s.accept(a[i:i + feed])
+                dt = time.perf_counter() - t
+                if r.steps > steps:
+                    chunk_lat.append(dt / (r.steps - steps))
+                if not seen_text and s.partial():
+                    seen_text = True
+                    first_partial.append((i + feed) / 16000)
+                if minutes and rss_mid is None and i > len(a) // 10:
+                    rss_mid = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            s.finish()
+            compute += time.perf_counter() - start
+            seconds += len(a) / 16000
+    lat = np.array(chunk_lat) * 1000
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"model": str(model), "file_bytes": Path(model).stat().st_size, "policy": r.info.get("policy"),
+            "chunk_ms": r.chunk_frames * 10, "threads": threads, "audio_seconds": seconds, "rtf": compute / seconds,
+            "chunk_latency_ms": {"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)),
+                                 "p99": float(np.percentile(lat, 99))} if len(lat) else None,
+            "first_partial_audio_s": float(np.median(first_partial)) if first_partial else None,
+            "load_seconds": load_s, "peak_rss_mb": rss1 / 1024, "rss_before_model_mb": rss0 / 1024,
+            **({"rss_after_10pct_mb": (rss_mid or rss1) / 1024} if minutes else {})}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", nargs="+", type=Path, required=True, help="streaming .tflite files")
+    ap.add_argument("--compare", nargs="*", type=Path, default=[], help="more models, ratios against the first")
+    ap.add_argument("--audio", type=Path, default=DEMO, help="audio file or manifest (default: bundled demo)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--feed-ms", type=int, default=40, help="audio arrives in pieces of this length")
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--long-audio", type=float, default=0.0, metavar="MINUTES",
+                    help="stream the audio repeated to this length in one stream (memory stays flat?)")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    models = list(args.model) + list(args.compare)
+    for m in models:
+        if not m.is_file():
+            raise UserError(f"--model {m}: no such file")
+    audio = audio_paths(args.audio)
+    if args.child:
+        print(json.dumps(measure(models[0], audio, args.threads, args.feed_ms, args.repeat, args.long_audio)))
+        return
+    results = []
+    for m in models:
+        cmd = [sys.executable, __file__, "--child", "--model", str(m), "--audio", str(args.audio),
+               "--threads", str(args.threads), "--feed-ms", str(args.feed_ms), "--repeat", str(args.repeat),
+               "--long-audio", str(args.long_audio)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            lines = [x for x in proc.stderr.strip().splitlines() if x.startswith("error:")] or proc.stderr.strip().splitlines()[-1:]
+            raise UserError(f"{m}: benchmark failed: {lines[-1] if lines else proc.returncode}")
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    base = results[0]["rtf"]
+    for r in results:
+        r["rtf_ratio"] = r["rtf"] / base
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    print(f"{sum(r['audio_seconds'] for r in results[:1]):.1f} s of audio, {args.threads} thread(s), "
+          f"fed in {args.feed_ms} ms pieces")
+    print("| model | policy | bytes | chunk ms | RTF | vs first | chunk p50/p95/p99 ms | first partial s | load s | peak RSS MB |")
+    print("|---|---|---:|---:|---:|---:|---|---:|---:|---:|")
+    for r in results:
+        lat = r["chunk_latency_ms"] or {}
+        print(f"| {Path(r['model']).name} | {r['policy']} | {r['file_bytes']:,} | {r['chunk_ms']} | {r['rtf']:.4f} | "
+              f"{r['rtf_ratio']:.2f} | {lat.get('p50', 0):.2f} / {lat.get('p95', 0):.2f} / {lat.get('p99', 0):.2f} | "
+              f"{r['first_partial_audio_s'] or 0:.2f} | {r['load_seconds']:.2f} | {r['peak_rss_mb']:.0f} |")
+
+
+if __name__ == "__main__":
+    cli_main(main)
