@@ -188,3 +188,31 @@ def test_benchmark_tool_reports_every_field(exported, tmp_path):
         assert 0 < r["chunk_latency_ms"]["p50"] <= r["chunk_latency_ms"]["p99"]
         assert r["peak_rss_mb"] > 0 and r["load_seconds"] > 0
     assert rows[0]["rtf_ratio"] == 1.0
+
+
+def test_lstm_kernels_are_packed_on_the_float_activation_path(tmp_path):
+    from tfq_asr.quant.apply import quantize
+    from tfq_asr.models.streaming import build_step_model, run_streaming_keras, transfer_weights
+    cfg = dataclasses.replace(get_config("lstm-xs"), num_layers=2, units=24)
+    keras.utils.set_random_seed(5)
+    km = build_model(cfg)
+    m = AsrModel("tiny-lstm", cfg, km)
+    path = tmp_path / "lstm-w4.tflite"
+    rep = export_streaming(m, path, policy="w4-wo", lstm_steps=8)
+    assert {"lstm0/kernel", "lstm0/recurrent_kernel", "lstm1/kernel", "lstm1/recurrent_kernel"} <= set(rep["layers"])
+    assert rep["layers"]["lstm0/kernel"]["ops"] == 8 and rep["layers"]["lstm0/kernel"]["float_activations"]
+    assert not rep["float_kernels"]
+    fp32 = tmp_path / "lstm-fp32.tflite"
+    export_streaming(m, fp32, lstm_steps=8)
+    assert path.stat().st_size < 0.5 * fp32.stat().st_size  # kernels stored once, packed (tiny model: overheads)
+    step = quantize(build_step_model(cfg, 8), "w4-wo")
+    transfer_weights(quantize(km, "w4-wo"), step)
+    feats = np.random.default_rng(0).normal(size=(3 * 32, 80)).astype(np.float32)
+    want = run_streaming_keras(step, cfg, feats)
+    r = Recognizer(path)
+    state, got = r.initial_state(), []
+    for i in range(0, len(feats), 32):
+        logits, state = r.step(feats[i:i + 32], state)
+        got.append(logits)
+    # float activations everywhere: no int8 rounding to flip, only float summation order differs
+    np.testing.assert_allclose(np.concatenate(got), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())

@@ -200,7 +200,7 @@ static int tfq_run_locked(tfq_litert_context *ctx, size_t num_inputs, const tfq_
   int32_t layer = params[TFQ_OP_PARAM_LAYER];
   ctx->current_layer = layer;
   int32_t act = params[TFQ_OP_PARAM_ACTIVATION], flags = params[TFQ_OP_PARAM_FLAGS];
-  if (act < 0 || act >= TFQ_ACT_COUNT || (flags & ~(TFQ_OP_FLAG_BIAS | TFQ_OP_FLAG_FLATTEN))) {
+  if (act < 0 || act >= TFQ_ACT_COUNT || (flags & ~(TFQ_OP_FLAG_BIAS | TFQ_OP_FLAG_FLATTEN | TFQ_OP_FLAG_FLOAT_ACT))) {
     tfq_record(ctx, TFQ_ERR_FORMAT, layer, "params: unknown activation %d or flags %d", (int)act,
                (int)flags);
     return ctx->status;
@@ -296,12 +296,22 @@ static int tfq_run_locked(tfq_litert_context *ctx, size_t num_inputs, const tfq_
     return st;
   }
   if (m == 0) return TFQ_OK;
+  float *y = (float *)out->addr;
+  if (flags & TFQ_OP_FLAG_FLOAT_ACT) {
+    st = tfq_linear_f32(TFQ_ISA_AUTO, &w, (const float *)t[0].addr, t[0].count, (size_t)w.k, (int32_t)m, y,
+                        out->count, (size_t)w.n);
+    if (st != TFQ_OK) {
+      tfq_record(ctx, st, layer, "tfq_linear_f32: %s", tfq_status_str(st));
+      return st;
+    }
+    tfq_activate(y, out->count, act);
+    return TFQ_OK;
+  }
   size_t ws = tfq_workspace_bytes(&w, (int32_t)m);
   if (ws == 0 || !tfq_workspace(ctx, ws)) {
     tfq_record(ctx, TFQ_ERR_WORKSPACE, layer, "cannot allocate a workspace of %zu bytes", ws);
     return TFQ_ERR_WORKSPACE;
   }
-  float *y = (float *)out->addr;
   st = tfq_linear_q8(TFQ_ISA_AUTO, &w, (const float *)t[0].addr, t[0].count, (size_t)w.k,
                      (int32_t)m, y, out->count, (size_t)w.n, ctx->workspace, ctx->workspace_bytes);
   if (st != TFQ_OK) {

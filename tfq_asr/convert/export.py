@@ -1,11 +1,12 @@
 """From a (quantized) Keras model to a .tflite: which layers become packed custom ops, which stay
 float, and the streaming export of our recognizers.
 
-`convert(q, path)` lowers every quantized Dense layer whose bits the packed format takes and
-whose inputs are int8-dynamic (what TFQ_FULLY_CONNECTED computes) to the custom op; every other
-quantized kernel (convolutions, LSTM kernels, weight-only or static-activation layers, bits the
-format lacks) is written as its dequantized float values in a builtin op: numerically the
-quantized model, stored in float. The report says which is which.
+`convert(q, path)` lowers every quantized Dense layer and LSTM kernel whose bits the packed
+format takes to the custom op: int8-dynamic inputs on the kernels' int8 path, float inputs
+(weight-only Dense, LSTM kernels) on their float path. Every other quantized kernel
+(convolutions, static-activation layers, bits the format lacks) is written as its dequantized
+float values in a builtin op: numerically the quantized model, stored in float. The report says
+which is which.
 """
 from __future__ import annotations
 
@@ -18,24 +19,28 @@ STREAMING_FORMAT = 1
 
 
 def lowering_plan(q):
-    """(float twin, {Dense layer: QuantizedWeight} to pack, [kernels kept float with why])."""
+    """(float twin, {key: QuantizedWeight} to pack, keys using float activations, [kernels kept
+    float with why]). Keys are Dense layer names and "lstmN/kernel" / "lstmN/recurrent_kernel"."""
     from ..quant.apply import float_twin, quantized_layers, wrappers
     if not wrappers(q):
-        return q, {}, []
-    packed, kept = {}, []
+        return q, {}, [], []
+    packed, float_act, kept = {}, [], []
     for ql in quantized_layers(q):
         why = None
-        if ql.layer_type != "Dense":
+        key = ql.layer if ql.layer_type == "Dense" else f"{ql.layer}/{ql.role}"
+        if ql.layer_type not in ("Dense", "LSTM"):
             why = f"{ql.layer_type} kernels run as builtin float ops"
         elif ql.weight.spec.bits not in packing.SUPPORTED_BITS:
             why = f"{ql.weight.spec.bits}-bit weights are not in the packed format"
-        elif ql.activation != "dynamic":
-            why = f"{ql.activation} activations: the custom op quantizes its input dynamically"
+        elif ql.activation == "static":
+            why = "static activations: the custom op quantizes its input dynamically"
         if why:
             kept.append({"layer": ql.layer, "role": ql.role, "bits": ql.weight.spec.bits, "why": why})
-        else:
-            packed[ql.layer] = ql.weight
-    return float_twin(q), packed, kept
+            continue
+        packed[key] = ql.weight
+        if ql.activation == "none":  # weight-only Dense, LSTM kernels: the float-activation path
+            float_act.append(key)
+    return float_twin(q), packed, float_act, kept
 
 
 def convert(q, path, *, input_shape=None, extra_metadata=None) -> dict:
@@ -43,10 +48,11 @@ def convert(q, path, *, input_shape=None, extra_metadata=None) -> dict:
     Returns the lowering report plus `size_bytes` and `float_kernels` (quantized kernels stored
     as float, with the reason). `extra_metadata`: a dict, or a function of the float twin that
     is converted (its input and output names are the file's) returning one."""
-    twin, packed, kept = lowering_plan(q)
+    twin, packed, float_act, kept = lowering_plan(q)
     if callable(extra_metadata):
         extra_metadata = extra_metadata(twin)
-    report = lower_to_tflite(twin, packed, path, input_shape=input_shape, extra_metadata=extra_metadata)
+    report = lower_to_tflite(twin, packed, path, input_shape=input_shape, extra_metadata=extra_metadata,
+                             float_activations=float_act)
     report["size_bytes"] = Path(path).stat().st_size
     report["float_kernels"] = kept
     return report

@@ -40,7 +40,7 @@ OP_NAME = "TFQ_FULLY_CONNECTED"      # litert_op.h TFQ_OP_NAME
 OP_VERSION = 1
 PARAMS_VERSION = 1                   # TFQ_OP_PARAMS_VERSION
 PARAMS_COUNT = 4                     # TFQ_OP_PARAMS_COUNT: version, activation, flags, layer
-FLAG_BIAS, FLAG_FLATTEN = 1, 2       # TFQ_OP_FLAG_*
+FLAG_BIAS, FLAG_FLATTEN, FLAG_FLOAT_ACT = 1, 2, 4  # TFQ_OP_FLAG_*
 ACT_NONE, ACT_RELU, ACT_RELU6, ACT_RELU_N1_TO_1, ACT_SWISH = 0, 1, 2, 3, 4  # tfq_op_activation
 METADATA_NAME = "tfq_asr"
 ALIGN = packing.BUFFER_ALIGN
@@ -66,13 +66,25 @@ def _clone_with_dequantized(float_model, quantized: Mapping[str, QuantizedWeight
     clone = keras.models.clone_model(float_model)
     clone.set_weights(float_model.get_weights())
     for name, qw in quantized.items():
+        layer_name, _, role = name.partition("/")
         try:
-            layer = clone.get_layer(name)
+            layer = clone.get_layer(layer_name)
         except ValueError:
             raise LoweringError(f"layer {name!r}: no such layer in model {float_model.name!r}") from None
-        if not isinstance(layer, keras.layers.Dense):
-            raise LoweringError(f"layer {name!r}: a {type(layer).__name__}, only Dense layers lower "
-                                f"to {OP_NAME}")
+        if isinstance(layer, keras.layers.LSTM) and role in ("kernel", "recurrent_kernel"):
+            # LSTM kernels: an unrolled LSTM converts to one FULLY_CONNECTED per step and kernel
+            kernel = getattr(layer.cell, role)
+            if tuple(kernel.shape) != tuple(qw.shape):
+                raise LoweringError(f"layer {name!r}: kernel {tuple(kernel.shape)} but quantized "
+                                    f"weight {tuple(qw.shape)}")
+            if qw.spec.bits not in packing.SUPPORTED_BITS:
+                raise LoweringError(f"layer {name!r}: {qw.spec.bits}-bit weights; the packed format "
+                                    f"takes {packing.SUPPORTED_BITS}")
+            kernel.assign(qw.dequantize())
+            continue
+        if role or not isinstance(layer, keras.layers.Dense):
+            raise LoweringError(f"layer {name!r}: a {type(layer).__name__}, only Dense layers and "
+                                f"LSTM kernels ('layer/kernel', 'layer/recurrent_kernel') lower to {OP_NAME}")
         if qw.spec.bits not in packing.SUPPORTED_BITS:
             raise LoweringError(f"layer {name!r}: {qw.spec.bits}-bit weights; the packed format "
                                 f"takes {packing.SUPPORTED_BITS}")
@@ -241,7 +253,7 @@ def _match_layers(model_obj, quantized):
 
 
 def _replace(schema, model_obj, si, oi, name, qw: QuantizedWeight, factor: float, layer_index: int,
-             custom_code: int):
+             custom_code: int, float_act: bool = False, shared: dict | None = None):
     sg = model_obj.subgraphs[si]
     op = sg.operators[oi]
     opts = op.builtinOptions
@@ -270,20 +282,31 @@ def _replace(schema, model_obj, si, oi, name, qw: QuantizedWeight, factor: float
                              scales,
                              None if qw.zero_points is None else qw.zero_points,
                              scale_dtype=np.dtype(spec.scale_dtype))
-    flags = (FLAG_BIAS if bias is not None else 0) | (FLAG_FLATTEN if flatten else 0)
+    flags = ((FLAG_BIAS if bias is not None else 0) | (FLAG_FLATTEN if flatten else 0)
+             | (FLAG_FLOAT_ACT if float_act else 0))
     params = np.array([PARAMS_VERSION, _ACTIVATIONS[act], flags, layer_index], np.int32)
     if flatten:
         params = params.reshape(1, PARAMS_COUNT)
     f16 = p.scales.dtype == np.float16
-    inputs = [op.inputs[0],
-              _add_tensor(schema, model_obj, sg, f"{name}/tfq_data", p.data, _UINT8),
-              _add_tensor(schema, model_obj, sg, f"{name}/tfq_scales", p.scales, _FLOAT16 if f16 else _FLOAT32)]
-    if not p.symmetric:
-        inputs.append(_add_tensor(schema, model_obj, sg, f"{name}/tfq_zero_points", p.zero_points, _UINT8))
-    inputs += [_add_tensor(schema, model_obj, sg, f"{name}/tfq_bias",
-                           bias if bias is not None else np.zeros(n, np.float32), _FLOAT32),
-               _add_tensor(schema, model_obj, sg, f"{name}/tfq_header", p.header(), _INT32),
-               _add_tensor(schema, model_obj, sg, f"{name}/tfq_params", params, _INT32)]
+    # One layer may be computed by several ops (an unrolled LSTM: one per step): they share
+    # the packed tensors, so the file holds each kernel once.
+    key = (si, name, bias is None)
+    if shared is not None and key in shared:
+        weights, bias_index = shared[key]
+        bias_index = bias_index if bias is None else _add_tensor(schema, model_obj, sg, f"{name}/tfq_bias",
+                                                                 bias, _FLOAT32)
+    else:
+        weights = [_add_tensor(schema, model_obj, sg, f"{name}/tfq_data", p.data, _UINT8),
+                   _add_tensor(schema, model_obj, sg, f"{name}/tfq_scales", p.scales, _FLOAT16 if f16 else _FLOAT32)]
+        if not p.symmetric:
+            weights.append(_add_tensor(schema, model_obj, sg, f"{name}/tfq_zero_points", p.zero_points, _UINT8))
+        weights.append(_add_tensor(schema, model_obj, sg, f"{name}/tfq_header", p.header(), _INT32))
+        bias_index = _add_tensor(schema, model_obj, sg, f"{name}/tfq_bias",
+                                 bias if bias is not None else np.zeros(n, np.float32), _FLOAT32)
+        if shared is not None:
+            shared[key] = (weights, bias_index)
+    inputs = [op.inputs[0], *weights[:-1], bias_index, weights[-1],
+              _add_tensor(schema, model_obj, sg, f"{name}/tfq_params", params, _INT32)]
     new = schema.OperatorT()
     new.opcodeIndex = custom_code
     new.inputs = np.array(inputs, np.int32)
@@ -292,6 +315,7 @@ def _replace(schema, model_obj, si, oi, name, qw: QuantizedWeight, factor: float
     size = p.size()
     return {"bits": spec.bits, "symmetric": spec.symmetric, "group_size": spec.group_length(k),
             "k": k, "n": n, "scale_dtype": spec.scale_dtype, "activation": _ACTIVATIONS[act],
+            "float_activations": float_act,
             "bytes": size.total + 4 * n + 4 * (packing.HEADER_COUNT + PARAMS_COUNT),
             "float_bytes": 4 * k * n, "folded_factor": factor}
 
@@ -386,13 +410,17 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_path, *,
-                    input_shape=None, extra_metadata: dict | None = None) -> dict:
+                    input_shape=None, extra_metadata: dict | None = None,
+                    float_activations=()) -> dict:
     """Write ``out_path`` (.tflite) with every layer of ``quantized`` as TFQ_FULLY_CONNECTED.
 
     float_model: a tf_keras model (not modified); quantized: Dense layer name -> QuantizedWeight
     of its kernel (bits the packed format takes: 4 or 2); input_shape: the fixed input shape,
     batch included, e.g. (1, 400, 80); required when the model's input has unknown dimensions.
     extra_metadata: JSON-serialisable facts stored with the layer names (e.g. streaming state).
+    float_activations: keys of `quantized` whose ops multiply float activations (the kernels'
+    float path, TFQ_OP_FLAG_FLOAT_ACT) instead of int8-quantizing them: weight-only layers and
+    LSTM kernels ("lstm0/kernel", "lstm0/recurrent_kernel" keys).
     Returns a report: {"path", "input_shape", "file_bytes", "layers": {name: {"bits", "bytes",
     ...}}, "float_ops": number of FULLY_CONNECTED ops left in float}.
     """
@@ -414,10 +442,10 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
         model_obj.operatorCodes.append(code)
         custom_code = len(model_obj.operatorCodes) - 1
     layer_names = list(dict.fromkeys(m[2] for m in matches))
-    layers = {}
+    layers, shared = {}, {}
     for si, oi, name, factor in matches:
         info = _replace(schema, model_obj, si, oi, name, quantized[name], factor,
-                        layer_names.index(name), custom_code)
+                        layer_names.index(name), custom_code, name in set(float_activations), shared)
         if name in layers:
             layers[name]["ops"] += 1
         else:

@@ -56,6 +56,7 @@ extern "C" {
 
 #define TFQ_OP_FLAG_BIAS 1         /* add the bias input */
 #define TFQ_OP_FLAG_FLATTEN 2      /* output [M, N] instead of [..., N] */
+#define TFQ_OP_FLAG_FLOAT_ACT 4    /* float activations: tfq_linear_f32 (weight-only layers, LSTM kernels) */
 
 typedef enum tfq_op_activation {
   TFQ_ACT_NONE = 0,
