@@ -282,6 +282,7 @@ def test_op_schema_matches_the_c_header():
     assert int(defines["TFQ_OP_PARAMS_COUNT"]) == lowering.PARAMS_COUNT
     assert int(defines["TFQ_OP_FLAG_BIAS"]) == lowering.FLAG_BIAS
     assert int(defines["TFQ_OP_FLAG_FLATTEN"]) == lowering.FLAG_FLATTEN
+    assert int(defines["TFQ_OP_FLAG_FLOAT_ACT"]) == lowering.FLAG_FLOAT_ACT
     assert [int(defines[f"TFQ_OP_PARAM_{n}"]) for n in ("VERSION", "ACTIVATION", "FLAGS", "LAYER")] == [0, 1, 2, 3]
     assert {k: int(v) for k, v in enums.items()} == {
         "TFQ_ACT_NONE": lowering.ACT_NONE, "TFQ_ACT_RELU": lowering.ACT_RELU,

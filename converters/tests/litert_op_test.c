@@ -3,8 +3,10 @@
  * tensor buffers (a type, a size and exactly that many bytes of malloc'ed memory, so that
  * AddressSanitizer catches any read past them) stand behind the tfq_litert_api table.
  * Checks: valid symmetric/asymmetric calls equal a direct tfq_linear_q8 call bit for bit (with
- * the fused activation applied), every validation path records its error (first error kept,
- * output filled with NaN), every lock is released, output layouts.  Exit status 0 if all pass.
+ * the fused activation applied), and with TFQ_OP_FLAG_FLOAT_ACT a direct tfq_linear_f32 call
+ * (plain and flattened); every validation path records its error on both paths (first error
+ * kept, output filled with NaN), unknown flag bits are refused, every lock is released, output
+ * layouts.  Exit status 0 if all pass.
  */
 #include <math.h>
 #include <stdio.h>
@@ -85,6 +87,10 @@ typedef struct layer {
   tfq_packed_weights w;
 } layer;
 
+/* Flags every built layer gets on top of TFQ_OP_FLAG_BIAS (TFQ_OP_FLAG_FLOAT_ACT runs the
+ * validation checks again on the float-activation path). */
+static int32_t extra_flags = 0;
+
 /* A valid int4 layer (x [M0, M1, K]) with relu, bias, and zero points when asymmetric. */
 static void build(layer *L, int symmetric) {
   memset(L, 0, sizeof *L);
@@ -109,7 +115,7 @@ static void build(layer *L, int symmetric) {
   for (int32_t n = 0; n < N; n++) ((float *)bias->data)[n] = (float)n - 4.0f;
   int32_t h[TFQ_HEADER_COUNT] = {TFQ_HEADER_MAGIC, TFQ_FORMAT_VERSION, 4, symmetric, K, N, G, 0};
   memcpy(header->data, h, sizeof h);
-  int32_t p[TFQ_OP_PARAMS_COUNT] = {TFQ_OP_PARAMS_VERSION, TFQ_ACT_RELU, TFQ_OP_FLAG_BIAS, 7};
+  int32_t p[TFQ_OP_PARAMS_COUNT] = {TFQ_OP_PARAMS_VERSION, TFQ_ACT_RELU, TFQ_OP_FLAG_BIAS | extra_flags, 7};
   memcpy(params->data, p, sizeof p);
   size_t i = 0;
   L->in[i++] = x;
@@ -189,6 +195,49 @@ static void test_valid(tfq_litert_context *ctx, int symmetric) {
   destroy(&L);
 }
 
+/* TFQ_OP_FLAG_FLOAT_ACT: the op equals tfq_linear_f32 + relu bit for bit (and not the int8
+ * path), with [M0, M1, N] and flattened [M0*M1, N] outputs. */
+static void test_valid_float(tfq_litert_context *ctx, int symmetric, int flatten) {
+  layer L;
+  build(&L, symmetric);
+  int32_t *p = (int32_t *)input(&L, "params")->data;
+  p[TFQ_OP_PARAM_FLAGS] |= TFQ_OP_FLAG_FLOAT_ACT;
+  int32_t m = M0 * M1;
+  if (flatten) {
+    fake_buffer *params = input(&L, "params");
+    params->type.layout.rank = 2, params->type.layout.dims[0] = 1;
+    params->type.layout.dims[1] = TFQ_OP_PARAMS_COUNT;
+    p[TFQ_OP_PARAM_FLAGS] |= TFQ_OP_FLAG_FLATTEN;
+    L.out->type.layout.rank = 2, L.out->type.layout.dims[0] = m, L.out->type.layout.dims[1] = N;
+  }
+  int st = run(ctx, &L, L.num_inputs);
+  check(st == TFQ_OK, flatten ? "valid float-activation call, flattened" : "valid float-activation call");
+  float *y = (float *)calloc((size_t)m * N, sizeof(float));
+  float *y8 = (float *)calloc((size_t)m * N, sizeof(float));
+  st = tfq_linear_f32(TFQ_ISA_AUTO, &L.w, (const float *)L.in[0]->data, (size_t)m * K, K, m, y,
+                      (size_t)m * N, N);
+  check(st == TFQ_OK, "direct tfq_linear_f32");
+  size_t ws_bytes = tfq_workspace_bytes(&L.w, m);
+  void *ws = aligned_alloc(64, (ws_bytes + 63) / 64 * 64);
+  st = tfq_linear_q8(TFQ_ISA_AUTO, &L.w, (const float *)L.in[0]->data, (size_t)m * K, K, m, y8,
+                     (size_t)m * N, N, ws, ws_bytes);
+  check(st == TFQ_OK, "direct tfq_linear_q8");
+  int same = 1, positive = 0, differs_from_q8 = 0;
+  for (int32_t i = 0; i < m * N; i++) {
+    float want = y[i] > 0.0f ? y[i] : 0.0f, want8 = y8[i] > 0.0f ? y8[i] : 0.0f;
+    float got = ((float *)L.out->data)[i];
+    same &= memcmp(&want, &got, sizeof got) == 0;
+    differs_from_q8 += memcmp(&want8, &got, sizeof got) != 0;
+    positive += got > 0.0f;
+  }
+  check(same && positive > 0, "float-activation op output equals tfq_linear_f32 + relu bit for bit");
+  check(differs_from_q8 > 0, "float-activation op output is not the int8 path's");
+  free(ws);
+  free(y8);
+  free(y);
+  destroy(&L);
+}
+
 /* Break one thing, run, expect `status` and a message containing `needle`. */
 typedef void (*breaker)(layer *L);
 static void expect_error(tfq_litert_context *ctx, int symmetric, breaker brk, size_t drop,
@@ -225,6 +274,7 @@ static void scales_int(layer *L) { L->in[2]->type.element_type = TFQ_LRT_ELEMENT
 static void out_wrong(layer *L) { L->out->type.layout.dims[0] = 1; }
 static void params_version(layer *L) { ((int32_t *)input(L, "params")->data)[0] = 9; }
 static void params_act(layer *L) { ((int32_t *)input(L, "params")->data)[1] = 99; }
+static void params_unknown_flag(layer *L) { ((int32_t *)input(L, "params")->data)[2] |= 8; }
 static void params_flatten(layer *L) { ((int32_t *)input(L, "params")->data)[2] |= TFQ_OP_FLAG_FLATTEN; }
 static void bias_short(layer *L) { fake_buffer *b = input(L, "bias"); b->type.layout.dims[0] = N - 1; b->bytes -= 4; }
 static void zp_out_of_range(layer *L) { ((uint8_t *)input(L, "zero_points")->data)[3] = 16; }
@@ -260,27 +310,36 @@ int main(void) {
   test_valid(ctx, 1);
   test_valid(ctx, 0);
   test_valid(ctx, 1);  /* the workspace is reused */
-  expect_error(ctx, 1, header_k, 0, TFQ_ERR_BUFFER, "tensor data has shape [9, 48], the header (K=110", "header K disagrees with data");
-  expect_error(ctx, 1, header_k_same_row, 0, TFQ_ERR_SHAPE, "x has shape [3, 5, 70], the header says K = 75", "header K disagrees with x");
-  expect_error(ctx, 1, header_magic, 0, TFQ_ERR_FORMAT, "header", "bad magic");
-  expect_error(ctx, 1, header_n_huge, 0, TFQ_ERR_SHAPE, "out of range", "huge N");
-  expect_error(ctx, 1, header_g_zero, 0, TFQ_ERR_SHAPE, "G 0", "zero group size");
-  expect_error(ctx, 1, header_bits, 0, TFQ_ERR_FORMAT, "bits 3", "3 bits");
-  expect_error(ctx, 1, header_f16, 0, TFQ_ERR_FORMAT, "tensor scales: element type 1, expected 10", "f16 header, f32 scales");
-  expect_error(ctx, 1, header_sym_flip, 0, TFQ_ERR_FORMAT, "6 inputs", "asymmetric header, 6 inputs");
-  expect_error(ctx, 0, header_sym_flip, 0, TFQ_ERR_FORMAT, "7 inputs", "symmetric header, 7 inputs");
-  expect_error(ctx, 1, nothing, 1, TFQ_ERR_SHAPE, "got 5", "5 inputs");
-  expect_error(ctx, 1, x_wrong_k, 0, TFQ_ERR_SHAPE, "K = 70", "x last dim != K");
-  expect_error(ctx, 1, x_short, 0, TFQ_ERR_BUFFER, "tensor x", "x buffer short");
-  expect_error(ctx, 1, x_negative, 0, TFQ_ERR_SHAPE, "invalid shape", "negative dim");
-  expect_error(ctx, 1, data_short_rows, 0, TFQ_ERR_BUFFER, "tensor data has shape [8, 48]", "data rows");
-  expect_error(ctx, 1, scales_int, 0, TFQ_ERR_FORMAT, "tensor scales", "int scales");
-  expect_error(ctx, 1, out_wrong, 0, TFQ_ERR_SHAPE, "output has shape", "output shape");
-  expect_error(ctx, 1, params_version, 0, TFQ_ERR_FORMAT, "version 9", "params version");
-  expect_error(ctx, 1, params_act, 0, TFQ_ERR_FORMAT, "activation 99", "params activation");
-  expect_error(ctx, 1, params_flatten, 0, TFQ_ERR_FORMAT, "flatten", "flatten flag vs rank");
-  expect_error(ctx, 1, bias_short, 0, TFQ_ERR_BUFFER, "bias", "bias short");
-  expect_error(ctx, 0, zp_out_of_range, 0, TFQ_ERR_ZERO_POINT, "zero points", "zero point 16");
+  test_valid_float(ctx, 1, 0);
+  test_valid_float(ctx, 0, 0);
+  test_valid_float(ctx, 1, 1);
+  /* Every validation path, on the int8 path and again on the float-activation path. */
+  for (int pass = 0; pass < 2; pass++) {
+    extra_flags = pass ? TFQ_OP_FLAG_FLOAT_ACT : 0;
+    expect_error(ctx, 1, header_k, 0, TFQ_ERR_BUFFER, "tensor data has shape [9, 48], the header (K=110", "header K disagrees with data");
+    expect_error(ctx, 1, header_k_same_row, 0, TFQ_ERR_SHAPE, "x has shape [3, 5, 70], the header says K = 75", "header K disagrees with x");
+    expect_error(ctx, 1, header_magic, 0, TFQ_ERR_FORMAT, "header", "bad magic");
+    expect_error(ctx, 1, header_n_huge, 0, TFQ_ERR_SHAPE, "out of range", "huge N");
+    expect_error(ctx, 1, header_g_zero, 0, TFQ_ERR_SHAPE, "G 0", "zero group size");
+    expect_error(ctx, 1, header_bits, 0, TFQ_ERR_FORMAT, "bits 3", "3 bits");
+    expect_error(ctx, 1, header_f16, 0, TFQ_ERR_FORMAT, "tensor scales: element type 1, expected 10", "f16 header, f32 scales");
+    expect_error(ctx, 1, header_sym_flip, 0, TFQ_ERR_FORMAT, "6 inputs", "asymmetric header, 6 inputs");
+    expect_error(ctx, 0, header_sym_flip, 0, TFQ_ERR_FORMAT, "7 inputs", "symmetric header, 7 inputs");
+    expect_error(ctx, 1, nothing, 1, TFQ_ERR_SHAPE, "got 5", "5 inputs");
+    expect_error(ctx, 1, x_wrong_k, 0, TFQ_ERR_SHAPE, "K = 70", "x last dim != K");
+    expect_error(ctx, 1, x_short, 0, TFQ_ERR_BUFFER, "tensor x", "x buffer short");
+    expect_error(ctx, 1, x_negative, 0, TFQ_ERR_SHAPE, "invalid shape", "negative dim");
+    expect_error(ctx, 1, data_short_rows, 0, TFQ_ERR_BUFFER, "tensor data has shape [8, 48]", "data rows");
+    expect_error(ctx, 1, scales_int, 0, TFQ_ERR_FORMAT, "tensor scales", "int scales");
+    expect_error(ctx, 1, out_wrong, 0, TFQ_ERR_SHAPE, "output has shape", "output shape");
+    expect_error(ctx, 1, params_version, 0, TFQ_ERR_FORMAT, "version 9", "params version");
+    expect_error(ctx, 1, params_act, 0, TFQ_ERR_FORMAT, "activation 99", "params activation");
+    expect_error(ctx, 1, params_flatten, 0, TFQ_ERR_FORMAT, "flatten", "flatten flag vs rank");
+    expect_error(ctx, 1, bias_short, 0, TFQ_ERR_BUFFER, "bias", "bias short");
+    expect_error(ctx, 0, zp_out_of_range, 0, TFQ_ERR_ZERO_POINT, "zero points", "zero point 16");
+    expect_error(ctx, 1, params_unknown_flag, 0, TFQ_ERR_FORMAT, pass ? "flags 13" : "flags 9", "unknown flag bit 8");
+  }
+  extra_flags = 0;
   /* The first error of a run is kept, with its layer. */
   layer a, b;
   build(&a, 1);

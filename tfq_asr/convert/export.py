@@ -25,11 +25,15 @@ def lowering_plan(q):
     if not wrappers(q):
         return q, {}, [], []
     packed, float_act, kept = {}, [], []
+    rolled = {w.layer.name for w in wrappers(q) if getattr(w.layer, "unroll", True) is False}
     for ql in quantized_layers(q):
         why = None
         key = ql.layer if ql.layer_type == "Dense" else f"{ql.layer}/{ql.role}"
         if ql.layer_type not in ("Dense", "LSTM"):
             why = f"{ql.layer_type} kernels run as builtin float ops"
+        elif ql.layer in rolled:
+            why = ("a rolled LSTM converts to the fused builtin LSTM op (offline files); its kernels "
+                   "are packed only in the unrolled streaming step model")
         elif ql.weight.spec.bits not in packing.SUPPORTED_BITS:
             why = f"{ql.weight.spec.bits}-bit weights are not in the packed format"
         elif ql.activation == "static":

@@ -1,9 +1,10 @@
-"""Lower a Keras model with quantized Dense layers to a .tflite with TFQ custom ops.
+"""Lower a Keras model with quantized Dense layers and LSTM kernels to a .tflite with TFQ custom ops.
 
 Steps (``lower_to_tflite``):
 
-1. Clone the model (the caller's model is never modified) and set every quantized Dense kernel
-   to its dequantized values ``w' = (q - zp) * s``.
+1. Clone the model (the caller's model is never modified) and set every quantized kernel (a
+   Dense layer's, or an LSTM's "lstmN/kernel" / "lstmN/recurrent_kernel") to its dequantized
+   values ``w' = (q - zp) * s``.
 2. Convert with ``tf.lite.TFLiteConverter``: float, builtin ops only, batch 1 and a fixed input
    shape (``input_shape``).  Fixed, because a Conformer's shapes depend on the time length
    through Shape ops: with a dynamic [1, T, 80] input the file converts and runs in the
@@ -15,8 +16,21 @@ Steps (``lower_to_tflite``):
 3. Rewrite the flatbuffer: every FULLY_CONNECTED whose float weight equals a quantized layer's
    dequantized kernel (transposed, bit for bit: that is the proof the op computes that layer)
    becomes ``TFQ_FULLY_CONNECTED`` (converters/litert/include/tfq/litert_op.h) with the packed
-   buffers of ``tfq_asr.convert.packing``.  A quantized layer without such an op is an error
-   naming the layer (e.g. the converter folded something into its weights).
+   buffers of ``tfq_asr.convert.packing``, on the int8 path (activation mode "dynamic") or the
+   float-activation path (mode "none", TFQ_OP_FLAG_FLOAT_ACT).  A quantized layer without such
+   an op, or with a float FULLY_CONNECTED op that names the layer and has a weight of its shape
+   that is not its kernel, is an error naming the layer (e.g. the converter folded something
+   into its weights).
+
+   What the converter (TF 2.21) emits for an unrolled LSTM (``unroll=True``, fixed steps, as in
+   ``tfq_asr.models.streaming.build_lstm_step``): per step and layer two FULLY_CONNECTED ops
+   without bias, ``x_t @ kernel`` (weight kernel^T [4u, in]) and ``h @ recurrent_kernel``
+   (weight recurrent_kernel^T [4u, u]), the four gates concatenated as in Keras (i, f, c, o);
+   the bias is a separate ADD, nothing is batched across steps and nothing is folded, so every
+   step's op carries the dequantized kernel bit for bit.  All ops of one kernel share its
+   packed tensors (the file holds each kernel once).  A rolled LSTM (``unroll=False``) becomes
+   the fused UNIDIRECTIONAL_SEQUENCE_LSTM op with per-gate weights: no FULLY_CONNECTED carries
+   its kernels, so asking to lower them raises.
 4. Drop the float weights no op uses any more, move every constant buffer behind the
    flatbuffer at 64-byte aligned file offsets (Buffer.offset/size: LiteRT needs constant
    inputs of custom ops 64-byte aligned), add the layer names as metadata ``tfq_asr`` (the
@@ -73,6 +87,11 @@ def _clone_with_dequantized(float_model, quantized: Mapping[str, QuantizedWeight
             raise LoweringError(f"layer {name!r}: no such layer in model {float_model.name!r}") from None
         if isinstance(layer, keras.layers.LSTM) and role in ("kernel", "recurrent_kernel"):
             # LSTM kernels: an unrolled LSTM converts to one FULLY_CONNECTED per step and kernel
+            if not layer.unroll:
+                raise LoweringError(f"layer {name!r}: LSTM {layer_name!r} is not unrolled; the converter "
+                                    "makes a rolled LSTM the fused UNIDIRECTIONAL_SEQUENCE_LSTM op, which "
+                                    f"has no FULLY_CONNECTED to become {OP_NAME} (unroll it, e.g. the "
+                                    "streaming step model, or keep its kernels float)")
             kernel = getattr(layer.cell, role)
             if tuple(kernel.shape) != tuple(qw.shape):
                 raise LoweringError(f"layer {name!r}: kernel {tuple(kernel.shape)} but quantized "
@@ -197,17 +216,24 @@ def _power_of_two_match(expected, w: np.ndarray, text: str):
     return [], 1.0
 
 
+def _layer_of(key: str) -> str:
+    """The Keras layer of a key: "lstm0/kernel" -> "lstm0", "ffn1" -> "ffn1"."""
+    return key.partition("/")[0]
+
+
 def _match_layers(model_obj, quantized):
     """[(subgraph index, op index, layer name, factor)] for every FULLY_CONNECTED computing a
     quantized layer, proven by its weight being the dequantized kernel transposed, bit for bit
-    (or exactly a power of two times it, see _power_of_two_match)."""
+    (or exactly a power of two times it, see _power_of_two_match).  Raises naming the layer if
+    one has no such op, or if a float FULLY_CONNECTED whose tensors name the layer has a weight
+    of the kernel's shape that is not the kernel (some ops carry it, others a folded copy)."""
     by_digest: dict[bytes, list[str]] = {}
     expected = {}
     for name, qw in quantized.items():
         w = np.ascontiguousarray(qw.dequantize().T, dtype=np.float32)
         expected[name] = w
         by_digest.setdefault(hashlib.sha256(w.tobytes()).digest(), []).append(name)
-    matches, seen = [], set()
+    matches, seen, unmatched = [], set(), []
     for si, sg in enumerate(model_obj.subgraphs):
         for oi, op in enumerate(sg.operators):
             if _builtin(model_obj, op) != _FULLY_CONNECTED or len(op.inputs) < 2:
@@ -224,7 +250,7 @@ def _match_layers(model_obj, quantized):
                 names, factor = _power_of_two_match(expected, w, _names(sg, op))
             if len(names) > 1:  # identical kernels: let the converter's tensor names decide
                 text = _names(sg, op)
-                named = [n for n in names if f"/{n}/" in text]
+                named = [n for n in names if f"/{_layer_of(n)}/" in text]
                 if len(named) != 1:
                     raise LoweringError(f"layers {names} have identical quantized kernels and "
                                         f"FULLY_CONNECTED op {oi} ({text}) names none of them uniquely")
@@ -232,13 +258,23 @@ def _match_layers(model_obj, quantized):
             if names:
                 matches.append((si, oi, names[0], factor))
                 seen.add(names[0])
+            else:
+                unmatched.append((oi, w, _names(sg, op)))
+    for name in seen:  # a layer computed partly by packed ops, partly by a float op of its shape
+        for oi, w, text in unmatched:
+            if w.shape == expected[name].shape and f"/{_layer_of(name)}/" in text:
+                d = np.abs(w - expected[name]).max()
+                raise LoweringError(f"layer {name!r}: FULLY_CONNECTED op {oi} ({text}) names the layer "
+                                    f"and has a weight of its shape that differs from its dequantized "
+                                    f"kernel by up to {d:.3g} while other ops carry it bit for bit "
+                                    "(folded scale or norm?)")
     for name in quantized:
         if name in seen:
             continue
         hints = []
         for sg in model_obj.subgraphs:
             for op in sg.operators:
-                if f"/{name}/" in _names(sg, op) and len(op.inputs) > 1:
+                if f"/{_layer_of(name)}/" in _names(sg, op) and len(op.inputs) > 1:
                     w = _array(model_obj, sg.tensors[op.inputs[1]])
                     if w is not None and w.shape == expected[name].shape:
                         d = np.abs(w - expected[name])
@@ -289,12 +325,10 @@ def _replace(schema, model_obj, si, oi, name, qw: QuantizedWeight, factor: float
         params = params.reshape(1, PARAMS_COUNT)
     f16 = p.scales.dtype == np.float16
     # One layer may be computed by several ops (an unrolled LSTM: one per step): they share
-    # the packed tensors, so the file holds each kernel once.
-    key = (si, name, bias is None)
+    # the packed tensors (and a bias with the same bytes), so the file holds each kernel once.
+    key = (si, name, None if bias is None else bias.tobytes(), float_act)
     if shared is not None and key in shared:
         weights, bias_index = shared[key]
-        bias_index = bias_index if bias is None else _add_tensor(schema, model_obj, sg, f"{name}/tfq_bias",
-                                                                 bias, _FLOAT32)
     else:
         weights = [_add_tensor(schema, model_obj, sg, f"{name}/tfq_data", p.data, _UINT8),
                    _add_tensor(schema, model_obj, sg, f"{name}/tfq_scales", p.scales, _FLOAT16 if f16 else _FLOAT32)]
@@ -315,7 +349,7 @@ def _replace(schema, model_obj, si, oi, name, qw: QuantizedWeight, factor: float
     size = p.size()
     return {"bits": spec.bits, "symmetric": spec.symmetric, "group_size": spec.group_length(k),
             "k": k, "n": n, "scale_dtype": spec.scale_dtype, "activation": _ACTIVATIONS[act],
-            "float_activations": float_act,
+            "float_activations": float_act, "activation_mode": "none" if float_act else "dynamic",
             "bytes": size.total + 4 * n + 4 * (packing.HEADER_COUNT + PARAMS_COUNT),
             "float_bytes": 4 * k * n, "folded_factor": factor}
 
@@ -409,24 +443,52 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
+ACTIVATION_MODES = {"dynamic": False, "none": True}  # mode -> TFQ_OP_FLAG_FLOAT_ACT
+
+
+def _float_activation_keys(quantized, activations, float_activations) -> set:
+    modes = {}
+    for key, mode in dict(activations or {}).items():
+        modes[key] = mode
+    for key in float_activations or ():
+        if modes.get(key, "none") != "none":
+            raise LoweringError(f"layer {key!r}: activation mode {modes[key]!r} in `activations` but "
+                                "listed in `float_activations`")
+        modes[key] = "none"
+    for key, mode in modes.items():
+        if key not in quantized:
+            raise LoweringError(f"layer {key!r}: an activation mode was given for a layer that is not "
+                                f"among the quantized layers {sorted(quantized)}")
+        if mode not in ACTIVATION_MODES:
+            raise LoweringError(f"layer {key!r}: activation mode {mode!r}; {OP_NAME} computes "
+                                f"{sorted(ACTIVATION_MODES)} ('dynamic': int8 per row at run time, "
+                                "'none': float activations)")
+    return {key for key, mode in modes.items() if ACTIVATION_MODES[mode]}
+
+
 def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_path, *,
                     input_shape=None, extra_metadata: dict | None = None,
-                    float_activations=()) -> dict:
+                    activations: Mapping[str, str] | None = None, float_activations=()) -> dict:
     """Write ``out_path`` (.tflite) with every layer of ``quantized`` as TFQ_FULLY_CONNECTED.
 
-    float_model: a tf_keras model (not modified); quantized: Dense layer name -> QuantizedWeight
-    of its kernel (bits the packed format takes: 4 or 2); input_shape: the fixed input shape,
-    batch included, e.g. (1, 400, 80); required when the model's input has unknown dimensions.
+    float_model: a tf_keras model (not modified); quantized: key -> QuantizedWeight of the
+    kernel, keys are Dense layer names or "layer/role" for LSTM kernels ("lstm0/kernel",
+    "lstm0/recurrent_kernel"; the LSTM must be unrolled), bits the packed format takes
+    (packing.SUPPORTED_BITS); input_shape: the fixed input shape, batch included, e.g.
+    (1, 400, 80); required when the model's input has unknown dimensions.
     extra_metadata: JSON-serialisable facts stored with the layer names (e.g. streaming state).
-    float_activations: keys of `quantized` whose ops multiply float activations (the kernels'
-    float path, TFQ_OP_FLAG_FLOAT_ACT) instead of int8-quantizing them: weight-only layers and
-    LSTM kernels ("lstm0/kernel", "lstm0/recurrent_kernel" keys).
+    activations: key -> activation mode of its ops, as QuantizedLayer.activation says:
+    "dynamic" (the default for keys not given: int8 per row at run time, tfq_linear_q8) or
+    "none" (float activations, TFQ_OP_FLAG_FLOAT_ACT, tfq_linear_f32: weight-only Dense layers
+    and LSTM kernels, whose quantized Keras layers multiply float inputs); "static" is refused.
+    float_activations: shorthand, keys whose mode is "none".
     Returns a report: {"path", "input_shape", "file_bytes", "layers": {name: {"bits", "bytes",
-    ...}}, "float_ops": number of FULLY_CONNECTED ops left in float}.
+    "ops", "activation_mode", ...}}, "float_ops": number of FULLY_CONNECTED ops left in float}.
     """
     out_path = Path(out_path)
     if not out_path.parent.is_dir():
         raise LoweringError(f"{out_path}: the directory {out_path.parent} does not exist")
+    float_keys = _float_activation_keys(quantized, activations, float_activations)
     shape = _input_shape(float_model, input_shape)
     clone = _clone_with_dequantized(float_model, quantized)
     schema = _schema()
@@ -445,7 +507,7 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
     layers, shared = {}, {}
     for si, oi, name, factor in matches:
         info = _replace(schema, model_obj, si, oi, name, quantized[name], factor,
-                        layer_names.index(name), custom_code, name in set(float_activations), shared)
+                        layer_names.index(name), custom_code, name in float_keys, shared)
         if name in layers:
             layers[name]["ops"] += 1
         else:

@@ -1,6 +1,9 @@
 /*
  * TFQ_FULLY_CONNECTED: the LiteRT custom op that runs a packed int4/int2 fully connected layer
- * with tfq_linear_q8 (int8 dynamic activations, the numerics contract of kernels.h).
+ * with tfq_linear_q8 (int8 dynamic activations, the numerics contract of kernels.h), or, when
+ * the params carry TFQ_OP_FLAG_FLOAT_ACT, with tfq_linear_f32 (float activations, no activation
+ * quantization: weight-only Dense layers and LSTM kernels, whose quantized Keras layers compute
+ * with float inputs).  Both paths share every validation below; the float path needs no workspace.
  *
  * Inputs, in this order (all but x are constant tensors the lowering writes, 64-byte aligned):
  *   0  x            float32 [..., K]          activations; M = product of the leading dims
@@ -56,7 +59,9 @@ extern "C" {
 
 #define TFQ_OP_FLAG_BIAS 1         /* add the bias input */
 #define TFQ_OP_FLAG_FLATTEN 2      /* output [M, N] instead of [..., N] */
-#define TFQ_OP_FLAG_FLOAT_ACT 4    /* float activations: tfq_linear_f32 (weight-only layers, LSTM kernels) */
+#define TFQ_OP_FLAG_FLOAT_ACT 4    /* float activations: tfq_linear_f32 instead of tfq_linear_q8
+                                      (weight-only layers, LSTM kernels); bias and activation as
+                                      on the int8 path.  Any other flag bit is refused. */
 
 typedef enum tfq_op_activation {
   TFQ_ACT_NONE = 0,
