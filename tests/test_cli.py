@@ -115,3 +115,20 @@ def test_convert_errors(tiny_model_dir, tmp_path):
                           "bits")
     assert_one_line_error(run_tool("convert.py", "--model", tiny_model_dir, "--out", tmp_path), "is a directory")
     assert not list(tmp_path.glob("*.tflite"))
+
+
+def test_offline_tflite_through_transcribe_and_evaluate(tiny_model_dir, tiny_corpus, tmp_path, wav):
+    out = tmp_path / "offline.tflite"
+    proc = run_tool("convert.py", "--model", tiny_model_dir, "--policy", "w4", "--input-frames", 1200, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    proc = run_tool("transcribe.py", "--model", out, "--json", wav)  # 1 s: padded to the file's 12 s
+    assert proc.returncode == 0, proc.stderr
+    assert isinstance(json.loads(proc.stdout)["text"], str)
+    corpus, _ = tiny_corpus
+    proc = run_tool("evaluate.py", "--model", out, "--manifest", corpus / "test.tsv", "--json")
+    if proc.returncode == 0:
+        assert json.loads(proc.stdout)["overall"]["utterances"] == 3
+    else:  # a test utterance longer than 12 s: refused by name, never cropped
+        assert_one_line_error(proc, "longer than this offline file's fixed input")
+    assert_one_line_error(run_tool("convert.py", "--model", tiny_model_dir, "--policy", "litert-int3",
+                                   "--out", tmp_path / "x.tflite"), "unknown baseline")

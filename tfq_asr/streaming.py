@@ -26,8 +26,10 @@ SAMPLE_RATE = 16000
 
 class Recognizer:
     def __init__(self, path, threads: int = 1, beam_width: int = 0):
+        from pathlib import Path
         from .runtime.litert import LiteRtModel
         self.path = str(path)
+        self.name = Path(path).name
         self.model = LiteRtModel(path, threads=threads)
         info = self.model._info.get("streaming")  # noqa: SLF001
         if not info:
@@ -133,25 +135,41 @@ class Stream:
 
 
 class TfliteTranscriber:
-    """A streaming .tflite with the interface the evaluation and CLI tools use for Keras models:
-    `name`, `transcribe(audio, beam_width=0)` for 16 kHz mono float audio."""
+    """A recognizer .tflite with the interface the evaluation and CLI tools use for Keras models:
+    `name`, `transcribe(audio, beam_width=0)` for 16 kHz mono float audio. A streaming file
+    runs through `Recognizer`; an offline (fixed-length) file through
+    `tfq_asr.offline.OfflineRecognizer` (shorter audio padded with silence, longer refused)."""
 
     def __init__(self, path, threads: int = 1):
         from pathlib import Path
+        from .runtime.litert import read_tfq_metadata
         self.name = Path(path).name
         self.path = path
         self.threads = threads
-        self._recognizers: dict[int, Recognizer] = {}
+        try:
+            info = read_tfq_metadata(path) or {}
+        except Exception as err:  # noqa: BLE001  (any parse failure: not a flatbuffer)
+            raise UserError(f"{path}: not a readable .tflite file ({err})") from None
+        if "streaming" in info:
+            self._kind = Recognizer
+        elif "offline" in info:
+            from .offline import OfflineRecognizer
+            self._kind = OfflineRecognizer
+        else:
+            raise UserError(f"{path}: not a recognizer file (no tfq_asr streaming or offline metadata); "
+                            "write one with tools/convert.py")
+        self._recognizers: dict[int, object] = {}
 
     def transcribe(self, audio, beam_width: int = 0) -> str:
         r = self._recognizers.get(beam_width)
         if r is None:
-            r = self._recognizers[beam_width] = Recognizer(self.path, self.threads, beam_width)
+            r = self._recognizers[beam_width] = self._kind(self.path, self.threads, beam_width)
         return r.transcribe(audio)
 
 
 def load_any(model, threads: int = 1):
-    """An AsrModel for a bundled name or model folder, a TfliteTranscriber for a .tflite file."""
+    """An AsrModel for a bundled name or model folder, a TfliteTranscriber for a .tflite file
+    (streaming or offline)."""
     from pathlib import Path
     if str(model).endswith(".tflite"):
         if not Path(model).is_file():

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Lower a recognizer to a .tflite: quantized Dense layers as packed int4/int2 custom ops, or a
+"""Lower a recognizer to a .tflite: quantized layers as packed int4/int2 custom ops, or a
 LiteRT-native baseline, streaming (one chunk per call, explicit state) or offline (fixed length).
 
     python tools/convert.py --model conformer-ctc-xs-w2 --streaming --out w2.tflite
@@ -10,9 +10,17 @@ LiteRT-native baseline, streaming (one chunk per call, explicit state) or offlin
 
 --model: a bundled name, a model folder, a quantized checkpoint (its own policy is used; --policy
 must then be omitted or equal), or a configuration name (conformer-m, ...) which needs
---random-weights (speed measurements only: such a file transcribes nothing).
+--random-weights (speed measurements only: such a file transcribes nothing, the report says so).
 --policy: a quantization policy (w8, w4, w2-sc64-asym-clipl2-f16, ...) or a baseline: fp32,
-litert-int8 (TFLite converter dynamic range), litert-int4 / litert-int4-b32 (ai-edge-quantizer).
+litert-int8 (TFLite converter dynamic range), litert-int4 (ai-edge-quantizer int4 blocks of 32,
+per channel where K is not a multiple of 32), litert-int4-pc (per channel).
+--method: ptq (calibrate on --calibration MANIFEST), zero-shot (synthetic calibration), none
+(weights only). Default: ptq with a manifest, zero-shot with `--calibration synthetic`, else none.
+--streaming writes the streaming step model: what tools/transcribe.py, evaluate.py and
+benchmark.py run on audio of any length. It is a flag, not the default, so that the command
+says which file it writes; without it the file is offline with a fixed input of --input-frames
+10 ms frames (default 1000 = 10 s; shorter audio is padded, longer refused by the runners).
+The input model is never modified; the output (and --report) are written atomically.
 """
 from __future__ import annotations
 
@@ -24,6 +32,8 @@ import _setup  # noqa: F401,E402  (environment and sys.path)
 
 from tfq_asr.errors import UserError, cli_main  # noqa: E402
 
+METHODS = ("ptq", "zero-shot", "none")
+
 
 def load_source(name: str, random_weights: bool):
     from tfq_asr.models import AsrModel, CONFIGS, build_model, get_config, load_pretrained
@@ -31,6 +41,8 @@ def load_source(name: str, random_weights: bool):
         if not random_weights:
             raise UserError(f"--model {name} is a configuration, not a trained model: pass --random-weights "
                             "to build it with random weights (speed measurements only)")
+        import tf_keras as keras
+        keras.utils.set_random_seed(0)
         cfg = get_config(name)
         return AsrModel(f"{name}-random", cfg, build_model(cfg))
     if random_weights:
@@ -38,22 +50,54 @@ def load_source(name: str, random_weights: bool):
     return load_pretrained(name)
 
 
-def layer_table(report: dict) -> list[str]:
-    rows = ["| layer | bits | group | bytes packed | bytes as float | ops |", "|---|---:|---:|---:|---:|---:|"]
+def resolve_policy(name: str | None):
+    """(kind, policy or None, display name); unknown names fail before any model is loaded."""
+    from tfq_asr.convert.baselines import BASELINES
+    from tfq_asr.quant.apply import as_policy
+    if name is None:
+        return None, None, None
+    if name in BASELINES:
+        return "baseline", None, name
+    if name.startswith("litert-"):
+        raise UserError(f"--policy {name}: unknown baseline; expected one of {', '.join(BASELINES)}")
+    try:
+        policy = as_policy(name)
+    except UserError as err:
+        raise UserError(f"--policy {name}: {err} (baselines: {', '.join(BASELINES)})") from None
+    return "policy", policy, policy.name
+
+
+def layer_rows(report: dict, file_bytes: bytes, layer_names) -> list[dict]:
+    """One row per weight matrix in the file: packed TFQ ops from the lowering report, builtin
+    ops (float, or LiteRT's int8/int4) from the file itself, with why a quantized kernel is float."""
+    from tfq_asr.convert.baselines import weight_inventory
+    rows = []
     for name, info in report.get("layers", {}).items():
-        rows.append(f"| {name} | {info.get('bits')} | {info.get('group_size')} | {info.get('bytes', 0):,} | "
-                    f"{info.get('float_bytes', 0):,} | {info.get('ops', 1)} |")
-    for k in report.get("float_kernels", []):
-        rows.append(f"| {k['layer']}/{k['role']} | {k['bits']} (stored float: {k['why']}) | | | | |")
+        gran = "per channel" if info["group_size"] >= info["k"] else f"groups of {info['group_size']}"
+        rows.append({"layer": name, "bits": info["bits"], "bytes": info["bytes"], "float_bytes": info["float_bytes"],
+                     "storage": f"packed TFQ op, int{info['bits']} {'sym' if info['symmetric'] else 'asym'} {gran}, "
+                                f"{info['scale_dtype']} scales"
+                                + (", float activations" if info.get("float_activations") else "")
+                                + (f", {info['ops']} ops" if info.get("ops", 1) > 1 else "")})
+    why = {k["layer"]: f"quantized to {k['bits']} bits, stored float: {k['why']}" for k in report.get("float_kernels", [])}
+    for r in report.get("weights") or weight_inventory(file_bytes, layer_names):
+        storage = r["storage"]
+        if r["bits"] >= 16:
+            storage = f"float{r['bits']}: " + why.get(r["layer"], "not quantized by the policy" if report.get("policy_kind")
+                                               != "baseline" else "the baseline leaves it float")
+        rows.append({"layer": r["layer"], "bits": r["bits"], "bytes": r["bytes"], "float_bytes": r["float_bytes"],
+                     "storage": storage + (f", {r['ops']} ops" if r.get("ops", 1) > 1 else "")})
     return rows
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True)
+    ap.add_argument("--model", required=True, help="bundled name, model folder, quantized checkpoint, or "
+                    "configuration name with --random-weights")
     ap.add_argument("--policy", help="quantization policy or baseline (default: the checkpoint's, else fp32)")
     ap.add_argument("--out", type=Path, required=True, help="output .tflite")
     ap.add_argument("--calibration", help="manifest of calibration utterances, or 'synthetic' (zero-shot)")
+    ap.add_argument("--method", choices=METHODS, help="calibration method (default: from --calibration)")
     ap.add_argument("--num-calibration", type=int, default=32)
     ap.add_argument("--streaming", action="store_true", help="write the streaming step model")
     ap.add_argument("--input-frames", type=int, default=1000, help="offline files: fixed input length in 10 ms frames")
@@ -62,68 +106,102 @@ def main(argv=None):
     ap.add_argument("--cache-dir", type=Path, default=Path("data/cache"))
     args = ap.parse_args(argv)
 
-    if args.out.is_dir():
-        raise UserError(f"--out {args.out} is a directory; give a .tflite file name")
-    if not args.out.parent.is_dir():
-        raise UserError(f"--out {args.out}: directory {args.out.parent} does not exist")
-    from tfq_asr.convert.baselines import BASELINES, export_streaming_baseline, write_baseline
-    from tfq_asr.convert.export import convert, export_streaming
-    from tfq_asr.models import build_model
+    for opt, p in (("--out", args.out), ("--report", args.report)):
+        if p is None:
+            continue
+        if p.is_dir():
+            raise UserError(f"{opt} {p} is a directory; give a file name")
+        if not p.parent.is_dir():
+            raise UserError(f"{opt} {p}: directory {p.parent} does not exist")
+    if args.input_frames < 1:
+        raise UserError(f"--input-frames {args.input_frames}: must be at least 1")
+    method = args.method or ("zero-shot" if args.calibration == "synthetic" else "ptq" if args.calibration else "none")
+    if method == "ptq" and (not args.calibration or args.calibration == "synthetic"):
+        raise UserError("--method ptq needs --calibration MANIFEST (or use --method zero-shot)")
+    if method == "none" and args.calibration:
+        raise UserError("--calibration given with --method none")
+    if method == "zero-shot" and args.calibration not in (None, "synthetic"):
+        raise UserError("--method zero-shot generates its own inputs: drop --calibration")
+    kind, policy, policy_name = resolve_policy(args.policy)
+
+    from tfq_asr.convert.baselines import export_streaming_baseline, write_baseline
+    from tfq_asr.convert.export import convert, export_streaming, offline_metadata
+    from tfq_asr.models import AsrModel, build_model
     from tfq_asr.quant.apply import as_policy, quantize
     from tfq_asr.quant.size import size_report
 
     src = load_source(args.model, args.random_weights)
     if src.quantization:
-        own = src.quantization["policy"]["name"]
-        if args.policy and args.policy != own:
-            raise UserError(f"--model {args.model} is quantized with {own}; --policy {args.policy} disagrees "
+        own = as_policy(src.quantization["policy"])
+        if args.policy and policy_name != own.name:
+            raise UserError(f"--model {args.model} is quantized with {own.name}; --policy {args.policy} disagrees "
                             "(omit --policy, or start from the float model)")
-        kind = "checkpoint"
-        policy = as_policy(src.quantization["policy"])
-    else:
-        kind = "baseline" if (args.policy or "fp32") in BASELINES else "policy"
-        policy = None if kind == "baseline" else as_policy(args.policy)
+        if method != "none":
+            raise UserError(f"--model {args.model} is already quantized: --calibration/--method do not apply")
+        kind, policy, policy_name = "checkpoint", own, own.name
+    elif kind is None:
+        kind, policy_name = "baseline", "fp32"
+    if kind == "baseline" and method != "none":
+        raise UserError(f"--policy {policy_name} is a LiteRT baseline: --calibration/--method do not apply")
     if args.streaming and not src.config.streaming:
         raise UserError(f"--streaming: {src.name} is not a streaming configuration (chunk = 0)")
-    if args.calibration and kind != "policy":
-        raise UserError("--calibration applies when quantizing a float model with a policy")
+    shape = (1, args.input_frames, 80)
+
+    def offline_meta(converted):
+        return offline_metadata(src.config, src.name, converted, policy_name, args.input_frames)
 
     try:
         if kind == "baseline":
-            name = args.policy or "fp32"
             if args.streaming:
-                report = export_streaming_baseline(src, args.out, name)
+                report = export_streaming_baseline(src, args.out, policy_name)
             else:
-                report = write_baseline(src.keras_model, args.out, name, input_shape=(1, args.input_frames, 80))
+                report = write_baseline(src.keras_model, args.out, policy_name, input_shape=shape,
+                                        extra_metadata=offline_meta(src.keras_model))
         else:
             model = src
             if kind == "policy":
                 calibration = None
-                if args.calibration == "synthetic":
+                if method == "zero-shot":
                     calibration = "synthetic"
-                elif args.calibration:
+                elif method == "ptq":
                     from quantize import load_calibration
                     calibration = load_calibration(Path(args.calibration), args.num_calibration, args.cache_dir)
-                from tfq_asr.models import AsrModel
                 model = AsrModel(src.name, src.config, quantize(src.keras_model, policy, calibration, progress=True),
-                                 quantization={"policy": policy.to_dict(), "method": "ptq" if calibration else "none"})
+                                 quantization={"policy": policy.to_dict(), "method": method})
             if args.streaming:
                 report = export_streaming(model, args.out)
             else:
-                report = convert(model.keras_model, args.out, input_shape=(1, args.input_frames, 80))
+                report = convert(model.keras_model, args.out, input_shape=shape, extra_metadata=offline_meta)
     except ValueError as err:  # lowering / quantizer refusals name the layer
         raise UserError(f"{args.model}: {err}") from None
 
-    accounting = size_report(build_model(src.config), policy or as_policy("fp32"))
-    report.update(model=src.name, policy=(policy.name if policy else args.policy or "fp32"),
-                  random_weights=args.random_weights, streaming=args.streaming,
-                  accounted_bytes=accounting["total_bytes"], bits_per_weight=accounting["bits_per_weight"])
-    for line in layer_table(report):
-        print(line)
-    print(f"{args.out}: {report['size_bytes']:,} bytes ({report['policy']}, "
-          f"{'streaming' if args.streaming else f'offline {args.input_frames} frames'}); size accounting "
-          f"{report['accounted_bytes']:,} bytes ({report['bits_per_weight']:.2f} bits/weight)"
-          + (" [random weights: speed only]" if args.random_weights else ""))
+    float_model = src.keras_model if kind != "checkpoint" else build_model(src.config)
+    layer_names = [getattr(layer, "layer", layer).name for layer in src.keras_model.layers]
+    report["policy_kind"] = kind
+    rows = layer_rows(report, args.out.read_bytes(), layer_names)
+    table_bytes = sum(r["bytes"] for r in rows)
+    accounting = None
+    if kind != "baseline" or policy_name == "fp32":
+        accounting = size_report(float_model, policy or as_policy("fp32"))
+    report.update(model=src.name, policy=policy_name, method=method, random_weights=args.random_weights,
+                  speed_only=args.random_weights, streaming=args.streaming,
+                  input_frames=None if args.streaming else args.input_frames, rows=rows,
+                  size_bytes=args.out.stat().st_size, weight_matrix_bytes=table_bytes,
+                  other_bytes=args.out.stat().st_size - table_bytes,
+                  accounted_bytes=accounting and accounting["total_bytes"],
+                  bits_per_weight=accounting and accounting["bits_per_weight"],
+                  size_accounting=accounting)
+    print("| layer | bits | bytes | float bytes | storage |\n|---|---:|---:|---:|---|")
+    for r in rows:
+        print(f"| {r['layer']} | {r['bits']} | {r['bytes']:,} | {r['float_bytes']:,} | {r['storage']} |")
+    print(f"| total weight matrices | | {table_bytes:,} | {sum(r['float_bytes'] for r in rows):,} | |")
+    what = "streaming" if args.streaming else f"offline, {args.input_frames} frames"
+    acc = (f"; size accounting of {policy_name}: {accounting['total_bytes']:,} bytes "
+           f"({accounting['bits_per_weight']:.2f} bits/weight, float {accounting['float_bytes']:,})"
+           if accounting else "; LiteRT's formats are outside our size accounting (see the table)")
+    print(f"{args.out}: {report['size_bytes']:,} bytes ({policy_name}, {what}); weight matrices {table_bytes:,}, "
+          f"everything else (float vectors, graph, metadata, alignment) {report['other_bytes']:,}{acc}"
+          + (" [random weights: speed only, transcribes nothing]" if args.random_weights else ""))
     if args.report:
         from tfq_asr.convert.lowering import write_atomically
         write_atomically(args.report, (json.dumps(report, indent=2, default=str) + "\n").encode())

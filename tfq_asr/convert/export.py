@@ -96,3 +96,15 @@ def streaming_metadata(cfg, model_name: str, converted, policy_name: str, lstm_s
                           "states": [{"input": s.name, "output": o, "shape": list(s.shape)}
                                      for s, o in zip(step_states(cfg), outputs[1:])],
                           "num_classes": cfg.num_classes, "model": model_name, "policy": policy_name}}
+
+
+def offline_metadata(cfg, model_name: str, converted, policy_name: str, input_frames: int) -> dict:
+    """What `tfq_asr.streaming.TfliteTranscriber` needs to run an offline (fixed-length) file of
+    a recognizer: the input length, the feature and logits names, and the time subsampling
+    (output frames = ceil(input frames / subsampling) for both model families)."""
+    from ..models import output_length
+    sub = next(s for s in (1, 2, 4, 8, 16) if all(output_length(n, cfg) == -(-n // s) for n in (1, 7, 100, 1000)))
+    return {"offline": {"format": STREAMING_FORMAT, "input_frames": int(input_frames),
+                        "features": converted.input_names[0], "logits": converted.output_names[0],
+                        "subsampling": sub, "num_classes": cfg.num_classes, "model": model_name,
+                        "policy": policy_name}}

@@ -1,0 +1,227 @@
+"""tools/convert.py, the LiteRT baselines, offline recognizer files and the public
+convert/runtime API, on a tiny streaming Conformer (the CFG of test_streaming.py)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import tf_keras as keras
+
+from tests.conftest import ROOT
+from tests.test_streaming import CFG, _audio, _model
+
+BASELINE_KINDS = ["fp32", "litert-int8", "litert-int4", "litert-int4-pc"]
+
+
+def run_tool(tool, *args):
+    return subprocess.run([sys.executable, str(ROOT / "tools" / tool), *map(str, args)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+
+def one_line_error(proc, *needles):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from tfq_asr.models import save_model
+    folder = tmp_path_factory.mktemp("models") / "tiny-stream"
+    save_model(_model(), folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def converted(model_dir, tmp_path_factory):
+    """{policy: (file, report)} written by tools/convert.py --streaming."""
+    root = tmp_path_factory.mktemp("convert")
+    out = {}
+    for policy in BASELINE_KINDS + ["w4", "w2-sc16-asym-f16"]:
+        path, rep = root / f"{policy}.tflite", root / f"{policy}.json"
+        proc = run_tool("convert.py", "--model", model_dir, "--policy", policy, "--streaming", "--out", path,
+                        "--report", rep)
+        assert proc.returncode == 0, proc.stderr
+        assert f"{path}: " in proc.stdout and "| layer | bits | bytes |" in proc.stdout
+        out[policy] = (path, json.loads(rep.read_text()))
+    return out
+
+
+@pytest.mark.parametrize("policy", BASELINE_KINDS + ["w4", "w2-sc16-asym-f16"])
+def test_report_matches_the_file_and_the_recognizer_transcribes(converted, policy):
+    from tfq_asr.streaming import Recognizer
+    path, rep = converted[policy]
+    assert rep["size_bytes"] == path.stat().st_size
+    assert rep["weight_matrix_bytes"] + rep["other_bytes"] == rep["size_bytes"]
+    assert rep["policy"] == policy and rep["streaming"] and rep["method"] == "none"
+    assert rep["weight_matrix_bytes"] == sum(r["bytes"] for r in rep["rows"])
+    layers = {r["layer"] for r in rep["rows"]}
+    assert {"block0_ff1_dense1", "block0_mhsa_query", "ctc_head"} <= layers
+    r = Recognizer(path)
+    assert r.info["policy"] == policy and r.chunk_frames == 4 * CFG.chunk
+    audio = _audio()
+    text = r.transcribe(audio)
+    assert text  # the test model emits letters
+    s = r.stream()  # chunked equals whole
+    s.accept(audio[:7000])
+    s.accept(audio[7000:])
+    assert s.finish() == text
+
+
+def test_sizes_and_storage_per_policy(converted):
+    size = {p: converted[p][0].stat().st_size for p in converted}
+    assert size["litert-int8"] < size["fp32"] and size["litert-int4"] < size["litert-int8"]
+    assert size["w4"] < size["fp32"] and size["w2-sc16-asym-f16"] < size["w4"]
+    rows = {p: {r["layer"]: r for r in converted[p][1]["rows"]} for p in converted}
+    assert rows["fp32"]["block0_ff1_dense1"]["bits"] == 32
+    assert rows["litert-int8"]["block0_ff1_dense1"]["storage"].startswith("int8 per channel")
+    # d_model 32: every K is a multiple of 32, so litert-int4 is blockwise everywhere
+    assert rows["litert-int4"]["block0_ff1_dense1"]["storage"] == "int4 block 32 builtin"
+    assert rows["litert-int4-pc"]["block0_ff1_dense1"]["storage"] == "int4 per channel builtin"
+    assert rows["w4"]["block0_ff1_dense1"]["storage"].startswith("packed TFQ op, int4 sym per channel")
+    assert rows["w2-sc16-asym-f16"]["ctc_head"]["bits"] == 2
+    assert "stored float" in rows["w4"]["block0_conv_depthwise"]["storage"]
+    assert converted["w4"][1]["accounted_bytes"] > 0 and converted["litert-int8"][1]["accounted_bytes"] is None
+
+
+def test_litert_int4_falls_back_to_per_channel_where_k_is_not_a_multiple_of_32(tmp_path):
+    from tfq_asr.convert.baselines import write_baseline
+    from tfq_asr.runtime import load
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((5, 48))
+    h = keras.layers.Dense(64, activation="relu", name="k48")(inp)   # K = 48: per channel
+    out = keras.layers.Dense(16, name="k64")(h)                      # K = 64: blocks of 32
+    km = keras.Model(inp, out)
+    rep = write_baseline(km, tmp_path / "b.tflite", "litert-int4")
+    st = {r["layer"]: r["storage"] for r in rep["weights"]}
+    assert st == {"k48": "int4 per channel: K=48 not a multiple of 32", "k64": "int4 block 32 builtin"}
+    x = np.random.default_rng(0).normal(size=(1, 5, 48)).astype(np.float32)
+    with load(tmp_path / "b.tflite") as m:
+        (y,) = m.run(x)
+    want = km(x).numpy()
+    assert np.abs(y - want).max() < 0.25 * np.abs(want).max()  # int4 weights: close, not exact
+
+
+def test_offline_file_pads_short_audio_and_refuses_long_audio(model_dir, tmp_path):
+    from tfq_asr.errors import UserError
+    from tfq_asr.streaming import TfliteTranscriber, load_any
+    for policy in ("w4", "litert-int8"):
+        path = tmp_path / f"off-{policy}.tflite"
+        proc = run_tool("convert.py", "--model", model_dir, "--policy", policy, "--input-frames", 300, "--out", path)
+        assert proc.returncode == 0, proc.stderr
+        assert "offline, 300 frames" in proc.stdout
+        t = load_any(path)
+        assert isinstance(t, TfliteTranscriber)
+        assert isinstance(t.transcribe(_audio(2.0)), str)
+        with pytest.raises(UserError, match="longer than this offline file's fixed input of 300 frames"):
+            t.transcribe(_audio(3.5))
+
+
+def test_evaluate_and_transcribe_on_tflite(converted, tmp_path):
+    from tfq_asr.eval.evaluate import evaluate_manifest
+    from tfq_asr.streaming import Recognizer
+    wav = tmp_path / "a.wav"
+    sf.write(wav, _audio(1.5), 16000)
+    manifest = tmp_path / "m.tsv"
+    manifest.write_text("path\tduration\tvoice\tengine\ttext\na.wav\t1.5\tv\tespeak\thello there\n")
+    path = converted["litert-int8"][0]
+    proc = run_tool("evaluate.py", "--model", path, "--manifest", manifest, "--json")
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    assert res["model"] == path.name and res["overall"]["utterances"] == 1 and res["rtf"] > 0
+    # a Recognizer object: same transcript, RTF measured the same way
+    r = Recognizer(converted["w4"][0])
+    res2 = evaluate_manifest(r, manifest, progress=False)
+    assert res2["model"] == "w4.tflite" and res2["utterances"][0]["hyp"] == r.transcribe(_audio(1.5))
+    with pytest.raises(Exception, match="beam"):
+        evaluate_manifest(r, manifest, beam_width=4, progress=False)
+    proc = run_tool("transcribe.py", "--model", converted["w4"][0], "--json", wav)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["text"] == r.transcribe(_audio(1.5))
+
+
+def test_quantized_checkpoint_and_methods(model_dir, tmp_path):
+    from tfq_asr.models import AsrModel, load_pretrained, save_model
+    from tfq_asr.quant.apply import as_policy, quantize
+    src = load_pretrained(model_dir)
+    ckpt = tmp_path / "ckpt"
+    save_model(AsrModel("tiny-w4", CFG, quantize(src.keras_model, "w4"),
+                        quantization={"policy": as_policy("w4").to_dict(), "method": "none"}), ckpt)
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in ckpt.iterdir())
+    out = tmp_path / "c.tflite"
+    proc = run_tool("convert.py", "--model", ckpt, "--streaming", "--out", out, "--report", tmp_path / "c.json")
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads((tmp_path / "c.json").read_text())
+    assert rep["policy"] == "w4" and rep["policy_kind"] == "checkpoint" and rep["size_bytes"] == out.stat().st_size
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in ckpt.iterdir()) == before  # input untouched
+    one_line_error(run_tool("convert.py", "--model", ckpt, "--policy", "w2", "--out", tmp_path / "x.tflite"),
+                   "quantized with w4", "disagrees")
+    one_line_error(run_tool("convert.py", "--model", ckpt, "--policy", "litert-int8", "--out", tmp_path / "x.tflite"),
+                   "disagrees")
+    proc = run_tool("convert.py", "--model", model_dir, "--policy", "w4", "--method", "zero-shot", "--streaming",
+                    "--out", tmp_path / "zs.tflite", "--report", tmp_path / "zs.json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "zs.json").read_text())["method"] == "zero-shot"
+    assert not (tmp_path / "x.tflite").exists()
+
+
+def test_cli_errors(model_dir, tmp_path):
+    out = tmp_path / "o.tflite"
+    one_line_error(run_tool("convert.py", "--model", "no-such-model", "--policy", "w4", "--out", out), "unknown model")
+    one_line_error(run_tool("convert.py", "--model", model_dir, "--policy", "w5", "--out", out), "--policy w5", "bits")
+    one_line_error(run_tool("convert.py", "--model", model_dir, "--policy", "litert-int2", "--out", out),
+                   "unknown baseline", "litert-int4")
+    one_line_error(run_tool("convert.py", "--model", model_dir, "--policy", "nonsense", "--out", out),
+                   "--policy nonsense", "fp32")
+    one_line_error(run_tool("convert.py", "--model", "conformer-xs", "--policy", "w4", "--out", out), "--random-weights")
+    one_line_error(run_tool("convert.py", "--model", model_dir, "--random-weights", "--out", out), "configuration names")
+    one_line_error(run_tool("convert.py", "--model", model_dir, "--out", tmp_path), "is a directory")
+    one_line_error(run_tool("convert.py", "--model", model_dir, "--out", tmp_path / "no" / "o.tflite"), "does not exist")
+    one_line_error(run_tool("convert.py", "--model", model_dir, "--policy", "w4", "--method", "ptq", "--out", out),
+                   "--calibration")
+    one_line_error(run_tool("convert.py", "--model", model_dir, "--policy", "litert-int8", "--calibration", "synthetic",
+                            "--out", out), "baseline")
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"not a model")
+    one_line_error(run_tool("transcribe.py", "--model", bad, ROOT / "tfq_asr" / "data" / "demo" / "test-000017.flac"),
+                   "bad.tflite")
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["bad.tflite"]
+
+
+def test_random_weight_config_is_marked_speed_only(tmp_path):
+    out = tmp_path / "r.tflite"
+    proc = run_tool("convert.py", "--model", "lstm-xs", "--random-weights", "--policy", "w4", "--input-frames", 40,
+                    "--out", out, "--report", tmp_path / "r.json")
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["speed_only"] and rep["model"] == "lstm-xs-random" and "speed only" in proc.stdout
+    assert rep["size_bytes"] == out.stat().st_size
+
+
+def test_api_convert_and_load_on_a_generic_model(tmp_path):
+    import tfq_asr
+    keras.utils.set_random_seed(2)
+    inp = keras.Input((6, 8, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv")(inp)
+    x = keras.layers.Reshape((6, 64))(x)
+    x = keras.layers.Dense(32, activation="relu", name="fc1")(x)
+    out = keras.layers.Dense(5, name="fc2")(x)
+    km = keras.Model(inp, out)
+    q = tfq_asr.quantize(km, "w4-sc16")
+    rep = tfq_asr.convert(q, tmp_path / "g.tflite", input_shape=(1, 6, 8, 3))
+    assert rep["size_bytes"] == (tmp_path / "g.tflite").stat().st_size
+    assert set(rep["layers"]) == {"fc1", "fc2"} and [k["layer"] for k in rep["float_kernels"]] == ["conv"]
+    m = tfq_asr.runtime.load(tmp_path / "g.tflite", num_threads=1)
+    x = np.random.default_rng(3).normal(size=(1, 6, 8, 3)).astype(np.float32)
+    outs = m.run(x)
+    assert isinstance(outs, list) and len(outs) == 1 and outs[0].shape == (1, 6, 5)
+    want = q(x).numpy()
+    np.testing.assert_allclose(outs[0], want, rtol=1e-3, atol=2e-2 * np.abs(want).max())
+    assert m.input_names and m.output_names
+    m.close()

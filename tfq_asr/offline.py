@@ -1,0 +1,70 @@
+"""Whole-utterance recognition through an offline .tflite (`tools/convert.py` without
+--streaming). Its input length is fixed when it is written (`--input-frames`, 10 ms frames:
+LiteRT's CompiledModel cannot resize a Conformer, see tfq_asr.convert.lowering), so:
+
+* shorter audio is padded with silence frames (the log floor, as the streaming recognizer pads
+  its last chunk) and the logits of the padding are dropped (output frames =
+  ceil(frames / subsampling));
+* longer audio is refused with an error naming the file's length: cropping would silently drop
+  words. Use a streaming file for audio of any length (the main path) or convert with a larger
+  --input-frames.
+
+Padding is not free for a non-causal model: attention sees the padded silence, so transcripts
+can differ slightly from the Keras model run on the unpadded features.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+from .frontend import LOG_FLOOR, N_MELS, log_mel
+from .streaming import SAMPLE_RATE, resample_if_needed
+
+
+class OfflineRecognizer:
+    def __init__(self, path, threads: int = 1, beam_width: int = 0):
+        from .runtime.litert import LiteRtModel
+        self.path = str(path)
+        self.name = Path(path).name
+        self.model = LiteRtModel(path, threads=threads)
+        info = self.model._info.get("offline")  # noqa: SLF001
+        if not info:
+            self.model.close()
+            raise UserError(f"{path}: not an offline recognizer file (no offline metadata); "
+                            "write one with tools/convert.py without --streaming")
+        self.info = info
+        self.input_frames = int(info["input_frames"])
+        self.subsampling = int(info["subsampling"])
+        self.beam_width = beam_width
+        if info["features"] not in self.model.input_names or info["logits"] not in self.model.output_names:
+            raise UserError(f"{path}: offline metadata names tensors the model does not have")
+        self._logits = self.model.output_names.index(info["logits"])
+
+    @property
+    def max_seconds(self) -> float:
+        return self.input_frames * 0.01
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        """[T, mels] features (T <= input_frames) -> [ceil(T / subsampling), classes] logits."""
+        t = len(features)
+        if t > self.input_frames:
+            raise UserError(f"{self.path}: {t / 100:.2f} s of audio is longer than this offline file's fixed "
+                            f"input of {self.input_frames} frames ({self.max_seconds:.2f} s); convert with a "
+                            "larger --input-frames, or use a streaming file (tools/convert.py --streaming)")
+        x = np.full((1, self.input_frames, N_MELS), np.log(LOG_FLOOR), np.float32)
+        x[0, :t] = features
+        out = self.model.run({self.info["features"]: x})[self._logits][0]
+        return out[:-(-t // self.subsampling)]
+
+    def transcribe(self, samples, sample_rate: int = SAMPLE_RATE) -> str:
+        from . import decode
+        feats = log_mel(resample_if_needed(samples, sample_rate))
+        if len(feats) == 0:
+            return ""
+        lg = self.logits(feats)
+        return decode.beam_search_decode(lg, self.beam_width) if self.beam_width > 1 else decode.greedy_decode(lg)
+
+    def close(self) -> None:
+        self.model.close()
