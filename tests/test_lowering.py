@@ -86,6 +86,28 @@ def test_dense_stack_equals_int_matmul_reference_bit_for_bit(tmp_path, spec):
     np.testing.assert_array_equal(y[0], expect)
 
 
+@pytest.mark.parametrize("spec", SPECS[:2], ids=["w4-g32", "w2-asym-pc-f16"])
+def test_column_interleaved_copy_changes_no_bit_and_profile_names_the_op(tmp_path, spec, monkeypatch):
+    """The op runs a column-interleaved copy of the weights where AVX-512 VNNI is present
+    (TFQ_NO_REPACK turns it off): the outputs are the same bits either way.  A model opened
+    with profile=True reports LiteRT's per-op profile with our op in it."""
+    model = dense_stack()
+    q = quantize_layers(model, ["d1", "d2"], spec)
+    lower_to_tflite(model, q, tmp_path / "d.tflite", input_shape=(1, 7, 40))
+    x = np.random.default_rng(2).standard_normal((1, 7, 40)).astype(np.float32)
+    outs = []
+    for off in ("1", "0"):
+        monkeypatch.setenv("TFQ_NO_REPACK", off)
+        with LiteRtModel(tmp_path / "d.tflite", profile=True) as rt:
+            outs.append(rt.run([x])[0])
+            rt.run([x])
+            summary = rt.profile_summary()
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert "TFQ_FULLY_CONNECTED" in summary
+    with LiteRtModel(tmp_path / "d.tflite") as rt, pytest.raises(LiteRtError, match="profile=True"):
+        rt.profile_summary()
+
+
 def test_buffers_are_external_and_64_byte_aligned(tmp_path):
     from ai_edge_litert import schema_py_generated as schema
     model = dense_stack()

@@ -68,7 +68,34 @@ static int tfq_weights_check_sizes(const tfq_packed_weights *w) {
   if (w->data_bytes < data_need || w->scales_bytes < scale_need) return TFQ_ERR_BUFFER;
   if (w->bias && w->bias_count < (size_t)w->n) return TFQ_ERR_BUFFER;
   if (!w->symmetric && w->zero_points_bytes < params) return TFQ_ERR_BUFFER;
+  if (w->repacked && w->repacked_bytes != tfq_n16_bytes(w)) return TFQ_ERR_BUFFER;
   return TFQ_OK;
+}
+
+size_t tfq_repacked_bytes(const tfq_packed_weights *w) {
+  if (tfq_weights_check_sizes(w) != TFQ_OK || !tfq_n16_cpu()) return 0;
+  return tfq_n16_bytes(w);
+}
+
+int tfq_repack(const tfq_packed_weights *w, void *out, size_t out_bytes) {
+  int st = tfq_weights_check_sizes(w);
+  if (st != TFQ_OK) return st;
+  if (!out) return TFQ_ERR_NULL;
+  size_t need = tfq_n16_bytes(w);
+  if (need == 0) return TFQ_ERR_SHAPE;
+  if (out_bytes < need) return TFQ_ERR_BUFFER;
+  tfq_n16_repack(w, (uint8_t *)out);
+  return TFQ_OK;
+}
+
+/* The column kernel runs where the resolved ISA is AVX-512 VNNI and the layer has its copy. */
+static int tfq_use_n16(tfq_isa run, const tfq_packed_weights *w) {
+#if defined(TFQ_BUILD_X86)
+  return run == TFQ_ISA_AVX512VNNI && w->repacked != NULL && w->repacked_bytes != 0 && tfq_n16_cpu();
+#else
+  (void)run, (void)w;
+  return 0;
+#endif
 }
 
 int tfq_weights_check(const tfq_packed_weights *w) {
@@ -183,7 +210,8 @@ int tfq_quantize_rows_q8(const float *x, size_t x_count, size_t x_stride, int32_
 /* Header of a prepared workspace, so a later tfq_matmul_q8_cols can refuse a workspace
  * prepared for other weights, rows or ISA instead of reading it in the wrong order. */
 static void tfq_ws_header(int32_t h[8], tfq_isa isa, const tfq_packed_weights *w, int32_t m) {
-  int32_t v[8] = {TFQ_WS_MAGIC, (int32_t)isa, w->bits, w->k, w->group_size, m, 0, 0};
+  int32_t v[8] = {TFQ_WS_MAGIC, (int32_t)isa, w->bits, w->k, w->group_size, m,
+                  tfq_use_n16(isa, w), 0};
   memcpy(h, v, sizeof v);
 }
 
@@ -193,7 +221,12 @@ static void tfq_prepare(tfq_isa isa, const tfq_packed_weights *w, const int8_t *
   tfq_ws_header(h, isa, w, m);
   memcpy(ws, h, sizeof h);
   const tfq_kernel_table *t = tfq_kernel_table_for(isa);
-  if (t->interleaved)
+  if (tfq_use_n16(isa, w)) {
+    tfq_prepare_q8_natural(qa, qa_stride, m, w->k, l->kp, (int8_t *)(ws + l->qa));
+    tfq_n16_asum((const int8_t *)(ws + l->qa), m, l->kp,
+                 w->group_size < l->kp ? w->group_size : l->kp, l->groups,
+                 (int32_t *)(ws + l->asum), l->m4);
+  } else if (t->interleaved)
     (t->prepare ? t->prepare : tfq_prepare_q8_interleaved32)(
         qa, qa_stride, m, w->k, l->kp, w->bits, w->group_size, l->groups,
         (int8_t *)(ws + l->qa), (int32_t *)(ws + l->asum), l->m4);
@@ -220,6 +253,12 @@ static void tfq_run_q8(tfq_isa isa, const tfq_packed_weights *w, const float *sa
       .y = y,
       .y_stride = y_stride,
   };
+#if defined(TFQ_BUILD_X86)
+  if (tfq_use_n16(isa, w)) {
+    tfq_matmul_n16_avx512(&job);
+    return;
+  }
+#endif
   tfq_kernel_table_for(isa)->q8[w->bits == 2][w->symmetric](&job);
 }
 

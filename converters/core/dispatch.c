@@ -95,6 +95,14 @@ const tfq_kernel_table *tfq_kernel_table_for(tfq_isa isa) {
   }
 }
 
+int tfq_n16_cpu(void) {
+#if defined(TFQ_BUILD_X86)
+  return tfq_isa_available(TFQ_ISA_AVX512VNNI) && __builtin_cpu_supports("avx512f");
+#else
+  return 0;
+#endif
+}
+
 /* TFQ_KERNELS_ISA, parsed once; -1 until read, 0 (auto) when unset or unknown. */
 static atomic_int tfq_env_isa = -1;
 

@@ -84,6 +84,17 @@ extern const tfq_kernel_table tfq_kernels_neon_dotprod;
 #endif
 
 /* dispatch.c */
+/* Column-interleaved weights (repack_n16.c) and their AVX-512 kernel (matmul_avx512_n16.c). */
+size_t tfq_n16_bytes(const tfq_packed_weights *w);       /* 0: the layout does not apply */
+size_t tfq_n16_block_bytes(const tfq_packed_weights *w); /* one block of 16 channels */
+void tfq_n16_repack(const tfq_packed_weights *w, uint8_t *out);
+void tfq_n16_asum(const int8_t *qa, int32_t m, int32_t kp, int32_t span, int32_t groups,
+                  int32_t *asum, int32_t m4);
+int tfq_n16_cpu(void);                                  /* AVX-512 F + VNNI present */
+#if defined(TFQ_BUILD_X86)
+void tfq_matmul_n16_avx512(const tfq_q8_job *job);
+#endif
+
 const tfq_kernel_table *tfq_kernel_table_for(tfq_isa isa);
 int tfq_simd_supports(const tfq_packed_weights *w);
 tfq_isa tfq_select_isa_checked(const tfq_packed_weights *w); /* w already validated */

@@ -12,6 +12,23 @@
 
 #define TFQ_MAX_INPUTS 7
 #define TFQ_CHECKED_SLOTS 256  /* layers whose zero points were scanned once (per context) */
+#define TFQ_REPACK_SLOTS 4096  /* layers with a column-interleaved copy (per context) */
+
+/* A layer's weights copied by tfq_repack, keyed by the tensors they came from (constant
+ * tensors keep their address for the life of the compiled model; a changed address makes a
+ * new copy, and past TFQ_REPACK_SLOTS layers the rest run without one). */
+typedef struct tfq_repack_key {
+  const void *data, *scales, *zero_points;
+  int32_t bits, symmetric, k, n, group_size, scale_is_f16;
+  uint64_t sample;  /* hash of a few bytes of data, scales and zero points: a buffer freed
+                       and another allocated at its address (tests) does not match */
+} tfq_repack_key;
+
+typedef struct tfq_repack_entry {
+  tfq_repack_key key;
+  void *copy;
+  size_t bytes;
+} tfq_repack_entry;
 
 struct tfq_litert_context {
   tfq_litert_api api;
@@ -24,7 +41,11 @@ struct tfq_litert_context {
   void *workspace;       /* grow-only, 64-byte aligned */
   size_t workspace_bytes;
   const void *checked[TFQ_CHECKED_SLOTS];
+  uint64_t checked_sample[TFQ_CHECKED_SLOTS];
   size_t num_checked;
+  tfq_repack_entry *repacks;  /* column-interleaved copies of weights, one per tensor */
+  size_t num_repacks;
+  int repack_off;             /* TFQ_NO_REPACK set: run the packed weights as they are */
 };
 
 typedef struct tfq_tensor {
@@ -154,14 +175,82 @@ static int tfq_workspace(tfq_litert_context *ctx, size_t bytes) {
   return 1;
 }
 
+
+
+static uint64_t tfq_hash_bytes(uint64_t h, const void *p, size_t bytes) {
+  const uint8_t *b = (const uint8_t *)p;
+  for (size_t i = 0; i < bytes; i++) h = (h ^ b[i]) * 0x100000001B3ull;
+  return h;
+}
+
+/* Up to 64 bytes at the start, middle and end of a buffer. */
+static uint64_t tfq_hash_sample(uint64_t h, const void *p, size_t bytes) {
+  if (!p || bytes == 0) return h;
+  size_t take = bytes < 64 ? bytes : 64;
+  const uint8_t *b = (const uint8_t *)p;
+  h = tfq_hash_bytes(h, b, take);
+  h = tfq_hash_bytes(h, b + (bytes - take) / 2, take);
+  return tfq_hash_bytes(h, b + bytes - take, take);
+}
+
+static tfq_repack_key tfq_key_of(const tfq_packed_weights *w) {
+  tfq_repack_key key;
+  memset(&key, 0, sizeof key);
+  key.data = w->data, key.scales = w->scales, key.zero_points = w->zero_points;
+  key.bits = w->bits, key.symmetric = w->symmetric, key.k = w->k, key.n = w->n;
+  key.group_size = w->group_size, key.scale_is_f16 = w->scale_is_f16;
+  uint64_t h = 0xCBF29CE484222325ull;
+  h = tfq_hash_sample(h, w->data, w->data_bytes);
+  h = tfq_hash_sample(h, w->scales, w->scales_bytes);
+  key.sample = tfq_hash_sample(h, w->zero_points, w->zero_points_bytes);
+  return key;
+}
+
+static int tfq_same_key(const tfq_repack_key *a, const tfq_repack_key *b) {
+  return a->data == b->data && a->scales == b->scales && a->zero_points == b->zero_points &&
+         a->bits == b->bits && a->symmetric == b->symmetric && a->k == b->k && a->n == b->n &&
+         a->group_size == b->group_size && a->scale_is_f16 == b->scale_is_f16 &&
+         a->sample == b->sample;
+}
+
 static int tfq_zero_points_checked(tfq_litert_context *ctx, const tfq_packed_weights *w) {
   if (w->symmetric) return TFQ_OK;
+  uint64_t sample = tfq_hash_sample(0xCBF29CE484222325ull, w->zero_points, w->zero_points_bytes);
   for (size_t i = 0; i < ctx->num_checked; i++)
-    if (ctx->checked[i] == w->zero_points) return TFQ_OK;
+    if (ctx->checked[i] == w->zero_points && ctx->checked_sample[i] == sample) return TFQ_OK;
   int st = tfq_weights_check(w);
-  if (st == TFQ_OK && ctx->num_checked < TFQ_CHECKED_SLOTS)
-    ctx->checked[ctx->num_checked++] = w->zero_points;
+  if (st == TFQ_OK && ctx->num_checked < TFQ_CHECKED_SLOTS) {
+    ctx->checked[ctx->num_checked] = w->zero_points;
+    ctx->checked_sample[ctx->num_checked++] = sample;
+  }
   return st;
+}
+
+/* Give w its column-interleaved copy where the kernels use one (made on first use). */
+static void tfq_attach_repack(tfq_litert_context *ctx, tfq_packed_weights *w) {
+  if (ctx->repack_off) return;
+  size_t bytes = tfq_repacked_bytes(w);
+  if (bytes == 0) return;
+  tfq_repack_key key = tfq_key_of(w);
+  for (size_t i = 0; i < ctx->num_repacks; i++)
+    if (tfq_same_key(&ctx->repacks[i].key, &key)) {
+      w->repacked = ctx->repacks[i].copy, w->repacked_bytes = ctx->repacks[i].bytes;
+      return;
+    }
+  if (ctx->num_repacks >= TFQ_REPACK_SLOTS) return;
+  if (!ctx->repacks) {
+    ctx->repacks = (tfq_repack_entry *)calloc(TFQ_REPACK_SLOTS, sizeof *ctx->repacks);
+    if (!ctx->repacks) return;
+  }
+  void *copy = aligned_alloc(64, (bytes + 63) / 64 * 64);
+  if (!copy) return;
+  if (tfq_repack(w, copy, bytes) != TFQ_OK) {
+    free(copy);
+    return;
+  }
+  tfq_repack_entry *e = &ctx->repacks[ctx->num_repacks++];
+  e->key = key, e->copy = copy, e->bytes = bytes;
+  w->repacked = copy, w->repacked_bytes = bytes;
 }
 
 /* The op body with ctx locked; returns a tfq_status (also recorded in ctx). */
@@ -307,6 +396,7 @@ static int tfq_run_locked(tfq_litert_context *ctx, size_t num_inputs, const tfq_
     tfq_activate(y, out->count, act);
     return TFQ_OK;
   }
+  tfq_attach_repack(ctx, &w);
   size_t ws = tfq_workspace_bytes(&w, (int32_t)m);
   if (ws == 0 || !tfq_workspace(ctx, ws)) {
     tfq_record(ctx, TFQ_ERR_WORKSPACE, layer, "cannot allocate a workspace of %zu bytes", ws);
@@ -408,6 +498,8 @@ tfq_litert_context *tfq_litert_context_create(const tfq_litert_api *api) {
   if (!ctx) return NULL;
   ctx->api = *api;
   ctx->layer = -1;
+  const char *off = getenv("TFQ_NO_REPACK");
+  ctx->repack_off = off && off[0] && strcmp(off, "0") != 0;
   if (pthread_mutex_init(&ctx->lock, NULL) != 0) {
     free(ctx);
     return NULL;
@@ -418,6 +510,8 @@ tfq_litert_context *tfq_litert_context_create(const tfq_litert_api *api) {
 void tfq_litert_context_destroy(tfq_litert_context *ctx) {
   if (!ctx) return;
   pthread_mutex_destroy(&ctx->lock);
+  for (size_t i = 0; i < ctx->num_repacks; i++) free(ctx->repacks[i].copy);
+  free(ctx->repacks);
   free(ctx->workspace);
   free(ctx);
 }

@@ -250,19 +250,33 @@ static void run_case(int bits, int sym, int f16, int with_bias, int32_t m, int32
   st = tfq_quantize_rows_q8(x, x_count, x_stride, m, k, qa, qa_count, qa_stride, sa, (size_t)m);
   report(st == TFQ_OK, "quantize status", desc);
 
+  /* Pass 1 gives the layer its column-interleaved copy (tfq_repack), which the AVX-512 VNNI
+   * kernels then use: same bits as the reference; the other ISAs ignore it. */
+  void *repacked = NULL;
+  for (int pass = 0; pass < 2; pass++) {
+  if (pass == 1) {
+    size_t rb = tfq_repacked_bytes(&L.w);
+    if (rb == 0) break;
+    repacked = malloc(rb);
+    st = tfq_repack(&L.w, repacked, rb);
+    report(st == TFQ_OK, "repack status", desc);
+    L.w.repacked = repacked, L.w.repacked_bytes = rb;
+    ws_bytes = tfq_workspace_bytes(&L.w, m);
+    report(ws_bytes > 0, "workspace with repacked weights", desc);
+  }
   for (int isa = TFQ_ISA_REF; isa < TFQ_ISA_COUNT; isa++) {
     if (!tfq_isa_available((tfq_isa)isa)) continue;
     char what[64];
     memset(y, 0, sizeof(float) * y_count);
     st = tfq_linear_q8((tfq_isa)isa, &L.w, x, x_count, x_stride, m, y, y_count, y_stride, ws,
                        ws_bytes);
-    snprintf(what, sizeof what, "%s linear_q8", tfq_isa_name((tfq_isa)isa));
+    snprintf(what, sizeof what, "%s%s linear_q8", tfq_isa_name((tfq_isa)isa), pass ? " repacked" : "");
     report(st == TFQ_OK && same_bits(y, y_ref, m, n, y_stride), what, desc);
 
     memset(y, 0, sizeof(float) * y_count);
     st = tfq_matmul_q8((tfq_isa)isa, &L.w, qa, qa_count, qa_stride, sa, (size_t)m, m, y, y_count,
                        y_stride, ws, ws_bytes);
-    snprintf(what, sizeof what, "%s matmul_q8", tfq_isa_name((tfq_isa)isa));
+    snprintf(what, sizeof what, "%s%s matmul_q8", tfq_isa_name((tfq_isa)isa), pass ? " repacked" : "");
     report(st == TFQ_OK && same_bits(y, y_ref, m, n, y_stride), what, desc);
 
     /* Column ranges as two threads would run them, sharing one prepared workspace. */
@@ -275,7 +289,7 @@ static void run_case(int bits, int sym, int f16, int with_bias, int32_t m, int32
     if (st == TFQ_OK)
       st = tfq_matmul_q8_cols((tfq_isa)isa, &L.w, sa, (size_t)m, m, 0, split, y, y_count,
                               y_stride, ws, ws_bytes);
-    snprintf(what, sizeof what, "%s matmul_q8_cols", tfq_isa_name((tfq_isa)isa));
+    snprintf(what, sizeof what, "%s%s matmul_q8_cols", tfq_isa_name((tfq_isa)isa), pass ? " repacked" : "");
     report(st == TFQ_OK && same_bits(y, y_ref, m, n, y_stride), what, desc);
 
     memset(y, 0, sizeof(float) * y_count);
@@ -283,6 +297,8 @@ static void run_case(int bits, int sym, int f16, int with_bias, int32_t m, int32
     snprintf(what, sizeof what, "%s linear_f32", tfq_isa_name((tfq_isa)isa));
     report(st == TFQ_OK && check_f32(&L, x, x_stride, m, y, y_stride), what, desc);
   }
+  }
+  free(repacked);
   free(qa);
   free(sa);
   free(ws);

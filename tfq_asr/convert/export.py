@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import packing
+from ..text import BLANK, VOCAB
 from .lowering import lower_to_tflite
 
 STREAMING_FORMAT = 1
@@ -95,7 +96,19 @@ def streaming_metadata(cfg, model_name: str, converted, policy_name: str, lstm_s
                           "features": converted.input_names[0], "logits": outputs[0],
                           "states": [{"input": s.name, "output": o, "shape": list(s.shape)}
                                      for s, o in zip(step_states(cfg), outputs[1:])],
-                          "num_classes": cfg.num_classes, "model": model_name, "policy": policy_name}}
+                          "num_classes": cfg.num_classes, "model": model_name, "policy": policy_name,
+                          "vocabulary": list(VOCAB), "blank": BLANK, "frontend": frontend_metadata()}}
+
+
+def frontend_metadata() -> dict:
+    """The log-mel recipe of `tfq_asr.frontend`, so that a runtime outside Python (the C
+    streaming core, the Android app) computes the same features from the file alone."""
+    from .. import frontend
+    return {"sample_rate": 16000, "n_mels": frontend.N_MELS, "win": frontend.WIN, "hop": frontend.HOP,
+            "n_fft": frontend.N_FFT, "fmin": frontend.FMIN, "fmax": frontend.FMAX,
+            "log_floor": frontend.LOG_FLOOR, "window": "hann (periodic)",
+            "mel": "slaney scale, slaney area normalisation (librosa.filters.mel defaults)",
+            "pad_value": "log(log_floor)", "center": False}
 
 
 def offline_metadata(cfg, model_name: str, converted, policy_name: str, input_frames: int) -> dict:

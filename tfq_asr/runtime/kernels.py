@@ -38,6 +38,7 @@ class _PackedWeightsC(ctypes.Structure):
         ("scales", ctypes.c_void_p), ("scales_bytes", ctypes.c_size_t),
         ("zero_points", ctypes.c_void_p), ("zero_points_bytes", ctypes.c_size_t),
         ("bias", ctypes.c_void_p), ("bias_count", ctypes.c_size_t),
+        ("repacked", ctypes.c_void_p), ("repacked_bytes", ctypes.c_size_t),
     ]
 
 

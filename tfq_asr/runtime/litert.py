@@ -140,6 +140,11 @@ def _litert():
                                                           ctypes.c_bool],
             "LiteRtCreateTensorBufferFromHostMemory": [ctypes.POINTER(_TensorType), vp, sz, vp, pvp],
             "LiteRtRunCompiledModel": [vp, sz, sz, pvp, sz, pvp],
+            "LiteRtCompiledModelGetProfiler": [vp, pvp],
+            "LiteRtStartProfiler": [vp],
+            "LiteRtStopProfiler": [vp],
+            "LiteRtResetProfiler": [vp],
+            "LiteRtGetProfileSummary": [vp, vp, ctypes.POINTER(ctypes.c_char_p)],
         }
         for name, args in sigs.items():
             fn = getattr(lib, name)
@@ -205,8 +210,10 @@ class LiteRtModel:
     returns the outputs in signature order.  Not safe for concurrent runs from several threads.
     """
 
-    def __init__(self, path: Path | str, threads: int = 1, signature: int = 0):
+    def __init__(self, path: Path | str, threads: int = 1, signature: int = 0, profile: bool = False):
         self.path = Path(path)
+        self.profile = profile
+        self._profiler = None
         if not self.path.is_file():
             raise LiteRtError(f"{self.path}: no such model file")
         if threads < 1:
@@ -248,6 +255,12 @@ class LiteRtModel:
                                                   ctypes.cast(libc.free, vp), ctypes.byref(opaque)),
                     "LiteRtCreateOpaqueOptions")
         self._check(lib.LiteRtAddOpaqueOptions(opts, opaque), "LiteRtAddOpaqueOptions")
+        if self.profile:  # LiteRT's runtime options travel as TOML under this identifier
+            runtime, payload = vp(), libc.strdup(b"enable_profiling = true\n")
+            self._check(lib.LiteRtCreateOpaqueOptions(b"runtime_options_string", payload,
+                                                      ctypes.cast(libc.free, vp), ctypes.byref(runtime)),
+                        "LiteRtCreateOpaqueOptions(runtime)")
+            self._check(lib.LiteRtAddOpaqueOptions(opts, runtime), "LiteRtAddOpaqueOptions(runtime)")
         ops = _ops(required=self.uses_tfq_ops)
         if ops is not None:
             api = _Api(*(ctypes.cast(getattr(lib, n), vp).value for n in (
@@ -263,6 +276,12 @@ class LiteRtModel:
         self._check(lib.LiteRtCreateCompiledModel(env, model, opts, ctypes.byref(compiled)),
                     "LiteRtCreateCompiledModel")
         self._compiled = compiled
+        if self.profile:
+            profiler = vp()
+            self._check(lib.LiteRtCompiledModelGetProfiler(compiled, ctypes.byref(profiler)),
+                        "LiteRtCompiledModelGetProfiler")
+            self._profiler = profiler
+            self._check(lib.LiteRtStartProfiler(profiler), "LiteRtStartProfiler")
         n = ctypes.c_size_t()
         self._check(lib.LiteRtGetNumModelSignatures(model, ctypes.byref(n)), "LiteRtGetNumModelSignatures")
         if signature >= n.value:
@@ -402,6 +421,22 @@ class LiteRtModel:
                     "LiteRtRunCompiledModel")
         self._raise_op_error()
         return [o.copy() for o in self._out_arrays]
+
+    def profile_summary(self, reset: bool = True) -> str:
+        """LiteRT's per-op profile of the runs since the last reset (a model opened with
+        ``profile=True``): time per op type and per op, as the runtime's summary text."""
+        if self._profiler is None:
+            raise LiteRtError(f"{self.path}: open the model with profile=True to profile it")
+        lib = self._lib
+        self._check(lib.LiteRtStopProfiler(self._profiler), "LiteRtStopProfiler")
+        text = ctypes.c_char_p()
+        self._check(lib.LiteRtGetProfileSummary(self._profiler, self._compiled, ctypes.byref(text)),
+                    "LiteRtGetProfileSummary")
+        summary = (text.value or b"").decode(errors="replace")
+        if reset:
+            self._check(lib.LiteRtResetProfiler(self._profiler), "LiteRtResetProfiler")
+        self._check(lib.LiteRtStartProfiler(self._profiler), "LiteRtStartProfiler")
+        return summary
 
     def op_calls(self) -> int:
         """TFQ op calls of the last run (0 for a model without them)."""

@@ -80,6 +80,11 @@ typedef struct tfq_packed_weights {
   size_t zero_points_bytes;
   const float *bias;     /* [n] or NULL */
   size_t bias_count;
+  /* Optional: the same weights column-interleaved by tfq_repack (NULL if none).  Where the
+   * AVX-512 VNNI kernels run, a layer with it runs the column kernel (16 channels per vector,
+   * no per-group horizontal sums), bit-identical to the others.  Zero-initialise this field. */
+  const void *repacked;
+  size_t repacked_bytes;
 } tfq_packed_weights;
 
 TFQ_API const char *tfq_status_str(int status);
@@ -100,6 +105,12 @@ TFQ_API int tfq_weights_from_header(tfq_packed_weights *w, const int32_t *header
  * out-of-range zero point still computes the formula exactly, see TFQ_MAX_K).  Call it once
  * when a layer is loaded. */
 TFQ_API int tfq_weights_check(const tfq_packed_weights *w);
+
+/* Bytes tfq_repack writes for w, or 0 when no kernel on this CPU would use the copy (no
+ * AVX-512 VNNI, or a group size the SIMD kernels do not take).  Made once per layer (the
+ * LiteRT op caches it per weights tensor); its size is about that of the packed data. */
+TFQ_API size_t tfq_repacked_bytes(const tfq_packed_weights *w);
+TFQ_API int tfq_repack(const tfq_packed_weights *w, void *out, size_t out_bytes);
 
 /* Bytes of scratch memory tfq_linear_q8 / tfq_matmul_q8 need for M rows (0 if w is invalid).
  * Allocate it once per layer and shape (64-byte aligned for speed, not for correctness). */

@@ -1,0 +1,102 @@
+/* AVX-512 VNNI column kernel over the column-interleaved weights of repack_n16.c (compiled
+ * with -mavx512f -mavx512vnni).  Lanes are output channels: each vpdpbusd multiplies 4
+ * activations of one row (broadcast) by 4 weights of 16 channels, so a group's exact int32
+ * sums land one per lane and the float epilogue runs for 16 channels at once, in the order of
+ * the numerics contract (term = s_w * (float)ACC_g, total = total + term, then s_a, then
+ * bias): bit-identical to the reference.  Up to 8 rows share each unpacked weight vector.
+ * Activations are in natural order (tfq_prepare_q8_natural) with per-group sums in asum. */
+#include <immintrin.h>
+
+#include "internal.h"
+
+#define TFQ_INLINE static inline __attribute__((always_inline))
+
+TFQ_INLINE __m512i tfq_bcast4(const int8_t *a) {
+  int32_t v;
+  memcpy(&v, a, sizeof v);
+  return _mm512_set1_epi32(v);
+}
+
+TFQ_INLINE void tfq_n16_tile(const tfq_q8_job *job, const uint8_t *block, int32_t n0,
+                             __mmask16 mask, int32_t m0, const int MR, const int BITS) {
+  const tfq_packed_weights *w = job->w;
+  const int32_t kp = job->kp, groups = job->groups, span = job->span;
+  const size_t ssz = w->scale_is_f16 ? 2 : 4;
+  const __m512i lo = _mm512_set1_epi8(BITS == 4 ? 0x0F : 0x03);
+  __m512 total[8];
+  for (int r = 0; r < MR; r++) total[r] = _mm512_setzero_ps();
+  const uint8_t *p = block;
+  for (int32_t g = 0; g < groups; g++) {
+    int32_t k0 = g * span, k1 = g == groups - 1 ? kp : k0 + span;
+    /* NACC independent accumulators per row keep enough vpdpbusd chains in flight when
+     * there are few rows (its latency is several cycles); summed exactly at the group end. */
+    const int NACC = MR >= 8 ? 1 : MR >= 4 ? 2 : 4;
+    const int8_t *a[8];
+    __m512i acc[8][4];
+    for (int r = 0; r < MR; r++) {
+      a[r] = job->qa + (size_t)(m0 + r) * (size_t)kp + (size_t)k0;
+      for (int c = 0; c < NACC; c++) acc[r][c] = _mm512_setzero_si512();
+    }
+    /* 16 k per step: two vectors of int4 or one of int2, four vpdpbusd per row. */
+    for (int32_t kv = k0; kv < k1; kv += 16, p += BITS == 4 ? 128 : 64) {
+      __m512i u[4];
+      if (BITS == 4) {
+        __m512i v0 = _mm512_loadu_si512((const void *)p), v1 = _mm512_loadu_si512((const void *)(p + 64));
+        u[0] = _mm512_and_si512(v0, lo), u[1] = _mm512_and_si512(_mm512_srli_epi32(v0, 4), lo);
+        u[2] = _mm512_and_si512(v1, lo), u[3] = _mm512_and_si512(_mm512_srli_epi32(v1, 4), lo);
+      } else {
+        __m512i v = _mm512_loadu_si512((const void *)p);
+        u[0] = _mm512_and_si512(v, lo), u[1] = _mm512_and_si512(_mm512_srli_epi32(v, 2), lo);
+        u[2] = _mm512_and_si512(_mm512_srli_epi32(v, 4), lo);
+        u[3] = _mm512_and_si512(_mm512_srli_epi32(v, 6), lo);
+      }
+      for (int r = 0; r < MR; r++) {
+        for (int c = 0; c < 4; c++)
+          acc[r][c % NACC] = _mm512_dpbusd_epi32(acc[r][c % NACC], u[c], tfq_bcast4(a[r] + 4 * c));
+        a[r] += 16;
+      }
+    }
+    __m512 s = ssz == 2 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p))
+                        : _mm512_loadu_ps((const void *)p);
+    p += 16 * ssz;
+    __m512i off = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
+    p += 16;
+    const int32_t *asum = job->asum + (size_t)g * (size_t)job->m4 + (size_t)m0;
+    for (int r = 0; r < MR; r++) {
+      __m512i sum = acc[r][0];
+      for (int c = 1; c < NACC; c++) sum = _mm512_add_epi32(sum, acc[r][c]);
+      __m512i accg = _mm512_sub_epi32(sum, _mm512_mullo_epi32(off, _mm512_set1_epi32(asum[r])));
+      total[r] = _mm512_add_ps(total[r], _mm512_mul_ps(s, _mm512_cvtepi32_ps(accg)));
+    }
+  }
+  __m512 bias = w->bias ? _mm512_maskz_loadu_ps(mask, w->bias + n0) : _mm512_setzero_ps();
+  for (int r = 0; r < MR; r++) {
+    __m512 out = _mm512_mul_ps(_mm512_set1_ps(job->sa[m0 + r]), total[r]);
+    if (w->bias) out = _mm512_add_ps(out, bias);
+    _mm512_mask_storeu_ps(job->y + (size_t)(m0 + r) * job->y_stride + (size_t)n0, mask, out);
+  }
+}
+
+TFQ_INLINE void tfq_n16_run(const tfq_q8_job *job, const int BITS) {
+  const size_t block_bytes = tfq_n16_block_bytes(job->w);
+  const uint8_t *base = (const uint8_t *)job->w->repacked;
+  for (int32_t b = job->n_begin / 16; b * 16 < job->n_end; b++) {
+    int32_t n0 = b * 16;
+    int32_t lo = job->n_begin > n0 ? job->n_begin - n0 : 0;
+    int32_t hi = job->n_end - n0 < 16 ? job->n_end - n0 : 16;
+    __mmask16 mask = (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+    const uint8_t *block = base + (size_t)b * block_bytes;
+    int32_t m0 = 0;
+    for (; job->m - m0 >= 8; m0 += 8) tfq_n16_tile(job, block, n0, mask, m0, 8, BITS);
+    if (job->m - m0 >= 4) tfq_n16_tile(job, block, n0, mask, m0, 4, BITS), m0 += 4;
+    if (job->m - m0 >= 2) tfq_n16_tile(job, block, n0, mask, m0, 2, BITS), m0 += 2;
+    if (job->m - m0 >= 1) tfq_n16_tile(job, block, n0, mask, m0, 1, BITS);
+  }
+}
+
+void tfq_matmul_n16_avx512(const tfq_q8_job *job) {
+  if (job->w->bits == 4)
+    tfq_n16_run(job, 4);
+  else
+    tfq_n16_run(job, 2);
+}
