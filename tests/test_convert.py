@@ -194,6 +194,30 @@ def test_cli_errors(model_dir, tmp_path):
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["bad.tflite"]
 
 
+def test_chunk_and_left_context_options(model_dir, tmp_path):
+    """--chunk-ms / --left-context-ms set the streaming window of the written file; the
+    recognizer runs it; bad values are one-line errors."""
+    from tfq_asr.runtime.litert import read_tfq_metadata
+    from tfq_asr.streaming import Recognizer
+    out = tmp_path / "c.tflite"
+    proc = run_tool("convert.py", "--model", model_dir, "--policy", "w4", "--streaming", "--chunk-ms", 160,
+                    "--left-context-ms", 80, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    info = read_tfq_metadata(out)["streaming"]
+    assert info["chunk_frames"] == 16
+    keys = [s for s in info["states"] if s["input"].endswith("_key")]
+    assert keys and all(s["shape"][1] == 2 for s in keys)  # 80 ms of left context = 2 encoder frames
+    r = Recognizer(out)
+    assert isinstance(r.transcribe(_audio(1.1)), str)
+    r.close()
+    for args, needle in ((["--chunk-ms", 150], "multiple of 40"), (["--chunk-ms", 0], "multiple of 40"),
+                         (["--left-context-ms", 30], "multiple of 40")):
+        one_line_error(run_tool("convert.py", "--model", model_dir, "--streaming", *args, "--out", out), needle)
+    one_line_error(run_tool("convert.py", "--model", model_dir, "--chunk-ms", 160, "--out", out), "--streaming")
+    one_line_error(run_tool("convert.py", "--model", "lstm-xs", "--random-weights", "--streaming",
+                            "--left-context-ms", 80, "--out", out), "LSTM")
+
+
 def test_random_weight_config_is_marked_speed_only(tmp_path):
     out = tmp_path / "r.tflite"
     proc = run_tool("convert.py", "--model", "lstm-xs", "--random-weights", "--policy", "w4", "--input-frames", 40,

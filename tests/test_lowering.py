@@ -108,6 +108,27 @@ def test_column_interleaved_copy_changes_no_bit_and_profile_names_the_op(tmp_pat
         rt.profile_summary()
 
 
+@pytest.mark.parametrize("taps", [25, 32, 60])
+def test_long_depthwise_convolutions_are_split_for_xnnpack(tmp_path, taps):
+    """A depthwise convolution longer than 25 taps (XNNPACK would run it as one GEMM per
+    channel) becomes pieces of at most 25 taps summed by ADD: same result within float
+    rounding, the bias once, the fused activation at the end."""
+    rng = np.random.default_rng(taps)
+    inp = keras.Input((taps + 3, 24), batch_size=1, name="features")
+    out = keras.layers.DepthwiseConv1D(taps, activation="relu", name="dw")(inp)
+    model = keras.Model(inp, out)
+    model.get_layer("dw").set_weights([rng.normal(size=(taps, 24, 1)).astype(np.float32),
+                                       rng.normal(size=24).astype(np.float32)])
+    report = lower_to_tflite(model, {}, tmp_path / "dw.tflite")
+    assert report["depthwise_split"] == (1 if taps > lowering.MAX_DWCONV_TAPS else 0)
+    x = rng.normal(size=(1, taps + 3, 24)).astype(np.float32)
+    with LiteRtModel(tmp_path / "dw.tflite") as rt:
+        y = rt.run([x])[0]
+    expect = model(x).numpy()
+    np.testing.assert_allclose(y, expect, atol=1e-5 * np.abs(expect).max())
+    assert (y >= 0).all() and (y > 0).any()
+
+
 def test_buffers_are_external_and_64_byte_aligned(tmp_path):
     from ai_edge_litert import schema_py_generated as schema
     model = dense_stack()

@@ -90,6 +90,33 @@ def layer_rows(report: dict, file_bytes: bytes, layer_names) -> list[dict]:
     return rows
 
 
+def streaming_window(src, chunk_ms, left_ms, streaming: bool):
+    """The model with the chunk and left context asked for (encoder frames are 40 ms), and the
+    LSTM steps per call.  The weights do not depend on them: a Conformer trained with one chunk
+    runs with another (accuracy may move; measure it), an LSTM takes any number of steps."""
+    import dataclasses
+    from tfq_asr.models import AsrModel
+    if chunk_ms is None and left_ms is None:
+        return src, 8
+    if not streaming:
+        raise UserError("--chunk-ms / --left-context-ms apply to --streaming files only")
+    for opt, v in (("--chunk-ms", chunk_ms), ("--left-context-ms", left_ms)):
+        if v is not None and (v < (40 if opt == "--chunk-ms" else 0) or v % 40):
+            raise UserError(f"{opt} {v}: must be a {'positive ' if opt == '--chunk-ms' else ''}multiple of 40 ms "
+                            "(one encoder frame: 4 feature frames of 10 ms)")
+    cfg = src.config
+    if cfg.kind == "lstm":
+        if left_ms is not None:
+            raise UserError("--left-context-ms: an LSTM has no attention window (its state carries the past)")
+        return src, chunk_ms // 40
+    changes = {}
+    if chunk_ms is not None:
+        changes["chunk"] = chunk_ms // 40
+    if left_ms is not None:
+        changes["left_context"] = left_ms // 40
+    return AsrModel(src.name, dataclasses.replace(cfg, **changes), src.keras_model, src.quantization), 8
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="bundled name, model folder, quantized checkpoint, or "
@@ -100,6 +127,10 @@ def main(argv=None):
     ap.add_argument("--method", choices=METHODS, help="calibration method (default: from --calibration)")
     ap.add_argument("--num-calibration", type=int, default=32)
     ap.add_argument("--streaming", action="store_true", help="write the streaming step model")
+    ap.add_argument("--chunk-ms", type=int, help="--streaming: audio per model step, a multiple of 40 ms "
+                    "(default: the model's, 320 ms for the bundled models)")
+    ap.add_argument("--left-context-ms", type=int, help="--streaming, Conformer: attention left context, a multiple "
+                    "of 40 ms (default: the model's)")
     ap.add_argument("--input-frames", type=int, default=1000, help="offline files: fixed input length in 10 ms frames")
     ap.add_argument("--random-weights", action="store_true", help="allow a configuration name (random weights)")
     ap.add_argument("--report", type=Path, help="write the report as JSON here")
@@ -145,6 +176,7 @@ def main(argv=None):
         raise UserError(f"--policy {policy_name} is a LiteRT baseline: --calibration/--method do not apply")
     if args.streaming and not src.config.streaming:
         raise UserError(f"--streaming: {src.name} is not a streaming configuration (chunk = 0)")
+    src, lstm_steps = streaming_window(src, args.chunk_ms, args.left_context_ms, args.streaming)
     shape = (1, args.input_frames, 80)
 
     def offline_meta(converted):
@@ -153,7 +185,7 @@ def main(argv=None):
     try:
         if kind == "baseline":
             if args.streaming:
-                report = export_streaming_baseline(src, args.out, policy_name)
+                report = export_streaming_baseline(src, args.out, policy_name, lstm_steps=lstm_steps)
             else:
                 report = write_baseline(src.keras_model, args.out, policy_name, input_shape=shape,
                                         extra_metadata=offline_meta(src.keras_model))
@@ -169,7 +201,7 @@ def main(argv=None):
                 model = AsrModel(src.name, src.config, quantize(src.keras_model, policy, calibration, progress=True),
                                  quantization={"policy": policy.to_dict(), "method": method})
             if args.streaming:
-                report = export_streaming(model, args.out)
+                report = export_streaming(model, args.out, lstm_steps=lstm_steps)
             else:
                 report = convert(model.keras_model, args.out, input_shape=shape, extra_metadata=offline_meta)
     except ValueError as err:  # lowering / quantizer refusals name the layer

@@ -20,8 +20,8 @@
 typedef struct tfq_repack_key {
   const void *data, *scales, *zero_points;
   int32_t bits, symmetric, k, n, group_size, scale_is_f16;
-  uint64_t sample;  /* hash of a few bytes of data, scales and zero points: a buffer freed
-                       and another allocated at its address (tests) does not match */
+  uint8_t sample[48];  /* the first 16 bytes of data, scales and zero points: a buffer freed
+                          and another allocated at its address (tests) does not match */
 } tfq_repack_key;
 
 typedef struct tfq_repack_entry {
@@ -41,7 +41,7 @@ struct tfq_litert_context {
   void *workspace;       /* grow-only, 64-byte aligned */
   size_t workspace_bytes;
   const void *checked[TFQ_CHECKED_SLOTS];
-  uint64_t checked_sample[TFQ_CHECKED_SLOTS];
+  uint8_t checked_sample[TFQ_CHECKED_SLOTS][16];
   size_t num_checked;
   tfq_repack_entry *repacks;  /* column-interleaved copies of weights, one per tensor */
   size_t num_repacks;
@@ -116,9 +116,9 @@ static int tfq_open(tfq_litert_context *ctx, tfq_tensor *t, tfq_lrt_buffer buffe
   }
   int ok;
   t->count = tfq_layout_count(&t->type.layout, &ok);
-  char shape[128];
-  tfq_shape_str(&t->type.layout, shape, sizeof shape);
+  char shape[128];  /* formatted only for an error: snprintf per call cost ~1 us per op */
   if (!ok) {
+    tfq_shape_str(&t->type.layout, shape, sizeof shape);
     tfq_record(ctx, TFQ_ERR_SHAPE, -1, "tensor %s: invalid shape %s", name, shape);
     return 0;
   }
@@ -129,6 +129,7 @@ static int tfq_open(tfq_litert_context *ctx, tfq_tensor *t, tfq_lrt_buffer buffe
   }
   size_t esize = (size_t)tfq_element_size(t->type.element_type);
   if (t->count > SIZE_MAX / esize || t->bytes < t->count * esize) {
+    tfq_shape_str(&t->type.layout, shape, sizeof shape);
     tfq_record(ctx, TFQ_ERR_BUFFER, -1, "tensor %s: %zu bytes hold less than shape %s", name,
                t->bytes, shape);
     return 0;
@@ -177,20 +178,10 @@ static int tfq_workspace(tfq_litert_context *ctx, size_t bytes) {
 
 
 
-static uint64_t tfq_hash_bytes(uint64_t h, const void *p, size_t bytes) {
-  const uint8_t *b = (const uint8_t *)p;
-  for (size_t i = 0; i < bytes; i++) h = (h ^ b[i]) * 0x100000001B3ull;
-  return h;
-}
-
-/* Up to 64 bytes at the start, middle and end of a buffer. */
-static uint64_t tfq_hash_sample(uint64_t h, const void *p, size_t bytes) {
-  if (!p || bytes == 0) return h;
-  size_t take = bytes < 64 ? bytes : 64;
-  const uint8_t *b = (const uint8_t *)p;
-  h = tfq_hash_bytes(h, b, take);
-  h = tfq_hash_bytes(h, b + (bytes - take) / 2, take);
-  return tfq_hash_bytes(h, b + bytes - take, take);
+/* The first (up to) 16 bytes of a buffer into out (zeros past its end). */
+static void tfq_sample(uint8_t out[16], const void *p, size_t bytes) {
+  memset(out, 0, 16);
+  if (p) memcpy(out, p, bytes < 16 ? bytes : 16);
 }
 
 static tfq_repack_key tfq_key_of(const tfq_packed_weights *w) {
@@ -199,10 +190,9 @@ static tfq_repack_key tfq_key_of(const tfq_packed_weights *w) {
   key.data = w->data, key.scales = w->scales, key.zero_points = w->zero_points;
   key.bits = w->bits, key.symmetric = w->symmetric, key.k = w->k, key.n = w->n;
   key.group_size = w->group_size, key.scale_is_f16 = w->scale_is_f16;
-  uint64_t h = 0xCBF29CE484222325ull;
-  h = tfq_hash_sample(h, w->data, w->data_bytes);
-  h = tfq_hash_sample(h, w->scales, w->scales_bytes);
-  key.sample = tfq_hash_sample(h, w->zero_points, w->zero_points_bytes);
+  tfq_sample(key.sample, w->data, w->data_bytes);
+  tfq_sample(key.sample + 16, w->scales, w->scales_bytes);
+  tfq_sample(key.sample + 32, w->zero_points, w->zero_points_bytes);
   return key;
 }
 
@@ -210,18 +200,20 @@ static int tfq_same_key(const tfq_repack_key *a, const tfq_repack_key *b) {
   return a->data == b->data && a->scales == b->scales && a->zero_points == b->zero_points &&
          a->bits == b->bits && a->symmetric == b->symmetric && a->k == b->k && a->n == b->n &&
          a->group_size == b->group_size && a->scale_is_f16 == b->scale_is_f16 &&
-         a->sample == b->sample;
+         memcmp(a->sample, b->sample, sizeof a->sample) == 0;
 }
 
 static int tfq_zero_points_checked(tfq_litert_context *ctx, const tfq_packed_weights *w) {
   if (w->symmetric) return TFQ_OK;
-  uint64_t sample = tfq_hash_sample(0xCBF29CE484222325ull, w->zero_points, w->zero_points_bytes);
+  uint8_t sample[16];
+  tfq_sample(sample, w->zero_points, w->zero_points_bytes);
   for (size_t i = 0; i < ctx->num_checked; i++)
-    if (ctx->checked[i] == w->zero_points && ctx->checked_sample[i] == sample) return TFQ_OK;
+    if (ctx->checked[i] == w->zero_points && memcmp(ctx->checked_sample[i], sample, 16) == 0)
+      return TFQ_OK;
   int st = tfq_weights_check(w);
   if (st == TFQ_OK && ctx->num_checked < TFQ_CHECKED_SLOTS) {
     ctx->checked[ctx->num_checked] = w->zero_points;
-    ctx->checked_sample[ctx->num_checked++] = sample;
+    memcpy(ctx->checked_sample[ctx->num_checked++], sample, 16);
   }
   return st;
 }
@@ -346,14 +338,15 @@ static int tfq_run_locked(tfq_litert_context *ctx, size_t num_inputs, const tfq_
     return TFQ_ERR_BUFFER;
   }
   const tfq_lrt_layout *xl = &t[0].type.layout;
-  tfq_shape_str(xl, shape, sizeof shape);
   if (xl->rank < 1 || xl->dims[xl->rank - 1] != w.k) {
+    tfq_shape_str(xl, shape, sizeof shape);
     tfq_record(ctx, TFQ_ERR_SHAPE, layer, "x has shape %s, the header says K = %d", shape,
                (int)w.k);
     return TFQ_ERR_SHAPE;
   }
   size_t m = t[0].count / (size_t)w.k;
   if (m > TFQ_MAX_M) {
+    tfq_shape_str(xl, shape, sizeof shape);
     tfq_record(ctx, TFQ_ERR_SHAPE, layer, "x has shape %s: M = %zu rows is too many", shape, m);
     return TFQ_ERR_SHAPE;
   }
@@ -363,6 +356,7 @@ static int tfq_run_locked(tfq_litert_context *ctx, size_t num_inputs, const tfq_
   if (!out_ok) {
     char oshape[128];
     tfq_shape_str(ol, oshape, sizeof oshape);
+    tfq_shape_str(xl, shape, sizeof shape);
     tfq_record(ctx, TFQ_ERR_SHAPE, layer, "output has shape %s for x %s and N = %d", oshape,
                shape, (int)w.n);
     return TFQ_ERR_SHAPE;

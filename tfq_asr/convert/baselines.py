@@ -229,7 +229,7 @@ def export_streaming_baseline(model, path, kind: str, *, lstm_steps: int = 8) ->
         raise ValueError(f"model {model.name}: not a streaming configuration (chunk = 0)")
     if kind not in BASELINES:
         raise ValueError(f"unknown baseline {kind!r}: expected one of {', '.join(BASELINES)}")
-    step = build_step_model(model.config, lstm_steps)
+    step = build_step_model(model.config, lstm_steps, source=model.keras_model)
     transfer_weights(model.keras_model, step)
     meta = streaming_metadata(model.config, model.name, step, kind, lstm_steps)
     return write_baseline(step, path, kind, extra_metadata=meta)

@@ -79,7 +79,7 @@ def export_streaming(model, path, *, policy=None, lstm_steps: int = 8) -> dict:
             raise ValueError(f"model {model.name} is already quantized; pass no policy")
         source = quantize(source, policy)
     step_policy = policy_of(source) or (as_policy(model.quantization["policy"]) if model.quantization else None)
-    step = build_step_model(cfg, lstm_steps)
+    step = build_step_model(cfg, lstm_steps, source=source)
     if step_policy is not None:
         step = quantize(step, step_policy)
     transfer_weights(source, step)

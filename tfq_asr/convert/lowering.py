@@ -193,6 +193,105 @@ def _add_tensor(schema, model_obj, sg, name: str, array: np.ndarray, tflite_type
     return len(sg.tensors) - 1
 
 
+# XNNPACK (LiteRT 2.3.0) runs a depthwise convolution of up to 25 taps with its DWConv kernels,
+# and a longer one (the 32 taps of Conformer S/M/L) as a grouped IGEMM, one GEMM per channel:
+# measured 36 us for 32 taps x 256 channels x 4 frames, about 10x a 16-tap DWConv.  So the
+# lowering splits a longer one into pieces of at most this many taps over slices of its input,
+# summed by ADD ops (float ops; the sum order changes within float rounding).
+MAX_DWCONV_TAPS = 25
+_ADD, _DEPTHWISE_CONV_2D, _SLICE = 0, 4, 65
+
+
+def _opcode(schema, model_obj, builtin: int) -> int:
+    for i, code in enumerate(model_obj.operatorCodes):
+        if max(int(code.builtinCode), int(code.deprecatedBuiltinCode)) == builtin and not code.customCode:
+            return i
+    code = schema.OperatorCodeT()
+    code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, min(builtin, 127), 1
+    model_obj.operatorCodes.append(code)
+    return len(model_obj.operatorCodes) - 1
+
+
+def _split_long_depthwise(schema, model_obj, max_taps: int = MAX_DWCONV_TAPS) -> int:
+    """Rewrite every DEPTHWISE_CONV_2D with a [1, 1, taps > max_taps, C] constant float kernel,
+    VALID padding, stride and dilation 1 and multiplier 1 as pieces of at most max_taps taps:
+    y = SUM_p DW(SLICE(x, taps of p), w[taps of p]) (the bias in the first piece, the fused
+    activation on the last ADD).  Returns how many ops were split."""
+    split = 0
+    for sg in model_obj.subgraphs:
+        ops = []
+        for op in sg.operators:
+            o = op.builtinOptions
+            w_t = sg.tensors[op.inputs[1]] if _builtin(model_obj, op) == _DEPTHWISE_CONV_2D else None
+            w = _array(model_obj, w_t) if w_t is not None and w_t.type == _FLOAT32 else None
+            x_t = sg.tensors[op.inputs[0]] if w is not None else None
+            if (w is None or w.ndim != 4 or w.shape[0] != 1 or w.shape[1] != 1 or w.shape[2] <= max_taps
+                    or o.padding != schema.Padding.VALID or o.strideH != 1 or o.strideW != 1
+                    or o.dilationHFactor != 1 or o.dilationWFactor != 1 or o.depthMultiplier not in (0, 1)
+                    or x_t.shape is None or len(x_t.shape) != 4 or int(x_t.shape[0]) != 1):
+                ops.append(op)
+                continue
+            taps, channels = int(w.shape[2]), int(w.shape[3])
+            x_shape = [int(d) for d in x_t.shape]
+            out_w = x_shape[2] - taps + 1
+            pieces = -(-taps // max_taps)
+            bounds = [round(i * taps / pieces) for i in range(pieces + 1)]
+            bias = _array(model_obj, sg.tensors[op.inputs[2]]) if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
+            base = (x_t.name.decode() if isinstance(x_t.name, bytes) else str(x_t.name)) + "/tfq_dw_split"
+            partial = []
+            for p in range(pieces):
+                a, b = bounds[p], bounds[p + 1]
+                begin = _add_tensor(schema, model_obj, sg, f"{base}/begin{p}", np.array([0, 0, a, 0], np.int32), _INT32)
+                size = _add_tensor(schema, model_obj, sg, f"{base}/size{p}",
+                                   np.array([1, x_shape[1], out_w + b - a - 1, channels], np.int32), _INT32)
+                xs = _add_activation_tensor(schema, sg, f"{base}/x{p}", [1, x_shape[1], out_w + b - a - 1, channels])
+                sl = schema.OperatorT()
+                sl.opcodeIndex = _opcode(schema, model_obj, _SLICE)
+                sl.inputs, sl.outputs = np.array([op.inputs[0], begin, size], np.int32), np.array([xs], np.int32)
+                sl.builtinOptionsType, sl.builtinOptions = schema.BuiltinOptions.SliceOptions, schema.SliceOptionsT()
+                wp = _add_tensor(schema, model_obj, sg, f"{base}/w{p}", np.ascontiguousarray(w[:, :, a:b, :]), _FLOAT32)
+                bp = _add_tensor(schema, model_obj, sg, f"{base}/b{p}",
+                                 bias if (p == 0 and bias is not None) else np.zeros(channels, np.float32), _FLOAT32)
+                yp = _add_activation_tensor(schema, sg, f"{base}/y{p}", [1, x_shape[1], out_w, channels])
+                dw = schema.OperatorT()
+                dw.opcodeIndex = op.opcodeIndex
+                dw.inputs, dw.outputs = np.array([xs, wp, bp], np.int32), np.array([yp], np.int32)
+                opts = schema.DepthwiseConv2DOptionsT()
+                opts.padding, opts.strideH, opts.strideW = schema.Padding.VALID, 1, 1
+                opts.depthMultiplier, opts.dilationHFactor, opts.dilationWFactor = 1, 1, 1
+                opts.fusedActivationFunction = 0
+                dw.builtinOptionsType, dw.builtinOptions = schema.BuiltinOptions.DepthwiseConv2DOptions, opts
+                ops += [sl, dw]
+                partial.append(yp)
+            acc = partial[0]
+            for p in range(1, pieces):
+                add = schema.OperatorT()
+                add.opcodeIndex = _opcode(schema, model_obj, _ADD)
+                last = p == pieces - 1
+                out = op.outputs[0] if last else _add_activation_tensor(schema, sg, f"{base}/sum{p}",
+                                                                        [1, x_shape[1], out_w, channels])
+                add.inputs, add.outputs = np.array([acc, partial[p]], np.int32), np.array([out], np.int32)
+                aopts = schema.AddOptionsT()
+                aopts.fusedActivationFunction = o.fusedActivationFunction if last else 0
+                add.builtinOptionsType, add.builtinOptions = schema.BuiltinOptions.AddOptions, aopts
+                ops.append(add)
+                acc = out
+            split += 1
+        sg.operators = ops
+    return split
+
+
+def _add_activation_tensor(schema, sg, name: str, shape) -> int:
+    t = schema.TensorT()
+    t.name = name.encode()
+    t.shape = np.array(shape, np.int32)
+    t.type = _FLOAT32
+    t.buffer = 0
+    sg.tensors.append(t)
+    return len(sg.tensors) - 1
+
+
+
 def _bit_equal(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and np.array_equal(a.view(np.uint32), b.view(np.uint32))
 
@@ -515,6 +614,7 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
             layers[name]["ops"] += 1
         else:
             layers[name] = dict(info, ops=1)
+    split = _split_long_depthwise(schema, model_obj)
     _garbage_collect(model_obj)
     md_buf = schema.BufferT()
     md_json = {**(extra_metadata or {}), "layers": layer_names, "op": OP_NAME}
@@ -529,4 +629,4 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
     data = _serialize_external(model_obj)
     write_atomically(out_path, data)
     return {"path": str(out_path), "input_shape": list(shape[0]), "file_bytes": len(data),
-            "layers": layers, "float_ops": float_ops}
+            "layers": layers, "float_ops": float_ops, "depthwise_split": split}

@@ -125,10 +125,14 @@ def conformer_states(cfg: ConformerConfig) -> list[StateSpec]:
     return states
 
 
-def build_conformer_step(cfg: ConformerConfig) -> keras.Model:
+def build_conformer_step(cfg: ConformerConfig, max_distance: int | None = None) -> keras.Model:
+    """max_distance: the clipping distance R of the relative-position biases, (heads, 2R+1),
+    of the trained model (default chunk + left context, as the offline model of cfg has); a
+    step with another chunk or left context keeps the trained table."""
     if not cfg.streaming:
         raise ValueError("a streaming step needs a streaming configuration (chunk > 0)")
     c, lc = cfg.chunk, cfg.left_context
+    max_distance = c + lc if max_distance is None else max_distance
     states = conformer_states(cfg)
     feats = keras.Input(batch_shape=(1, 4 * c, cfg.num_mels), name="features")
     state_in = {s.name: keras.Input(batch_shape=s.shape, name=s.name) for s in states}
@@ -161,7 +165,7 @@ def build_conformer_step(cfg: ConformerConfig) -> keras.Model:
         v_all = layers.Concatenate(axis=1, name=f"{p}_value_join")([state_in[f"{p}_value"], v])
         out_states[f"{p}_key"] = _tail(k_all, lc, f"{p}_key_next")
         out_states[f"{p}_value"] = _tail(v_all, lc, f"{p}_value_next")
-        h = StreamingRelativeAttention(cfg.num_heads, c + lc, c, lc, name=f"{name}_attention")(
+        h = StreamingRelativeAttention(cfg.num_heads, max_distance, c, lc, name=f"{name}_attention")(
             [q, k_all, v_all, state_in["position"]])
         h = layers.Dense(cfg.d_model, name=f"{name}_output")(h)
         x = layers.Add(name=f"{name}_res")([x, h])
@@ -204,8 +208,20 @@ def build_lstm_step(cfg: LstmConfig, steps: int = 8) -> keras.Model:
                        [logits] + [out_states[s.name] for s in states], name="lstm_ctc_step")
 
 
-def build_step_model(cfg, lstm_steps: int = 8):
-    return build_conformer_step(cfg) if isinstance(cfg, ConformerConfig) else build_lstm_step(cfg, lstm_steps)
+def build_step_model(cfg, lstm_steps: int = 8, source=None):
+    """The step model of cfg; `source`, the trained offline model, fixes what the window does
+    not (the relative-position table of a Conformer exported with another chunk)."""
+    if isinstance(cfg, ConformerConfig):
+        return build_conformer_step(cfg, trained_max_distance(source) if source is not None else None)
+    return build_lstm_step(cfg, lstm_steps)
+
+
+def trained_max_distance(model) -> int | None:
+    """R of the first relative-position table (heads, 2R+1) in a Keras model, or None."""
+    for w in model.weights:
+        if "rel_bias" in w.name:
+            return (int(w.shape[-1]) - 1) // 2
+    return None
 
 
 def step_states(cfg) -> list[StateSpec]:
