@@ -178,7 +178,7 @@ def test_benchmark_tool_reports_every_field(exported, tmp_path):
     wav = tmp_path / "a.wav"
     sf.write(wav, _audio(1.5), 16000)
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "benchmark.py"), "--model", str(out[None][0]),
-                           "--compare", str(out["w4-sc16"][0]), "--audio", str(wav), "--json"],
+                           "--compare", str(out["w4-sc16"][0]), "--audio", str(wav), "--json", "--profile"],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
@@ -187,6 +187,10 @@ def test_benchmark_tool_reports_every_field(exported, tmp_path):
         assert r["rtf"] > 0 and r["file_bytes"] > 0 and r["chunk_ms"] == 40 * CFG.chunk
         assert 0 < r["chunk_latency_ms"]["p50"] <= r["chunk_latency_ms"]["p99"]
         assert r["peak_rss_mb"] > 0 and r["load_seconds"] > 0
+        ops = {p["op"]: p for p in r["op_profile"]}  # LiteRT's per-op-type profile
+        assert ops and all(p["calls"] > 0 and p["ms_per_step"] >= 0 for p in ops.values())
+    assert "TFQ_FULLY_CONNECTED" in {p["op"] for p in rows[1]["op_profile"]}
+    assert "TFQ_FULLY_CONNECTED" not in {p["op"] for p in rows[0]["op_profile"]}
     assert rows[0]["rtf_ratio"] == 1.0
 
 

@@ -25,12 +25,12 @@ SAMPLE_RATE = 16000
 
 
 class Recognizer:
-    def __init__(self, path, threads: int = 1, beam_width: int = 0):
+    def __init__(self, path, threads: int = 1, beam_width: int = 0, profile: bool = False):
         from pathlib import Path
         from .runtime.litert import LiteRtModel
         self.path = str(path)
         self.name = Path(path).name
-        self.model = LiteRtModel(path, threads=threads)
+        self.model = LiteRtModel(path, threads=threads, profile=profile)
         info = self.model._info.get("streaming")  # noqa: SLF001
         if not info:
             self.model.close()

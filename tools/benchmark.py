@@ -34,7 +34,27 @@ def audio_paths(spec: Path) -> list[Path]:
     return [spec]
 
 
-def measure(model: Path, audio: list[Path], threads: int, feed_ms: int, repeat: int, minutes: float) -> dict:
+def op_profile(model: Path, clips, threads: int) -> list[dict]:
+    """LiteRT's per-op-type profile of streaming the clips once (after a warm-up), with the
+    time per model step of each op type."""
+    from tfq_asr.streaming import Recognizer
+    r = Recognizer(model, threads=threads, profile=True)
+    r.transcribe(clips[0][:16000])
+    r.model.profile_by_op_type()  # drop the warm-up (first calls repack weights, fill caches)
+    steps0 = r.steps
+    for a in clips:
+        r.transcribe(a)
+    rows = r.model.profile_by_op_type()
+    steps = max(r.steps - steps0, 1)
+    for row in rows:
+        row["ms_per_step"] = row["avg_ms"] * row["calls"] / steps
+        row["calls_per_step"] = row["calls"] / steps
+    r.close()
+    return rows
+
+
+def measure(model: Path, audio: list[Path], threads: int, feed_ms: int, repeat: int, minutes: float,
+            profile: bool = False) -> dict:
     """Runs in the child process."""
     import resource
     import time
@@ -82,7 +102,8 @@ def measure(model: Path, audio: list[Path], threads: int, feed_ms: int, repeat: 
                                  "p99": float(np.percentile(lat, 99))} if len(lat) else None,
             "first_partial_audio_s": float(np.median(first_partial)) if first_partial else None,
             "load_seconds": load_s, "peak_rss_mb": rss1 / 1024, "rss_before_model_mb": rss0 / 1024,
-            **({"rss_after_10pct_mb": (rss_mid or rss1) / 1024} if minutes else {})}
+            **({"rss_after_10pct_mb": (rss_mid or rss1) / 1024} if minutes else {}),
+            **({"op_profile": op_profile(model, clips, threads)} if profile else {})}
 
 
 def main(argv=None):
@@ -95,6 +116,8 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--long-audio", type=float, default=0.0, metavar="MINUTES",
                     help="stream the audio repeated to this length in one stream (memory stays flat?)")
+    ap.add_argument("--profile", action="store_true",
+                    help="also print LiteRT's per-op-type profile of each model (time per step)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -104,13 +127,14 @@ def main(argv=None):
             raise UserError(f"--model {m}: no such file")
     audio = audio_paths(args.audio)
     if args.child:
-        print(json.dumps(measure(models[0], audio, args.threads, args.feed_ms, args.repeat, args.long_audio)))
+        print(json.dumps(measure(models[0], audio, args.threads, args.feed_ms, args.repeat, args.long_audio,
+                                 args.profile)))
         return
     results = []
     for m in models:
         cmd = [sys.executable, __file__, "--child", "--model", str(m), "--audio", str(args.audio),
                "--threads", str(args.threads), "--feed-ms", str(args.feed_ms), "--repeat", str(args.repeat),
-               "--long-audio", str(args.long_audio)]
+               "--long-audio", str(args.long_audio)] + (["--profile"] if args.profile else [])
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             lines = [x for x in proc.stderr.strip().splitlines() if x.startswith("error:")] or proc.stderr.strip().splitlines()[-1:]
@@ -131,6 +155,15 @@ def main(argv=None):
         print(f"| {Path(r['model']).name} | {r['policy']} | {r['file_bytes']:,} | {r['chunk_ms']} | {r['rtf']:.4f} | "
               f"{r['rtf_ratio']:.2f} | {lat.get('p50', 0):.2f} / {lat.get('p95', 0):.2f} / {lat.get('p99', 0):.2f} | "
               f"{r['first_partial_audio_s'] or 0:.2f} | {r['load_seconds']:.2f} | {r['peak_rss_mb']:.0f} |")
+    for r in results:
+        if "op_profile" not in r:
+            continue
+        print(f"\nper-op profile of {Path(r['model']).name} (LiteRT profiler, one pass over the audio)")
+        print("| op type | ops in graph | calls per step | us per call | ms per step | share |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for p in r["op_profile"][:8]:
+            print(f"| {p['op']} | {p['count']} | {p['calls_per_step']:.0f} | {1000 * p['avg_ms']:.1f} | "
+                  f"{p['ms_per_step']:.3f} | {p['percent']:.1f}% |")
 
 
 if __name__ == "__main__":

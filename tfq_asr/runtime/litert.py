@@ -438,6 +438,29 @@ class LiteRtModel:
         self._check(lib.LiteRtStartProfiler(self._profiler), "LiteRtStartProfiler")
         return summary
 
+    def profile_by_op_type(self, reset: bool = True) -> list[dict]:
+        """The "by node type" part of `profile_summary`: one dict per op type (ops run by
+        XNNPACK are "Delegate/..."), heaviest first: count (ops in the graph), avg_ms (per
+        call), percent (of the profiled time), calls."""
+        rows, inside = [], False
+        for line in self.profile_summary(reset).splitlines():
+            if "Summary by node type" in line:
+                inside = True
+                continue
+            if inside:
+                if line.startswith("=") or (rows and not line.strip()):
+                    break
+                parts = line.split()
+                if len(parts) < 7 or parts[0].startswith("["):
+                    continue
+                try:
+                    calls, pct, avg, count = int(parts[-1]), float(parts[-4].rstrip("%")), float(parts[-5]), int(parts[-6])
+                except ValueError:
+                    continue
+                rows.append({"op": " ".join(parts[:-6]), "count": count, "avg_ms": avg, "percent": pct,
+                             "calls": calls})
+        return rows
+
     def op_calls(self) -> int:
         """TFQ op calls of the last run (0 for a model without them)."""
         if not self._ctx:
