@@ -355,6 +355,12 @@ int tfq_linear_f32(tfq_isa isa, const tfq_packed_weights *w, const float *x, siz
       .y = y,
       .y_stride = y_stride,
   };
+#if defined(TFQ_BUILD_X86)
+  if (tfq_use_n16(run, w)) {
+    tfq_linear_f32_n16_avx512(&job);
+    return TFQ_OK;
+  }
+#endif
   tfq_kernel_table_for(run)->f32[w->bits == 2][w->symmetric](&job);
   return TFQ_OK;
 }

@@ -93,6 +93,7 @@ void tfq_n16_asum(const int8_t *qa, int32_t m, int32_t kp, int32_t span, int32_t
 int tfq_n16_cpu(void);                                  /* AVX-512 F + VNNI present */
 #if defined(TFQ_BUILD_X86)
 void tfq_matmul_n16_avx512(const tfq_q8_job *job);
+void tfq_linear_f32_n16_avx512(const tfq_f32_job *job);
 #endif
 
 const tfq_kernel_table *tfq_kernel_table_for(tfq_isa isa);

@@ -100,3 +100,88 @@ void tfq_matmul_n16_avx512(const tfq_q8_job *job) {
   else
     tfq_n16_run(job, 2);
 }
+
+/* Float-activation path over the same column-interleaved weights (weight-only layers, LSTM
+ * kernels; mostly one row per call): each 16-lane byte plane k of a weight vector becomes the
+ * float weights (u - offset) of 16 channels (shift, mask, subtract, convert, all exact) and one
+ * FMA per row adds x[k] times them.  The old K-lane float path converted and reduced per
+ * channel (7 GMAC/s at M = 1); this one has no horizontal work until the output.  Numerics as
+ * kernels.h allows for this path: float sums in another order, FMAs. */
+TFQ_INLINE void tfq_n16_f32_tile(const tfq_f32_job *job, const uint8_t *block, int32_t n0,
+                                 __mmask16 mask, int32_t m0, const int MR, const int BITS) {
+  const tfq_packed_weights *w = job->w;
+  const int32_t kp = tfq_k_pad(w->k), k = w->k;
+  const int32_t span = w->group_size < kp ? w->group_size : kp;
+  const size_t ssz = w->scale_is_f16 ? 2 : 4;
+  const __m512i lo = _mm512_set1_epi8(BITS == 4 ? 0x0F : 0x03), byte = _mm512_set1_epi32(0xFF);
+  __m512 total[4];
+  for (int r = 0; r < MR; r++) total[r] = _mm512_setzero_ps();
+  const uint8_t *p = block;
+  for (int32_t g = 0; g < job->groups; g++) {
+    int32_t k0 = g * span, k1 = g == job->groups - 1 ? kp : k0 + span;
+    /* The group's offsets come after its weight vectors: find them first. */
+    const uint8_t *meta = p + (size_t)(k1 - k0) / 16 * (BITS == 4 ? 128 : 64);
+    __m512 s = ssz == 2 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)meta))
+                        : _mm512_loadu_ps((const void *)meta);
+    __m512i off = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(meta + 16 * ssz)));
+    __m512 acc[4][2];
+    for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int32_t kv = k0; kv < k1; kv += 16, p += BITS == 4 ? 128 : 64) {
+      /* x[kv .. kv+15] of each row, zero past K (the row holds only K floats). */
+      float xb[4][16];
+      __mmask16 xm = kv + 16 <= k ? (__mmask16)0xFFFF
+                   : kv >= k ? (__mmask16)0 : (__mmask16)((1u << (k - kv)) - 1u);
+      for (int r = 0; r < MR; r++)
+        _mm512_storeu_ps(xb[r], _mm512_maskz_loadu_ps(xm, job->x + (size_t)(m0 + r) * job->x_stride + (size_t)kv));
+      __m512i u[4];
+      if (BITS == 4) {
+        __m512i v0 = _mm512_loadu_si512((const void *)p), v1 = _mm512_loadu_si512((const void *)(p + 64));
+        u[0] = _mm512_and_si512(v0, lo), u[1] = _mm512_and_si512(_mm512_srli_epi32(v0, 4), lo);
+        u[2] = _mm512_and_si512(v1, lo), u[3] = _mm512_and_si512(_mm512_srli_epi32(v1, 4), lo);
+      } else {
+        __m512i v = _mm512_loadu_si512((const void *)p);
+        u[0] = _mm512_and_si512(v, lo), u[1] = _mm512_and_si512(_mm512_srli_epi32(v, 2), lo);
+        u[2] = _mm512_and_si512(_mm512_srli_epi32(v, 4), lo);
+        u[3] = _mm512_and_si512(_mm512_srli_epi32(v, 6), lo);
+      }
+      for (int c = 0; c < 4; c++) {
+        for (int t = 0; t < 4; t++) {
+          __m512i q = t == 0 ? _mm512_and_si512(u[c], byte)
+                    : t == 3 ? _mm512_srli_epi32(u[c], 24)
+                             : _mm512_and_si512(_mm512_srli_epi32(u[c], 8 * t), byte);
+          __m512 wf = _mm512_cvtepi32_ps(_mm512_sub_epi32(q, off));
+          for (int r = 0; r < MR; r++)
+            acc[r][t & 1] = _mm512_fmadd_ps(wf, _mm512_set1_ps(xb[r][4 * c + t]), acc[r][t & 1]);
+        }
+      }
+    }
+    p = meta + 16 * ssz + 16;
+    for (int r = 0; r < MR; r++)
+      total[r] = _mm512_fmadd_ps(s, _mm512_add_ps(acc[r][0], acc[r][1]), total[r]);
+  }
+  __m512 bias = w->bias ? _mm512_maskz_loadu_ps(mask, w->bias + n0) : _mm512_setzero_ps();
+  for (int r = 0; r < MR; r++)
+    _mm512_mask_storeu_ps(job->y + (size_t)(m0 + r) * job->y_stride + (size_t)n0, mask,
+                          _mm512_add_ps(total[r], bias));
+}
+
+TFQ_INLINE void tfq_n16_f32_run(const tfq_f32_job *job, const int BITS) {
+  const size_t block_bytes = tfq_n16_block_bytes(job->w);
+  const uint8_t *base = (const uint8_t *)job->w->repacked;
+  for (int32_t n0 = 0; n0 < job->w->n; n0 += 16) {
+    int32_t hi = job->w->n - n0 < 16 ? job->w->n - n0 : 16;
+    __mmask16 mask = (__mmask16)((1u << hi) - 1u);
+    const uint8_t *block = base + (size_t)(n0 / 16) * block_bytes;
+    int32_t m0 = 0;
+    for (; job->m - m0 >= 4; m0 += 4) tfq_n16_f32_tile(job, block, n0, mask, m0, 4, BITS);
+    if (job->m - m0 >= 2) tfq_n16_f32_tile(job, block, n0, mask, m0, 2, BITS), m0 += 2;
+    if (job->m - m0 >= 1) tfq_n16_f32_tile(job, block, n0, mask, m0, 1, BITS);
+  }
+}
+
+void tfq_linear_f32_n16_avx512(const tfq_f32_job *job) {
+  if (job->w->bits == 4)
+    tfq_n16_f32_run(job, 4);
+  else
+    tfq_n16_f32_run(job, 2);
+}

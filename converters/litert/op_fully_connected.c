@@ -380,6 +380,7 @@ static int tfq_run_locked(tfq_litert_context *ctx, size_t num_inputs, const tfq_
   }
   if (m == 0) return TFQ_OK;
   float *y = (float *)out->addr;
+  tfq_attach_repack(ctx, &w);
   if (flags & TFQ_OP_FLAG_FLOAT_ACT) {
     st = tfq_linear_f32(TFQ_ISA_AUTO, &w, (const float *)t[0].addr, t[0].count, (size_t)w.k, (int32_t)m, y,
                         out->count, (size_t)w.n);
@@ -390,7 +391,6 @@ static int tfq_run_locked(tfq_litert_context *ctx, size_t num_inputs, const tfq_
     tfq_activate(y, out->count, act);
     return TFQ_OK;
   }
-  tfq_attach_repack(ctx, &w);
   size_t ws = tfq_workspace_bytes(&w, (int32_t)m);
   if (ws == 0 || !tfq_workspace(ctx, ws)) {
     tfq_record(ctx, TFQ_ERR_WORKSPACE, layer, "cannot allocate a workspace of %zu bytes", ws);

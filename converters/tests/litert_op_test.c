@@ -214,7 +214,13 @@ static void test_valid_float(tfq_litert_context *ctx, int symmetric, int flatten
   check(st == TFQ_OK, flatten ? "valid float-activation call, flattened" : "valid float-activation call");
   float *y = (float *)calloc((size_t)m * N, sizeof(float));
   float *y8 = (float *)calloc((size_t)m * N, sizeof(float));
-  st = tfq_linear_f32(TFQ_ISA_AUTO, &L.w, (const float *)L.in[0]->data, (size_t)m * K, K, m, y,
+  /* The op runs the weights' column-interleaved copy where the CPU has a kernel for it (a
+   * float sum in another order): the direct call gets one too. */
+  tfq_packed_weights wr = L.w;
+  size_t rb = tfq_repacked_bytes(&wr);
+  void *copy = rb ? malloc(rb) : NULL;
+  if (copy && tfq_repack(&wr, copy, rb) == TFQ_OK) wr.repacked = copy, wr.repacked_bytes = rb;
+  st = tfq_linear_f32(TFQ_ISA_AUTO, &wr, (const float *)L.in[0]->data, (size_t)m * K, K, m, y,
                       (size_t)m * N, N);
   check(st == TFQ_OK, "direct tfq_linear_f32");
   size_t ws_bytes = tfq_workspace_bytes(&L.w, m);
@@ -232,6 +238,7 @@ static void test_valid_float(tfq_litert_context *ctx, int symmetric, int flatten
   }
   check(same && positive > 0, "float-activation op output equals tfq_linear_f32 + relu bit for bit");
   check(differs_from_q8 > 0, "float-activation op output is not the int8 path's");
+  free(copy);
   free(ws);
   free(y8);
   free(y);
