@@ -5,6 +5,11 @@ file size; with several models, ratios against the first.
 
     python tools/benchmark.py --model fp32.tflite w4.tflite w2.tflite --threads 1
     python tools/benchmark.py --model w2.tflite --audio data/corpus/test.tsv --json
+    python tools/benchmark.py --kernels [--quick] [--json kernels.json]
+
+--kernels: fully connected layers alone (our packed w4/w2 ops against LiteRT float, int8 and
+ai-edge-quantizer int4/int2) at the Conformer shapes, M in {1, 4, 16, 64}, with the machine's
+read bandwidth and peak int8 rate; see tools/_kernel_bench.py.
 
 Each model is measured in its own subprocess, so load time and peak RSS are its own. Audio is
 fed in --feed-ms pieces as a live stream would arrive (the model's chunk is fixed by the file);
@@ -108,7 +113,7 @@ def measure(model: Path, audio: list[Path], threads: int, feed_ms: int, repeat: 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", nargs="+", type=Path, required=True, help="streaming .tflite files")
+    ap.add_argument("--model", nargs="+", type=Path, default=[], help="streaming .tflite files")
     ap.add_argument("--compare", nargs="*", type=Path, default=[], help="more models, ratios against the first")
     ap.add_argument("--audio", type=Path, default=DEMO, help="audio file or manifest (default: bundled demo)")
     ap.add_argument("--threads", type=int, default=1)
@@ -118,9 +123,21 @@ def main(argv=None):
                     help="stream the audio repeated to this length in one stream (memory stays flat?)")
     ap.add_argument("--profile", action="store_true",
                     help="also print LiteRT's per-op-type profile of each model (time per step)")
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
+                    help="print the results as JSON; with --kernels and a PATH, write them there too")
+    ap.add_argument("--kernels", action="store_true",
+                    help="fully connected layers alone: ours against LiteRT's paths, single thread")
+    ap.add_argument("--quick", action="store_true", help="--kernels: a subset of shapes and M, shorter timing")
+    ap.add_argument("--shapes", nargs="+", default=None, metavar="KxN",
+                    help="--kernels: these layer shapes instead of the Conformer ones (no stacks)")
+    ap.add_argument("--m", nargs="+", type=int, default=None, help="--kernels: rows M with --shapes")
+    ap.add_argument("--seconds", type=float, default=None, help="--kernels: timing per point")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.kernels:
+        return kernels(args)
+    if not args.model:
+        ap.error("--model is required (or --kernels)")
     models = list(args.model) + list(args.compare)
     for m in models:
         if not m.is_file():
@@ -164,6 +181,28 @@ def main(argv=None):
         for p in r["op_profile"][:8]:
             print(f"| {p['op']} | {p['count']} | {p['calls_per_step']:.0f} | {1000 * p['avg_ms']:.1f} | "
                   f"{p['ms_per_step']:.3f} | {p['percent']:.1f}% |")
+
+
+def kernels(args) -> None:
+    import _kernel_bench as kb
+    if args.m is not None and any(m < 1 for m in args.m):
+        raise UserError(f"--m {args.m}: rows must be positive")
+    try:
+        configs = (kb.custom_configs(args.shapes, args.m or [1, 16]) if args.shapes
+                   else kb.default_configs(args.quick))
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if args.m is not None and not args.shapes:
+        for c in configs:
+            c["m"] = [m for m in args.m if not c["stack"] or m <= kb.MEMORY_BOUND_M]
+        configs = [c for c in configs if c["m"]]
+    res = kb.run(configs, args.quick, seconds=args.seconds)
+    if args.json == "-":
+        print(json.dumps(res, indent=2))
+        return
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2))
+    kb.print_report(res)
 
 
 if __name__ == "__main__":

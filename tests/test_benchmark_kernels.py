@@ -1,0 +1,67 @@
+"""tools/benchmark.py --kernels on one tiny shape: the table and the JSON have every variant,
+and each variant has either a positive time or a stated failure reason (no timing claims)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NATIVE = ROOT / "build" / "native"
+
+
+@pytest.fixture(scope="module")
+def kernel_run(tmp_path_factory):
+    for f in ("libtfq_litert.so", "tfq_bandwidth"):
+        if not (NATIVE / f).is_file():
+            pytest.fail(f"{NATIVE / f} missing: run `make native`")
+    out = tmp_path_factory.mktemp("kbench") / "kernels.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "benchmark.py"), "--kernels", "--quick",
+                           "--shapes", "64x96", "--m", "1", "4", "--seconds", "0.02", "--json", str(out)],
+                          capture_output=True, text=True, timeout=170, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout, json.loads(out.read_text())
+
+
+def test_json_structure(kernel_run):
+    import _kernel_bench as kb
+    _, res = kernel_run
+    assert res["kind"] == "kernels" and res["threads"] == 1 and res["quick"] is True
+    assert len(res["load_before"]) == 3 and "load average" in res["uptime"]
+    assert res["runner_floor_us"] > 0
+    lim = res["limits"]
+    assert "error" not in lim, lim.get("error")
+    assert set(lim["read_gbs"]) == {"L2", "L3", "DRAM"} and all(v > 0 for v in lim["read_gbs"].values())
+    assert lim["peak_gmacs"] and all(v > 0 for v in lim["peak_gmacs"].values())
+    assert [(p["label"], p["m"]) for p in res["points"]] == [("64x96", 1), ("64x96", 4)]
+    for p in res["points"]:
+        assert p["macs"] == p["m"] * 64 * 96 and p["regime"] == "memory"
+        assert list(p["variants"]) == list(kb.VARIANTS)
+        for name, r in p["variants"].items():
+            if "error" in r:  # a failure says why, never an empty reason
+                assert "us" not in r and len(r["error"]) > 10, (name, r)
+                continue
+            assert r["us"] > 0 and r["gops"] > 0 and r["weight_bytes"] > 0 and r["weight_gbs"] > 0, (name, r)
+            assert r["level"] == "L2" and 0 < r["frac_bandwidth"] and r["frac_peak"] > 0
+            assert r["rel_err"] < (1.0 if "int2" in name or "w2" in name else 0.2), (name, r["rel_err"])
+        for base in ("float", "litert-int8", "tfq-w4", "tfq-w4-sc64", "tfq-w2-sc64"):
+            assert "us" in p["variants"][base], (base, p["variants"][base])
+        assert p["variants"]["litert-int8"]["vs_int8"] == pytest.approx(1.0)
+        assert p["variants"]["float"]["vs_float"] == pytest.approx(1.0)
+
+
+def test_table_lists_every_variant(kernel_run):
+    import _kernel_bench as kb
+    out, res = kernel_run
+    assert "read bandwidth" in out and "peak int8 MAC rate" in out and "uptime:" in out
+    rows = [line for line in out.splitlines() if line.startswith("| 64x96 |")]
+    detail = [r for r in rows if r.split("|")[3].strip() in kb.VARIANTS]
+    assert len(detail) == 2 * len(kb.VARIANTS)
+    for row in detail:
+        cells = [c.strip() for c in row.split("|")[1:-1]]
+        assert cells[3].startswith("failed: ") or float(cells[3]) > 0, row
+    summary = [r for r in rows if r not in detail]
+    assert len(summary) == 2 and all(len(r.split("|")) == len(kb.VARIANTS) + 9 for r in summary)
