@@ -31,7 +31,7 @@ def test_json_structure(kernel_run):
     _, res = kernel_run
     assert res["kind"] == "kernels" and res["threads"] == 1 and res["quick"] is True
     assert len(res["load_before"]) == 3 and "load average" in res["uptime"]
-    assert res["runner_floor_us"] > 0
+    assert res["runner_floor_us"] > 0 and set(res["per_op_us"]) == {"litert-int8", "tfq"}
     lim = res["limits"]
     assert "error" not in lim, lim.get("error")
     assert set(lim["read_gbs"]) == {"L2", "L3", "DRAM"} and all(v > 0 for v in lim["read_gbs"].values())

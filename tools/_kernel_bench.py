@@ -64,10 +64,10 @@ def model_shapes(name: str) -> list[tuple[int, int]]:
 def default_configs(quick: bool) -> list[dict]:
     """Benchmark points: {"label", "model", "layers": [(K, N), ...], "m": [...], "stack"}."""
     out = []
-    models = ("conformer-ctc-xs", "conformer-m") if quick else ("conformer-ctc-xs", "conformer-m", "conformer-l")
+    models = ("conformer-xs", "conformer-m") if quick else ("conformer-xs", "conformer-m", "conformer-l")
     for model in models:
         shapes = model_shapes(model)
-        if quick and model != "conformer-ctc-xs":
+        if quick and model != "conformer-xs":
             shapes = shapes[:2]
         for k, n in shapes:
             out.append({"label": f"{k}x{n}", "model": model, "layers": [(k, n)],
@@ -114,7 +114,8 @@ def cache_sizes() -> dict:
 
 def machine_limits(quick: bool) -> dict:
     caches = cache_sizes()
-    kib = {"L2": caches["L2"] // 2 // 1024, "L3": caches["L3"] // 2 // 1024,
+    # L3: 4x L2 (capped at half of L3), the size of the weight stacks that miss L2
+    kib = {"L2": caches["L2"] // 2 // 1024, "L3": min(4 * caches["L2"], caches["L3"] // 2) // 1024,
            "DRAM": max(4 * caches["L3"], 256 << 20) // 1024}
     out = {"caches": caches, "buffer_kib": kib, "read_gbs": {}, "peak_gmacs": {}}
     if not BANDWIDTH_BIN.is_file():
@@ -290,13 +291,29 @@ def time_model(path: Path, x: np.ndarray, seconds: float, repeats: int):
     return statistics.median(times), y
 
 
-def floor_us(seconds: float, repeats: int, workdir: Path) -> float:
-    """Per-call time of an 8x8 float layer at M=1: the runner's own cost per call."""
+def floors(seconds: float, repeats: int, workdir: Path) -> dict:
+    """The runner's own cost per call: an 8x8 float layer at M=1, and per op of a chain of 16
+    tiny 32x32 layers (M=1) as LiteRT int8 (XNNPACK, one delegate call) and as our custom op
+    (LiteRT dispatches each custom op on its own): what small layers pay besides the math."""
     from tfq_asr.convert.lowering import _convert
+    out = {}
     model = keras_model([(8, 8)], 0)
     p = workdir / "floor.tflite"
     p.write_bytes(with_rows(_convert(model, [(M0, 8)]), M0, 1))
-    return 1e6 * time_model(p, np.ones((1, 8), np.float32), seconds, repeats)[0]
+    out["call_us"] = 1e6 * time_model(p, np.ones((1, 8), np.float32), seconds, repeats)[0]
+    layers = [(32, 32)] * 16
+    model = keras_model(layers, 0)
+    ft = _convert(model, [(M0, 32)])
+    for v in ("litert-int8", "tfq-w4"):
+        b = build_variant(v, model, layers, ft, workdir)
+        if "error" in b:
+            out[f"{v}_per_op_us"] = None
+            continue
+        p = workdir / f"floor-{v}.tflite"
+        p.write_bytes(with_rows(b["path"].read_bytes(), M0, 1))
+        t = 1e6 * time_model(p, np.ones((1, 32), np.float32), seconds, repeats)[0]
+        out[f"{v}_per_op_us"] = (t - out["call_us"]) / len(layers)
+    return out
 
 
 def reference(model, layers, x: np.ndarray) -> np.ndarray:
@@ -320,7 +337,7 @@ def run(configs: list[dict], quick: bool, seconds: float | None = None, repeats:
     progress = os.fdopen(os.dup(2), "w")
     with tempfile.TemporaryDirectory(prefix="tfq-kbench-") as tmp, NativeLog() as log:
         tmp = Path(tmp)
-        floor = floor_us(seconds, repeats, tmp)
+        floor = floors(seconds, repeats, tmp)
         bar = tqdm(total=total + len(configs) * len(variants), desc="kernels", unit="pt", file=progress,
                    dynamic_ncols=True, mininterval=1.0)
         for ci, cfg in enumerate(configs):
@@ -371,7 +388,8 @@ def run(configs: list[dict], quick: bool, seconds: float | None = None, repeats:
     progress.close()
     return {"kind": "kernels", "threads": 1, "seconds_per_point": seconds, "repeats": repeats,
             "quick": quick, "machine": machine(), "load_before": list(load0), "load_after": list(os.getloadavg()),
-            "uptime": uptime(), "runner_floor_us": floor, "limits": limits, "points": points}
+            "uptime": uptime(), "runner_floor_us": floor["call_us"], "per_op_us": {
+                "litert-int8": floor["litert-int8_per_op_us"], "tfq": floor["tfq-w4_per_op_us"]}, "limits": limits, "points": points}
 
 
 def derive(point: dict, limits: dict) -> None:
@@ -433,7 +451,9 @@ def print_report(res: dict, out=sys.stdout) -> None:
             f"{' MiB' if lim['buffer_kib'][k] >= 1024 else ' KiB'} buffer) {v:.1f} GB/s" for k, v in lim["read_gbs"].items())
           + f"; caches L2 {c['L2'] >> 10} KiB, L3 {c['L3'] >> 20} MiB")
         p("peak int8 MAC rate: " + (", ".join(f"{k} {v:.0f} GMAC/s" for k, v in lim["peak_gmacs"].items()) or "none"))
-    p(f"runner floor (8x8 float layer, M=1, per call): {res['runner_floor_us']:.2f} us")
+    p(f"runner floor (8x8 float layer, M=1, per call): {res['runner_floor_us']:.2f} us; per op of 16 chained "
+      f"32x32 layers beyond that: LiteRT int8 {_f(res['per_op_us']['litert-int8'], '.2f')} us, "
+      f"TFQ custom op {_f(res['per_op_us']['tfq'], '.2f')} us")
     p("")
     p("vs int8 / vs float: the baseline's time over this variant's (> 1 = faster). limit: weight bytes per second "
       "over the read bandwidth of the level the weights fit in (M <= 4), or MAC rate over the peak (M >= 16). "

@@ -5,7 +5,8 @@
  * read  <KiB> <GB/s>   sums a buffer of that size with 256-bit loads (AVX2; 64-bit scalar
  *                      loads without it), four independent
  *                      accumulators, over and over (best of several passes): L2-, L3- and
- *                      DRAM-sized buffers by default (512 KiB, 16 MiB, 512 MiB)
+ *                      DRAM-sized buffers by default (512 KiB, 16 MiB, 512 MiB;
+ *                      tools/benchmark.py passes L2/2, 4 x L2 and max(4 x L3, 256 MiB))
  * peak  <isa> <GMAC/s> a loop of independent int8 multiply-accumulates that never touches
  *                      memory: AVX-512 VNNI vpdpbusd on 512-bit vectors (64 MACs each) and
  *                      AVX2 vpmaddubsw + vpmaddwd + vpaddd (32 MACs per triple), each only if
