@@ -46,6 +46,8 @@ def test_json_structure(kernel_run):
                 continue
             assert r["us"] > 0 and r["gops"] > 0 and r["weight_bytes"] > 0 and r["weight_gbs"] > 0, (name, r)
             assert r["level"] == "L2" and 0 < r["frac_bandwidth"] and r["frac_peak"] > 0
+            if name.startswith("tfq-"):
+                assert r["kernel_us"] > 0 and r["kernel_frac_bandwidth"] > 0, (name, r)
             assert r["rel_err"] < (1.0 if "int2" in name or "w2" in name else 0.2), (name, r["rel_err"])
         for base in ("float", "litert-int8", "tfq-w4", "tfq-w4-sc64", "tfq-w2-sc64"):
             assert "us" in p["variants"][base], (base, p["variants"][base])
@@ -64,4 +66,4 @@ def test_table_lists_every_variant(kernel_run):
         cells = [c.strip() for c in row.split("|")[1:-1]]
         assert cells[3].startswith("failed: ") or float(cells[3]) > 0, row
     summary = [r for r in rows if r not in detail]
-    assert len(summary) == 2 and all(len(r.split("|")) == len(kb.VARIANTS) + 9 for r in summary)
+    assert len(summary) == 2 and all(len(r.split("|")) == len(kb.VARIANTS) + 11 for r in summary)

@@ -40,6 +40,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 BANDWIDTH_BIN = ROOT / "build" / "native" / "tfq_bandwidth"
+KERNEL_BIN = ROOT / "build" / "native" / "tfq_bench"
 
 VARIANTS = ("float", "litert-int8", "aeq-int4-pc", "aeq-int4-b32", "aeq-int2-pc", "aeq-int2-b32",
             "tfq-w4", "tfq-w4-sc64", "tfq-w2-sc64")
@@ -316,6 +317,23 @@ def floors(seconds: float, repeats: int, workdir: Path) -> dict:
     return out
 
 
+def kernel_alone_us(variant: str, layers, m: int, seconds: float):
+    """Microseconds of our kernels alone for one pass over the layers (tfq_bench layers: the
+    op's tfq_linear_q8 on its repacked copy, no LiteRT), or None if the program is missing."""
+    from tfq_asr.quant.policy import from_name
+    if not KERNEL_BIN.is_file():
+        return None
+    spec = from_name(OUR_POLICIES[variant]).default
+    group = spec.group_size if spec.granularity == "group" else 1 << 30
+    cmd = [str(KERNEL_BIN), "layers", str(spec.bits), str(group), str(int(spec.symmetric)),
+           str(int(spec.scale_dtype == "float16")), str(m), str(seconds), *(f"{k}x{n}" for k, n in layers)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    for line in proc.stdout.splitlines():
+        if line.startswith("us "):
+            return float(line.split()[1])
+    return None
+
+
 def reference(model, layers, x: np.ndarray) -> np.ndarray:
     y = x.astype(np.float64)
     for i in range(len(layers)):
@@ -376,6 +394,8 @@ def run(configs: list[dict], quick: bool, seconds: float | None = None, repeats:
                             if not np.isfinite(y).all() or y.shape != ref.shape:
                                 raise RuntimeError(f"output {y.shape}, finite {np.isfinite(y).all()}")
                             res = {"us": 1e6 * t, "weight_bytes": b["weight_bytes"], "rel_err": err}
+                            if v in OUR_POLICIES:
+                                res["kernel_us"] = kernel_alone_us(v, layers, m, seconds)
                             p.unlink()
                         except Exception as e:  # noqa: BLE001 - the reason goes in the table
                             why = log.errors_since(pos)
@@ -410,6 +430,11 @@ def derive(point: dict, limits: dict) -> None:
         bw = limits["read_gbs"].get(level)
         r["frac_bandwidth"] = r["weight_gbs"] / bw if bw else None
         r["frac_peak"] = (point["macs"] / s * 1e-9) / peak if peak else None
+        if r.get("kernel_us"):
+            ks = r["kernel_us"] * 1e-6
+            r["kernel_weight_gbs"] = r["weight_bytes"] / ks * 1e-9
+            r["kernel_frac_bandwidth"] = r["kernel_weight_gbs"] / bw if bw else None
+            r["kernel_frac_peak"] = (point["macs"] / ks * 1e-9) / peak if peak else None
 
 
 def machine() -> dict:
@@ -459,19 +484,24 @@ def print_report(res: dict, out=sys.stdout) -> None:
       "over the read bandwidth of the level the weights fit in (M <= 4), or MAC rate over the peak (M >= 16). "
       "err: relative L2 error of the output against float64.")
     p("")
-    p("| shape | M | variant | us | GOPS | weight MB | weight GB/s | vs int8 | vs float | limit | err |")
-    p("|---|---:|---|---:|---:|---:|---:|---:|---:|---|---:|")
+    p("kernel alone: our tfq_linear_q8 calls without LiteRT (tfq_bench layers), and its distance from the limit.")
+    p("")
+    p("| shape | M | variant | us | GOPS | weight MB | weight GB/s | vs int8 | vs float | limit | err | kernel alone us (limit) |")
+    p("|---|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---|")
     for pt in res["points"]:
         for v, r in pt["variants"].items():
             if "us" not in r:
-                p(f"| {pt['label']} | {pt['m']} | {v} | failed: {r['error'].replace('|', '/')} | | | | | | | |")
+                p(f"| {pt['label']} | {pt['m']} | {v} | failed: {r['error'].replace('|', '/')} | | | | | | | | |")
                 continue
-            if pt["regime"] == "memory":
-                limit = f"{100 * r['frac_bandwidth']:.0f}% {r['level']} bw" if r["frac_bandwidth"] else "-"
-            else:
-                limit = f"{100 * r['frac_peak']:.0f}% peak" if r["frac_peak"] else "-"
+            def lim(fb, fp):
+                if pt["regime"] == "memory":
+                    return f"{100 * fb:.0f}% {r['level']} bw" if fb else "-"
+                return f"{100 * fp:.0f}% peak" if fp else "-"
+            limit = lim(r["frac_bandwidth"], r["frac_peak"])
+            kern = (f"{r['kernel_us']:.2f} ({lim(r.get('kernel_frac_bandwidth'), r.get('kernel_frac_peak'))})"
+                    if r.get("kernel_us") else "")
             p(f"| {pt['label']} | {pt['m']} | {v} | {r['us']:.2f} | {r['gops']:.1f} | {r['weight_bytes'] / 1e6:.3f} | "
-              f"{r['weight_gbs']:.1f} | {_f(r['vs_int8'], '.2f')} | {_f(r['vs_float'], '.2f')} | {limit} | {r['rel_err']:.3f} |")
+              f"{r['weight_gbs']:.1f} | {_f(r['vs_int8'], '.2f')} | {_f(r['vs_float'], '.2f')} | {limit} | {r['rel_err']:.3f} | {kern} |")
     print_summary(res, out)
 
 
@@ -483,9 +513,11 @@ def print_summary(res: dict, out=sys.stdout) -> None:
     short = {v: v.replace("litert-", "").replace("aeq-", "q") for v in variants}
     p("")
     p("summary: us per call (x = failed, reason in the table above); ours against LiteRT int8 (> 1 = faster; w4 per "
-      "channel, w4-sc64, w2-sc64) and w4 / w2 against the faster ai-edge-quantizer path of the same bits")
-    p("| shape | M | " + " | ".join(short[v] for v in variants) + " | w4/int8 | w4sc/int8 | w2/int8 | w4/aeq4 | w2/aeq2 |")
-    p("|---|---:|" + "---:|" * len(variants) + "---:|---:|---:|---:|---:|")
+      "channel, w4-sc64, w2-sc64) and w4 / w2 against the faster ai-edge-quantizer path of the same bits; "
+      "'kernel/int8': LiteRT int8's whole call over our kernel alone (what the op would give without LiteRT's custom-op "
+      "dispatch)")
+    p("| shape | M | " + " | ".join(short[v] for v in variants) + " | w4/int8 | w4sc/int8 | w2/int8 | w4/aeq4 | w2/aeq2 | w4 kernel/int8 | w2 kernel/int8 |")
+    p("|---|---:|" + "---:|" * len(variants) + "---:|---:|---:|---:|---:|---:|---:|")
 
     def best(pt, names):
         ts = [pt["variants"][n]["us"] for n in names if "us" in pt["variants"].get(n, {})]
@@ -500,4 +532,5 @@ def print_summary(res: dict, out=sys.stdout) -> None:
         a4, a2 = best(pt, ["aeq-int4-pc", "aeq-int4-b32"]), best(pt, ["aeq-int2-pc", "aeq-int2-b32"])
         ratio = lambda a, b: _f(a / b if a and b else None, ".2f")  # noqa: E731
         p(f"| {pt['label']} | {pt['m']} | " + " | ".join(cells)
-          + f" | {ratio(int8, w4)} | {ratio(int8, w4sc)} | {ratio(int8, w2)} | {ratio(a4, w4)} | {ratio(a2, w2)} |")
+          + f" | {ratio(int8, w4)} | {ratio(int8, w4sc)} | {ratio(int8, w2)} | {ratio(a4, w4)} | {ratio(a2, w2)}"
+          + f" | {ratio(int8, vs.get('tfq-w4', {}).get('kernel_us'))} | {ratio(int8, vs.get('tfq-w2-sc64', {}).get('kernel_us'))} |")
