@@ -19,7 +19,10 @@ once per variant).  Variants:
 
 A variant that cannot be built or run keeps its reason instead of a time.  Weights are random
 (N(0, 1/K)), quantized by tfq_asr.quant.numerics.  Time per call: warm-up, then repeats of
-back-to-back calls (LiteRtModel.time_calls) of about `seconds / repeats` each; the median.
+back-to-back calls (LiteRtModel.time_calls) of about `seconds / repeats` each; the median, in
+CPU time of the calling thread (threads=1, so the whole call runs on it): on this shared
+2-core machine the wall clock would also count time the run waited for a core (the wall-clock
+median is kept in the JSON as wall_us).  The C programs time themselves the same way.
 The runner's own floor (a 8x8 float layer) is measured too: at small shapes it is part of
 every variant's time.  Limits come from build/native/tfq_bandwidth (read bandwidth of L2-,
 L3- and DRAM-sized buffers, peak int8 MAC rate): memory-bound points (M <= 4) are held against
@@ -278,8 +281,10 @@ class NativeLog:
         return "; ".join(dict.fromkeys(e for e in errs if e))[:200]
 
 
-def time_model(path: Path, x: np.ndarray, seconds: float, repeats: int):
-    """(median seconds per call, output) of one .tflite at one input, single thread."""
+def time_model(path: Path, x: np.ndarray, seconds: float, repeats: int, wall: list | None = None):
+    """(median seconds per call, output) of one .tflite at one input, single thread, in CPU
+    time of this thread (what the call costs when it has a core; on a shared machine the wall
+    clock also counts time spent waiting for one).  `wall` gets the wall-clock median."""
     from tfq_asr.runtime.litert import LiteRtModel
     with LiteRtModel(path, threads=1) as m:
         y = m.run(x)[0]
@@ -288,8 +293,15 @@ def time_model(path: Path, x: np.ndarray, seconds: float, repeats: int):
         t = m.time_calls(x, 5) / 5
         per_repeat = seconds / repeats
         calls = max(1, min(200000, int(per_repeat / max(t, 1e-7))))
-        times = [m.time_calls(x, calls) / calls for _ in range(repeats)]
-    return statistics.median(times), y
+        cpu, walls = [], []
+        for _ in range(repeats):
+            w0, c0 = time.perf_counter(), time.thread_time()
+            m.time_calls(x, calls)
+            cpu.append((time.thread_time() - c0) / calls)
+            walls.append((time.perf_counter() - w0) / calls)
+    if wall is not None:
+        wall.append(statistics.median(walls))
+    return statistics.median(cpu), y
 
 
 def floors(seconds: float, repeats: int, workdir: Path) -> dict:
@@ -389,11 +401,12 @@ def run(configs: list[dict], quick: bool, seconds: float | None = None, repeats:
                         try:
                             p = wd / f"{v}-m{m}.tflite"
                             p.write_bytes(with_rows(b["path"].read_bytes(), M0, m))
-                            t, y = time_model(p, x, seconds, repeats)
+                            wall = []
+                            t, y = time_model(p, x, seconds, repeats, wall)
                             err = float(np.linalg.norm(y - ref) / max(np.linalg.norm(ref), 1e-30))
                             if not np.isfinite(y).all() or y.shape != ref.shape:
                                 raise RuntimeError(f"output {y.shape}, finite {np.isfinite(y).all()}")
-                            res = {"us": 1e6 * t, "weight_bytes": b["weight_bytes"], "rel_err": err}
+                            res = {"us": 1e6 * t, "wall_us": 1e6 * wall[0], "weight_bytes": b["weight_bytes"], "rel_err": err}
                             if v in OUR_POLICIES:
                                 res["kernel_us"] = kernel_alone_us(v, layers, m, seconds)
                             p.unlink()
@@ -465,7 +478,7 @@ def print_report(res: dict, out=sys.stdout) -> None:
     lim = res["limits"]
     p = lambda *a: print(*a, file=out)  # noqa: E731
     p(f"single thread, {res['machine']['cpu']}; {res['repeats']} repeats of ~{res['seconds_per_point'] / res['repeats'] * 1000:.0f} ms "
-      f"per point, median; load before {res['load_before'][0]:.2f}, after {res['load_after'][0]:.2f}")
+      f"per point, median, thread CPU time; load before {res['load_before'][0]:.2f}, after {res['load_after'][0]:.2f}")
     p(f"uptime: {res['uptime']}")
     if "error" in lim:
         p(f"limits: {lim['error']}")

@@ -12,6 +12,8 @@
  *                      AVX2 vpmaddubsw + vpmaddwd + vpaddd (32 MACs per triple), each only if
  *                      cpuid reports it (GCC's __builtin_cpu_supports)
  *
+ * Times are CPU time of the thread (CLOCK_THREAD_CPUTIME_ID), so another busy process on the
+ * same core lengthens no measurement (it still shares caches and memory).
  * One line per figure, `name value...`, so tools/benchmark.py --kernels can parse it.
  * Not a test: numbers for BENCHMARKS.md.
  */
@@ -29,9 +31,10 @@
 #define BENCH_X86 0
 #endif
 
+/* CPU time of this thread: on a shared machine, time spent waiting for a core is left out. */
 static double now(void) {
   struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
   return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 

@@ -8,7 +8,7 @@
  * is the kernel alone as the LiteRT op runs it (tfq_repack copy where the CPU takes one,
  * TFQ_ISA_AUTO, tfq_linear_q8 with a bias) for one call of each listed layer in turn, each
  * with its own weights (a list longer than L2 streams its weights from memory): prints
- * `us <median microseconds per pass over the list>` and `isa <name> repacked <0|1>`.
+ * `us <median microseconds per pass over the list>` (thread CPU time) and `isa <name> repacked <0|1>`.
  * tools/benchmark.py --kernels uses it to split our op's time from LiteRT's dispatch.
  */
 #define _POSIX_C_SOURCE 200112L /* clock_gettime under -std=c11 */
@@ -23,6 +23,13 @@
 static double now(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* CPU time of this thread (the `layers` mode): time spent waiting for a core is left out. */
+static double now_cpu(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
   return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
@@ -153,7 +160,7 @@ static int layers_main(int argc, char **argv) {
   double per_call = 0.0, times[REPEATS];
   long calls = 1;
   for (int r = -1; r < REPEATS; r++) { /* r = -1: warm-up and calibration */
-    double t0 = now();
+    double t0 = now_cpu();
     for (long c = 0; c < calls; c++)
       for (int l = 0; l < nl; l++) {
         int st = tfq_linear_q8(TFQ_ISA_AUTO, &w[l], x, (size_t)m * (size_t)w[l].k, (size_t)w[l].k, m,
@@ -163,7 +170,7 @@ static int layers_main(int argc, char **argv) {
           return 1;
         }
       }
-    double dt = now() - t0;
+    double dt = now_cpu() - t0;
     if (r < 0) {
       per_call = dt;
       calls = (long)(seconds / REPEATS / (per_call > 1e-7 ? per_call : 1e-7)) + 1;
