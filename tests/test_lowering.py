@@ -129,6 +129,35 @@ def test_long_depthwise_convolutions_are_split_for_xnnpack(tmp_path, taps):
     assert (y >= 0).all() and (y > 0).any()
 
 
+@pytest.mark.parametrize("strides,batch_free", [((2, 2), False), ((1, 1), False), ((2, 2), True)])
+def test_quantized_conv2d_lowers_to_the_packed_op_through_im2col(tmp_path, strides, batch_free):
+    """A VALID Conv2D with a quantized kernel becomes strided-free slices + one packed op on the
+    float-activation path (what its quantized Keras layer computes): within float rounding of
+    the convolution with the dequantized kernel, and no CONV_2D left."""
+    rng = np.random.default_rng(3)
+    shape = (None, 80, 3) if batch_free else (17, 40, 3)
+    inp = keras.Input(shape, batch_size=1, name="features")
+    out = keras.layers.Conv2D(16, 3, strides=strides, activation="relu", name="conv")(inp)
+    model = keras.Model(inp, out)
+    spec = WeightQuantSpec(bits=2, symmetric=False, granularity="group", group_size=32, scale_dtype="float16")
+    kernel, bias = model.get_layer("conv").get_weights()
+    qw = quantize_weight(kernel.reshape(-1, 16), spec)
+    report = lower_to_tflite(model, {"conv": qw}, tmp_path / "c.tflite", float_activations=["conv"],
+                             input_shape=(1, 17, 80, 3) if batch_free else None)
+    assert report["layers"]["conv"]["activation_mode"] == "none"
+    x = rng.normal(size=(1, 17, 80 if batch_free else 40, 3)).astype(np.float32)
+    with LiteRtModel(tmp_path / "c.tflite") as rt:
+        y = rt.run([x])[0]
+    ref = model.get_layer("conv")
+    ref.set_weights([qw.dequantize().reshape(kernel.shape), bias])
+    expect = model(x).numpy()
+    np.testing.assert_allclose(y, expect, atol=2e-5 * np.abs(expect).max())
+    from ai_edge_litert import schema_py_generated as schema
+    m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel((tmp_path / "c.tflite").read_bytes(), 0))
+    codes = {max(c.builtinCode, c.deprecatedBuiltinCode) for c in m.operatorCodes}
+    assert schema.BuiltinOperator.CONV_2D not in codes
+
+
 def test_buffers_are_external_and_64_byte_aligned(tmp_path):
     from ai_edge_litert import schema_py_generated as schema
     model = dense_stack()

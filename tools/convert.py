@@ -132,6 +132,9 @@ def main(argv=None):
     ap.add_argument("--left-context-ms", type=int, help="--streaming, Conformer: attention left context, a multiple "
                     "of 40 ms (default: the model's)")
     ap.add_argument("--input-frames", type=int, default=1000, help="offline files: fixed input length in 10 ms frames")
+    ap.add_argument("--float-convs", action="store_true",
+                    help="keep quantized Conv2D kernels as builtin float convolutions (larger file; "
+                    "XNNPACK's float convolution is faster than our float-activation kernel)")
     ap.add_argument("--random-weights", action="store_true", help="allow a configuration name (random weights)")
     ap.add_argument("--report", type=Path, help="write the report as JSON here")
     ap.add_argument("--cache-dir", type=Path, default=Path("data/cache"))
@@ -201,9 +204,10 @@ def main(argv=None):
                 model = AsrModel(src.name, src.config, quantize(src.keras_model, policy, calibration, progress=True),
                                  quantization={"policy": policy.to_dict(), "method": method})
             if args.streaming:
-                report = export_streaming(model, args.out, lstm_steps=lstm_steps)
+                report = export_streaming(model, args.out, lstm_steps=lstm_steps, float_convs=args.float_convs)
             else:
-                report = convert(model.keras_model, args.out, input_shape=shape, extra_metadata=offline_meta)
+                report = convert(model.keras_model, args.out, input_shape=shape, extra_metadata=offline_meta,
+                                 float_convs=args.float_convs)
     except ValueError as err:  # lowering / quantizer refusals name the layer
         raise UserError(f"{args.model}: {err}") from None
 

@@ -114,7 +114,8 @@ TFQ_INLINE void tfq_n16_f32_tile(const tfq_f32_job *job, const uint8_t *block, i
   const int32_t span = w->group_size < kp ? w->group_size : kp;
   const size_t ssz = w->scale_is_f16 ? 2 : 4;
   const __m512i lo = _mm512_set1_epi8(BITS == 4 ? 0x0F : 0x03), byte = _mm512_set1_epi32(0xFF);
-  __m512 total[4];
+  const int NACC = MR >= 8 ? 1 : 2;  /* FMA chains in flight per row */
+  __m512 total[8];
   for (int r = 0; r < MR; r++) total[r] = _mm512_setzero_ps();
   const uint8_t *p = block;
   for (int32_t g = 0; g < job->groups; g++) {
@@ -124,11 +125,11 @@ TFQ_INLINE void tfq_n16_f32_tile(const tfq_f32_job *job, const uint8_t *block, i
     __m512 s = ssz == 2 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)meta))
                         : _mm512_loadu_ps((const void *)meta);
     __m512i off = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(meta + 16 * ssz)));
-    __m512 acc[4][2];
+    __m512 acc[8][2];
     for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     for (int32_t kv = k0; kv < k1; kv += 16, p += BITS == 4 ? 128 : 64) {
       /* x[kv .. kv+15] of each row, zero past K (the row holds only K floats). */
-      float xb[4][16];
+      float xb[8][16];
       __mmask16 xm = kv + 16 <= k ? (__mmask16)0xFFFF
                    : kv >= k ? (__mmask16)0 : (__mmask16)((1u << (k - kv)) - 1u);
       for (int r = 0; r < MR; r++)
@@ -151,13 +152,13 @@ TFQ_INLINE void tfq_n16_f32_tile(const tfq_f32_job *job, const uint8_t *block, i
                              : _mm512_and_si512(_mm512_srli_epi32(u[c], 8 * t), byte);
           __m512 wf = _mm512_cvtepi32_ps(_mm512_sub_epi32(q, off));
           for (int r = 0; r < MR; r++)
-            acc[r][t & 1] = _mm512_fmadd_ps(wf, _mm512_set1_ps(xb[r][4 * c + t]), acc[r][t & 1]);
+            acc[r][t % NACC] = _mm512_fmadd_ps(wf, _mm512_set1_ps(xb[r][4 * c + t]), acc[r][t % NACC]);
         }
       }
     }
     p = meta + 16 * ssz + 16;
     for (int r = 0; r < MR; r++)
-      total[r] = _mm512_fmadd_ps(s, _mm512_add_ps(acc[r][0], acc[r][1]), total[r]);
+      total[r] = _mm512_fmadd_ps(s, NACC == 1 ? acc[r][0] : _mm512_add_ps(acc[r][0], acc[r][1]), total[r]);
   }
   __m512 bias = w->bias ? _mm512_maskz_loadu_ps(mask, w->bias + n0) : _mm512_setzero_ps();
   for (int r = 0; r < MR; r++)
@@ -173,7 +174,8 @@ TFQ_INLINE void tfq_n16_f32_run(const tfq_f32_job *job, const int BITS) {
     __mmask16 mask = (__mmask16)((1u << hi) - 1u);
     const uint8_t *block = base + (size_t)(n0 / 16) * block_bytes;
     int32_t m0 = 0;
-    for (; job->m - m0 >= 4; m0 += 4) tfq_n16_f32_tile(job, block, n0, mask, m0, 4, BITS);
+    for (; job->m - m0 >= 8; m0 += 8) tfq_n16_f32_tile(job, block, n0, mask, m0, 8, BITS);
+    if (job->m - m0 >= 4) tfq_n16_f32_tile(job, block, n0, mask, m0, 4, BITS), m0 += 4;
     if (job->m - m0 >= 2) tfq_n16_f32_tile(job, block, n0, mask, m0, 2, BITS), m0 += 2;
     if (job->m - m0 >= 1) tfq_n16_f32_tile(job, block, n0, mask, m0, 1, BITS);
   }

@@ -28,7 +28,8 @@ size_t tfq_n16_block_bytes(const tfq_packed_weights *w) {
 
 size_t tfq_n16_bytes(const tfq_packed_weights *w) {
   if ((w->bits != 4 && w->bits != 2) || w->k < 1 || w->k > TFQ_MAX_K || w->n < 1 ||
-      w->n > TFQ_MAX_N || w->group_size < 1 || !tfq_simd_supports(w) || tfq_n16_span(w) % 16 != 0)
+      w->n > TFQ_MAX_N || w->group_size < 1 || !tfq_simd_supports(w) ||
+      (tfq_num_groups(w->k, w->group_size) > 1 && tfq_n16_span(w) % 16 != 0))
     return 0;
   size_t blocks = ((size_t)w->n + 15u) / 16u;
   return blocks * tfq_n16_block_bytes(w);  /* K, N bounded: no overflow */

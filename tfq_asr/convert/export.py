@@ -19,18 +19,27 @@ from .lowering import lower_to_tflite
 STREAMING_FORMAT = 1
 
 
-def lowering_plan(q):
+def lowering_plan(q, float_convs: bool = False):
     """(float twin, {key: QuantizedWeight} to pack, keys using float activations, [kernels kept
-    float with why]). Keys are Dense layer names and "lstmN/kernel" / "lstmN/recurrent_kernel"."""
+    float with why]). Keys are Dense and Conv2D layer names and "lstmN/kernel" /
+    "lstmN/recurrent_kernel".  A VALID Conv2D is packed as im2col + the packed op on the
+    float-activation path (what its quantized layer computes); float_convs keeps Conv2D
+    kernels as builtin float CONV_2D instead (a larger file; XNNPACK's float convolution is
+    1.5-2x faster than our float-activation kernel at these shapes)."""
     from ..quant.apply import float_twin, quantized_layers, wrappers
+    from .im2col import why_not_patch_dense
     if not wrappers(q):
         return q, {}, [], []
+    twin = float_twin(q)
     packed, float_act, kept = {}, [], []
     rolled = {w.layer.name for w in wrappers(q) if getattr(w.layer, "unroll", True) is False}
     for ql in quantized_layers(q):
         why = None
-        key = ql.layer if ql.layer_type == "Dense" else f"{ql.layer}/{ql.role}"
-        if ql.layer_type not in ("Dense", "LSTM"):
+        key = ql.layer if ql.layer_type in ("Dense", "Conv2D") else f"{ql.layer}/{ql.role}"
+        if ql.layer_type == "Conv2D":
+            why = why_not_patch_dense(twin.get_layer(ql.layer)) if not float_convs else \
+                "kept float on request (float convolutions: larger file, XNNPACK speed)"
+        elif ql.layer_type not in ("Dense", "LSTM"):
             why = f"{ql.layer_type} kernels run as builtin float ops"
         elif ql.layer in rolled:
             why = ("a rolled LSTM converts to the fused builtin LSTM op (offline files); its kernels "
@@ -43,17 +52,17 @@ def lowering_plan(q):
             kept.append({"layer": ql.layer, "role": ql.role, "bits": ql.weight.spec.bits, "why": why})
             continue
         packed[key] = ql.weight
-        if ql.activation == "none":  # weight-only Dense, LSTM kernels: the float-activation path
+        if ql.activation == "none":  # weight-only Dense, LSTM kernels, convolutions: the float path
             float_act.append(key)
-    return float_twin(q), packed, float_act, kept
+    return twin, packed, float_act, kept
 
 
-def convert(q, path, *, input_shape=None, extra_metadata=None) -> dict:
+def convert(q, path, *, input_shape=None, extra_metadata=None, float_convs: bool = False) -> dict:
     """Write `q` (a Keras model from `tfq_asr.quantize`, or any float tf_keras model) to `path`.
     Returns the lowering report plus `size_bytes` and `float_kernels` (quantized kernels stored
     as float, with the reason). `extra_metadata`: a dict, or a function of the float twin that
     is converted (its input and output names are the file's) returning one."""
-    twin, packed, float_act, kept = lowering_plan(q)
+    twin, packed, float_act, kept = lowering_plan(q, float_convs)
     if callable(extra_metadata):
         extra_metadata = extra_metadata(twin)
     report = lower_to_tflite(twin, packed, path, input_shape=input_shape, extra_metadata=extra_metadata,
@@ -63,7 +72,7 @@ def convert(q, path, *, input_shape=None, extra_metadata=None) -> dict:
     return report
 
 
-def export_streaming(model, path, *, policy=None, lstm_steps: int = 8) -> dict:
+def export_streaming(model, path, *, policy=None, lstm_steps: int = 8, float_convs: bool = False) -> dict:
     """Write the streaming step model of an AsrModel (float, or a quantized checkpoint whose
     policy is reused) to `path`: one chunk per call, every state an input and an output.
     `policy` quantizes a float model on the way (weights only, no calibration)."""
@@ -83,7 +92,7 @@ def export_streaming(model, path, *, policy=None, lstm_steps: int = 8) -> dict:
     if step_policy is not None:
         step = quantize(step, step_policy)
     transfer_weights(source, step)
-    return convert(step, path, extra_metadata=lambda twin: streaming_metadata(
+    return convert(step, path, float_convs=float_convs, extra_metadata=lambda twin: streaming_metadata(
         cfg, model.name, twin, step_policy.name if step_policy else "fp32", lstm_steps))
 
 

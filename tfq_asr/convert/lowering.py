@@ -77,8 +77,29 @@ def _schema():
 
 def _clone_with_dequantized(float_model, quantized: Mapping[str, QuantizedWeight]):
     import tf_keras as keras
-    clone = keras.models.clone_model(float_model)
-    clone.set_weights(float_model.get_weights())
+    from .im2col import PatchDense, why_not_patch_dense
+    # Quantized Conv2D kernels: the layer becomes im2col + matmul (one FULLY_CONNECTED).
+    convs = {n for n in quantized if "/" not in n and isinstance(_get_layer(float_model, n), keras.layers.Conv2D)
+             and not isinstance(_get_layer(float_model, n), keras.layers.DepthwiseConv2D)}
+    for n in convs:
+        why = why_not_patch_dense(float_model.get_layer(n))
+        if why:
+            raise LoweringError(f"layer {n!r}: {why}")
+
+    def clone_layer(layer):
+        if layer.name in convs:
+            return PatchDense.from_conv(layer)
+        return layer.__class__.from_config(layer.get_config())
+
+    clone = keras.models.clone_model(float_model, clone_function=clone_layer)
+    for dst in clone.layers:
+        src = _get_layer(float_model, dst.name)
+        if src is None:
+            continue
+        if dst.name in convs:
+            dst.set_from_conv_weights(*src.get_weights())
+        elif src.weights:
+            dst.set_weights(src.get_weights())
     for name, qw in quantized.items():
         layer_name, _, role = name.partition("/")
         try:
@@ -101,9 +122,10 @@ def _clone_with_dequantized(float_model, quantized: Mapping[str, QuantizedWeight
                                     f"takes {packing.SUPPORTED_BITS}")
             kernel.assign(qw.dequantize())
             continue
-        if role or not isinstance(layer, keras.layers.Dense):
-            raise LoweringError(f"layer {name!r}: a {type(layer).__name__}, only Dense layers and "
-                                f"LSTM kernels ('layer/kernel', 'layer/recurrent_kernel') lower to {OP_NAME}")
+        if role or not isinstance(layer, (keras.layers.Dense, PatchDense)):
+            raise LoweringError(f"layer {name!r}: a {type(layer).__name__}, only Dense and VALID Conv2D "
+                                f"layers and LSTM kernels ('layer/kernel', 'layer/recurrent_kernel') lower "
+                                f"to {OP_NAME}")
         if qw.spec.bits not in packing.SUPPORTED_BITS:
             raise LoweringError(f"layer {name!r}: {qw.spec.bits}-bit weights; the packed format "
                                 f"takes {packing.SUPPORTED_BITS}")
@@ -113,6 +135,13 @@ def _clone_with_dequantized(float_model, quantized: Mapping[str, QuantizedWeight
                                 f"weight {tuple(qw.shape)}")
         kernel.assign(qw.dequantize())
     return clone
+
+
+def _get_layer(model, name: str):
+    try:
+        return model.get_layer(name)
+    except ValueError:
+        return None
 
 
 def _convert(model, input_shapes, dynamic_range_int8: bool = False) -> bytes:
