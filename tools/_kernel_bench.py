@@ -254,7 +254,8 @@ def with_rows(data: bytes, m0: int, m: int) -> bytes:
 # -- timing ----------------------------------------------------------------------------------
 class NativeLog:
     """File descriptor 2 redirected to a temporary file while LiteRT runs (it logs every model
-    it opens), so the progress bar stays readable; `last_error()` gives LiteRT's own reason
+    it opens; the tools' cli_main has already pointed fd 2 away from sys.stderr, where the
+    progress bar goes); `last_error()` gives LiteRT's own reason
     for a failure."""
 
     def __enter__(self):
@@ -364,11 +365,10 @@ def run(configs: list[dict], quick: bool, seconds: float | None = None, repeats:
     limits = machine_limits(quick)
     total = sum(len(c["m"]) for c in configs) * len(variants)
     points = []
-    progress = os.fdopen(os.dup(2), "w")
     with tempfile.TemporaryDirectory(prefix="tfq-kbench-") as tmp, NativeLog() as log:
         tmp = Path(tmp)
         floor = floors(seconds, repeats, tmp)
-        bar = tqdm(total=total + len(configs) * len(variants), desc="kernels", unit="pt", file=progress,
+        bar = tqdm(total=total + len(configs) * len(variants), desc="kernels", unit="pt", file=sys.stderr,
                    dynamic_ncols=True, mininterval=1.0)
         for ci, cfg in enumerate(configs):
             layers = cfg["layers"]
@@ -418,7 +418,6 @@ def run(configs: list[dict], quick: bool, seconds: float | None = None, repeats:
                 derive(point, limits)
                 points.append(point)
         bar.close()
-    progress.close()
     return {"kind": "kernels", "threads": 1, "seconds_per_point": seconds, "repeats": repeats,
             "quick": quick, "machine": machine(), "load_before": list(load0), "load_after": list(os.getloadavg()),
             "uptime": uptime(), "runner_floor_us": floor["call_us"], "per_op_us": {
