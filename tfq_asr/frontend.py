@@ -46,15 +46,24 @@ def log_mel(audio: np.ndarray) -> np.ndarray:
     Each frame's numbers depend only on its own samples: frames are windowed and transformed
     row by row (the FFT treats rows independently) and the mel projection is an einsum, whose
     summation order does not depend on the number of frames (a BLAS matmul's does, by a
-    rounding step, which would make streamed frames differ from offline ones)."""
+    rounding step, which would make streamed frames differ from offline ones).
+
+    The window product is float32 (exact: float32 samples times the float32 window, rounded
+    once); the FFT, power, mel projection and log run in float64 and round to float32 once at
+    the end.  So any implementation that computes in double precision (the C streaming core,
+    converters/stream/frontend.c) gets the same float32 frames, bar a double rounding error
+    landing on a float32 rounding boundary (about 1e-8 per value): a float32 pipeline here
+    differed from it in about 1 value in 8 by one ulp, which was enough to flip a character
+    of the int8-activation models' transcripts."""
     audio = np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
     n = num_frames(audio.size)
     if n == 0:
         return np.zeros((0, N_MELS), np.float32)
     frames = np.lib.stride_tricks.as_strided(audio, shape=(n, WIN), strides=(HOP * 4, 4), writeable=False)
-    spec = np.abs(np.fft.rfft(frames * _window(), n=N_FFT, axis=-1)) ** 2
-    mel = np.einsum("tf,mf->tm", spec.astype(np.float32), mel_basis(), optimize=False)
-    return np.log(mel + np.float32(LOG_FLOOR)).astype(np.float32)
+    x = np.fft.rfft((frames * _window()).astype(np.float64), n=N_FFT, axis=-1)
+    spec = x.real * x.real + x.imag * x.imag
+    mel = np.einsum("tf,mf->tm", spec, mel_basis().astype(np.float64), optimize=False)
+    return np.log(mel + LOG_FLOOR).astype(np.float32)
 
 
 class IncrementalLogMel:

@@ -1,0 +1,405 @@
+"""The C streaming core (converters/stream/, libtfq_stream.so) and tfq_transcribe.
+
+(a) the C log-mel frontend against tfq_asr.frontend (bit for bit) over several chunkings, and
+    its mel filterbank against librosa;
+(b) tfq_transcribe on the bundled demo audio gives the Python Recognizer's transcripts, for
+    several --chunk-samples values and both WAV encodings;
+(c) error paths: clear one-line messages and non-zero exits;
+(d) the core and tfq_transcribe built with AddressSanitizer + UBSan, one transcription and the
+    error paths;
+(e) aarch64: cross-compiled, run under qemu with the aarch64 libLiteRt.so of the pinned wheel:
+    the same transcript as on x86-64 (the NEON kernels inside the real runtime).
+Missing compilers or emulators fail with the Debian package to install, never skip.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CONVERTERS = ROOT / "converters"
+BUILD = ROOT / "build"
+CACHE = BUILD / "stream_core"
+DEMO = ROOT / "tfq_asr" / "data" / "demo"
+AARCH64_SYSROOT = Path("/usr/aarch64-linux-gnu")
+LITERT_VERSION = "2.3.0"
+MODEL = "conformer-ctc-xs-w2"
+# The code whose change makes a new streaming file (as tools/demo.py keys its cache).
+CODE = ("tfq_asr/convert/export.py", "tfq_asr/convert/lowering.py", "tfq_asr/convert/packing.py",
+        "tfq_asr/models/streaming.py")
+
+
+def _require_tool(tool: str, package: str) -> None:
+    if not shutil.which(tool):
+        pytest.fail(f"{tool} not found: install the Debian package {package} "
+                    f"(it is in DEBS of the Makefile; `make deps` installs it)")
+
+
+def _run(cmd, timeout=300, env=None) -> str:
+    res = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, env=env)
+    if res.returncode != 0:
+        pytest.fail(f"{' '.join(map(str, cmd))} exited {res.returncode}\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}")
+    return res.stdout
+
+
+def _cmake_build(build_dir: Path, *options: str, target: str) -> None:
+    _require_tool("cmake", "cmake")
+    _run(["cmake", "-S", CONVERTERS, "-B", build_dir, *options])
+    _run(["cmake", "--build", build_dir, "-j2", "--target", target], timeout=900)
+
+
+def _litert_x86() -> Path:
+    from tfq_asr.runtime.litert import litert_library_path
+    return litert_library_path()
+
+
+def _errors(stderr: str) -> str:
+    """stderr without LiteRT's own INFO/WARNING log lines."""
+    return "\n".join(l for l in stderr.splitlines() if not l.startswith(("INFO: ", "WARNING: ")))
+
+
+@pytest.fixture(scope="module")
+def native() -> Path:
+    _require_tool("cc", "gcc")
+    build = BUILD / "native"
+    _cmake_build(build, "-DCMAKE_BUILD_TYPE=Release", target="tfq_transcribe")
+    return build
+
+
+@pytest.fixture(scope="module")
+def model() -> Path:
+    """The streaming w2 file, converted once and cached under build/ by content."""
+    from tfq_asr.models import PRETRAINED_DIR
+    h = hashlib.sha256()
+    for p in sorted((PRETRAINED_DIR / MODEL).iterdir()) + [ROOT / c for c in CODE]:
+        if p.is_file() and p.suffix in (".npz", ".json", ".py"):
+            h.update(p.read_bytes())
+    path = CACHE / f"{MODEL}-stream-{h.hexdigest()[:16]}.tflite"
+    if not path.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        for old in CACHE.glob(f"{MODEL}-stream-*.tflite"):
+            old.unlink()
+        env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+        _run([sys.executable, ROOT / "tools" / "convert.py", "--model", MODEL, "--streaming",
+              "--out", path], timeout=600, env=env)
+    return path
+
+
+@pytest.fixture(scope="module")
+def wavs(tmp_path_factory) -> dict:
+    """Demo FLACs as 16-bit PCM WAVs (the same samples the Python side reads)."""
+    import soundfile as sf
+    out = tmp_path_factory.mktemp("wav")
+    files = {}
+    for flac in sorted(DEMO.glob("*.flac")):
+        data, sr = sf.read(str(flac), dtype="int16")
+        wav = out / (flac.stem + ".wav")
+        sf.write(str(wav), data, sr, subtype="PCM_16")
+        files[flac] = wav
+    assert files, f"no demo audio in {DEMO}"
+    return files
+
+
+@pytest.fixture(scope="module")
+def python_text(model, wavs) -> dict:
+    from tfq_asr.audio import load_audio
+    from tfq_asr.streaming import Recognizer
+    r = Recognizer(model)
+    try:
+        return {wavs[f]: r.transcribe(load_audio(f)) for f in wavs}
+    finally:
+        r.close()
+
+
+def _transcribe(exe, model, files, *opts, litert=None, runner=(), env=None, timeout=300):
+    cmd = [*runner, exe, "--litert", litert or _litert_x86(), *opts, model, *files]
+    res = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, env=env)
+    if res.returncode != 0:
+        pytest.fail(f"{' '.join(map(str, cmd))} exited {res.returncode}\n{_errors(res.stderr)[-4000:]}")
+    lines = [json.loads(l) for l in res.stdout.splitlines()]
+    assert [l["audio"] for l in lines] == [str(f) for f in files]
+    return lines
+
+
+# ---- (a) frontend -----------------------------------------------------------------------------
+
+class _Params(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_int) for n in ("sample_rate", "n_mels", "win", "hop", "n_fft")] + \
+               [(n, ctypes.c_double) for n in ("fmin", "fmax", "log_floor")]
+
+
+class CFrontend:
+    def __init__(self, lib_path: Path):
+        lib = self.lib = ctypes.CDLL(str(lib_path))
+        vp = ctypes.c_void_p
+        lib.tfq_frontend_create.restype = vp
+        lib.tfq_frontend_create.argtypes = [vp, ctypes.c_char_p, ctypes.c_size_t]
+        lib.tfq_frontend_destroy.argtypes = [vp]
+        lib.tfq_frontend_reset.argtypes = [vp]
+        lib.tfq_frontend_accept.restype = ctypes.c_long
+        lib.tfq_frontend_accept.argtypes = [vp, vp, ctypes.c_size_t, vp, ctypes.c_size_t]
+        lib.tfq_frontend_pending_frames.restype = ctypes.c_size_t
+        lib.tfq_frontend_pending_frames.argtypes = [vp, ctypes.c_size_t]
+        lib.tfq_frontend_mel_basis.restype = ctypes.POINTER(ctypes.c_float)
+        lib.tfq_frontend_mel_basis.argtypes = [vp, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int)]
+        self.params = _Params()
+        lib.tfq_frontend_default_params(ctypes.byref(self.params))
+        err = ctypes.create_string_buffer(200)
+        self.fe = lib.tfq_frontend_create(ctypes.byref(self.params), err, len(err))
+        assert self.fe, err.value
+
+    def basis(self) -> np.ndarray:
+        m, b = ctypes.c_int(), ctypes.c_int()
+        ptr = self.lib.tfq_frontend_mel_basis(self.fe, ctypes.byref(m), ctypes.byref(b))
+        return np.ctypeslib.as_array(ptr, shape=(m.value * b.value,)).reshape(m.value, b.value).copy()
+
+    def accept(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, np.float32)
+        n = self.lib.tfq_frontend_pending_frames(self.fe, x.size)
+        out = np.zeros((max(n, 1), self.params.n_mels), np.float32)
+        got = self.lib.tfq_frontend_accept(self.fe, x.ctypes.data, x.size, out.ctypes.data, n)
+        assert got == n
+        return out[:n]
+
+    def close(self):
+        self.lib.tfq_frontend_destroy(self.fe)
+
+
+def test_mel_filterbank_equals_librosa(native):
+    import librosa
+    fe = CFrontend(native / "libtfq_stream.so")
+    ref = librosa.filters.mel(sr=16000, n_fft=400, n_mels=80, fmin=20, fmax=7600)
+    ours = fe.basis()
+    fe.close()
+    assert ours.shape == ref.shape
+    np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=0)
+    print(f"mel basis: {np.mean(ours == ref):.4f} of the weights bit-identical to librosa")
+
+
+@pytest.mark.parametrize("chunking", ["whole", "1", "7", "160", "399", "400", "401", "1600", "random"])
+def test_frontend_equals_python_log_mel(native, chunking):
+    from tfq_asr.frontend import log_mel
+    rng = np.random.default_rng(hash(chunking) % 1000)
+    x = (rng.standard_normal(16000 * 2 + 123) * 0.1).astype(np.float32)
+    x[:3000] *= 1e-4                      # quiet start: the log floor matters
+    x[5000:5400] = 0.0                    # an all-zero frame
+    x[9000:9100] = np.sign(x[9000:9100])  # full scale
+    ref = log_mel(x)
+    fe = CFrontend(native / "libtfq_stream.so")
+    try:
+        if chunking == "whole":
+            sizes = [x.size]
+        elif chunking == "random":
+            sizes = list(rng.integers(0, 900, size=200))
+        else:
+            sizes = [int(chunking)] * (x.size // int(chunking) + 1)
+        parts, at = [], 0
+        for s in sizes:
+            parts.append(fe.accept(x[at:at + s]))
+            at += s
+        parts.append(fe.accept(x[at:]))
+        ours = np.concatenate(parts)
+    finally:
+        fe.close()
+    assert ours.shape == ref.shape
+    # Both compute in double and round once to float32: identical unless a double rounding
+    # error straddles a float32 boundary (odds about 1e-8 per value).
+    diff = ours != ref
+    assert diff.mean() < 1e-4, f"{diff.sum()} of {diff.size} values differ"
+    np.testing.assert_array_max_ulp(ours, ref, maxulp=1)
+
+
+# ---- (b) transcripts --------------------------------------------------------------------------
+
+def test_transcripts_equal_python_recognizer(native, model, wavs, python_text):
+    files = list(wavs.values())
+    lines = _transcribe(native / "tfq_transcribe", model, files)
+    for line in lines:
+        assert line["text"] == python_text[Path(line["audio"])], line["audio"]
+        assert line["rtf"] > 0
+    rtf = sum(l["rtf"] * l["seconds"] for l in lines) / sum(l["seconds"] for l in lines)
+    print(f"tfq_transcribe x86-64 RTF {rtf:.4f} over {sum(l['seconds'] for l in lines):.1f} s")
+
+
+@pytest.mark.parametrize("chunk", [1, 333, 5120, 1 << 20])
+def test_any_chunking_gives_the_same_transcript(native, model, wavs, python_text, chunk):
+    files = list(wavs.values())[:2]
+    for line in _transcribe(native / "tfq_transcribe", model, files, "--chunk-samples", chunk):
+        assert line["text"] == python_text[Path(line["audio"])]
+
+
+def test_float_wav_and_threads(native, model, wavs, python_text, tmp_path):
+    import soundfile as sf
+    src = list(wavs.values())[0]
+    data, sr = sf.read(str(src), dtype="float32")
+    f32 = tmp_path / "float.wav"
+    sf.write(str(f32), data, sr, subtype="FLOAT")
+    (line,) = _transcribe(native / "tfq_transcribe", model, [f32], "--threads", 2)
+    assert line["text"] == python_text[src]
+
+
+# ---- (c) errors -------------------------------------------------------------------------------
+
+def _fails(exe, *args, code=None, contains=(), litert=None, env=None):
+    cmd = [str(exe), "--litert", str(litert or _litert_x86()), *map(str, args)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    err = _errors(res.stderr)
+    assert res.returncode != 0, f"{cmd} succeeded:\n{res.stdout}"
+    assert res.returncode in (1, 2), f"{cmd} crashed ({res.returncode}):\n{err}"
+    if code is not None:
+        assert res.returncode == code, err
+    lines = [l for l in err.splitlines() if l.startswith("tfq_transcribe: ")]
+    assert lines, err
+    for c in contains:
+        assert c in err, err
+    return err
+
+
+def _variants(model: Path, tmp: Path) -> dict:
+    """Broken copies of the model: (path, words the message must contain)."""
+    b = model.read_bytes()
+    out = {}
+
+    def put(name, data, *words):
+        p = tmp / f"{name}.tflite"
+        p.write_bytes(data)
+        out[name] = (p, words)
+
+    key = b"\x07\x00\x00\x00tfq_asr\x00"
+    assert key in b
+    put("no-metadata", b.replace(key, b"\x07\x00\x00\x00tfq_xyz\x00"), "not a streaming model")
+    put("not-streaming", b.replace(b'"streaming"', b'"streamxng"'), "not a streaming model")
+    put("no-vocabulary", b.replace(b'"vocabulary"', b'"vocabularx"'), "streaming.vocabulary")
+    i = b.index(b'"chunk_frames": ') + len(b'"chunk_frames": ')
+    put("bad-json", b[:i] + b"x" + b[i + 1:], "not valid JSON")  # same length: offsets stay
+    put("bad-state", b.replace(b'"shape": [1, 32, 144]', b'"shape": [1, 32, 145]', 1), "state")
+    for n in (16, 100, 5000, len(b) // 2, len(b) - 100):
+        put(f"truncated-{n}", b[:n], "truncated")
+    put("text", b"hello, not a model at all\n", "not a valid .tflite")
+    return out
+
+
+def test_error_messages(native, model, wavs, tmp_path):
+    exe = native / "tfq_transcribe"
+    wav = list(wavs.values())[0]
+    _fails(exe, tmp_path / "missing.tflite", wav, code=1, contains=("missing.tflite", "cannot open"))
+    for name, (path, words) in _variants(model, tmp_path).items():
+        _fails(exe, path, wav, code=1, contains=(path.name, *words))
+    _fails(exe, model, wav, code=1, litert=tmp_path / "libLiteRt.so", contains=("cannot load the LiteRT runtime",))
+
+
+def _bad_wavs(tmp: Path, good: Path) -> dict:
+    import soundfile as sf
+    data, sr = sf.read(str(good), dtype="int16")
+    out = {}
+    (tmp / "text.wav").write_text("not audio")
+    out["text.wav"] = "not a WAV"
+    sf.write(str(tmp / "stereo.wav"), np.stack([data, data], 1), sr, subtype="PCM_16")
+    out["stereo.wav"] = "2 channels"
+    sf.write(str(tmp / "8k.wav"), data[::2], 8000, subtype="PCM_16")
+    out["8k.wav"] = "8000 Hz"
+    sf.write(str(tmp / "pcm24.wav"), data, sr, subtype="PCM_24")
+    out["pcm24.wav"] = "24 bits"
+    raw = good.read_bytes()
+    (tmp / "truncated.wav").write_bytes(raw[:len(raw) // 2])
+    out["truncated.wav"] = "truncated WAV"
+    (tmp / "header-only.wav").write_bytes(raw[:20])
+    out["header-only.wav"] = "WAV"
+    nan = np.zeros(8000, np.float32)
+    nan[4000] = np.nan
+    sf.write(str(tmp / "nan.wav"), nan, sr, subtype="FLOAT")
+    out["nan.wav"] = "NaN"
+    out["missing.wav"] = "cannot open"
+    return out
+
+
+def test_bad_wav_files(native, model, wavs, python_text, tmp_path):
+    exe = native / "tfq_transcribe"
+    good = list(wavs.values())[0]
+    for name, words in _bad_wavs(tmp_path, good).items():
+        _fails(exe, model, tmp_path / name, code=2, contains=(name, words))
+    # A bad file among good ones: the good ones are still transcribed, the exit says 2.
+    res = subprocess.run([str(exe), "--litert", str(_litert_x86()), str(model), str(good),
+                          str(tmp_path / "text.wav")], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    assert json.loads(res.stdout.splitlines()[0])["text"] == python_text[good]
+    for args in (["--threads", "0"], ["--chunk-samples", "x"], ["--bogus", "1"], []):
+        res = subprocess.run([str(exe), *args, str(model)], capture_output=True, text=True, timeout=60)
+        assert res.returncode == 2 and "tfq_transcribe" in res.stderr + res.stdout
+
+
+# ---- (d) sanitizers ---------------------------------------------------------------------------
+
+def test_transcribe_under_asan_ubsan(model, wavs, python_text, tmp_path):
+    _require_tool("cc", "gcc")
+    build = BUILD / "asan"
+    _cmake_build(build, "-DTFQ_SANITIZE=ON", "-DCMAKE_BUILD_TYPE=Debug", target="tfq_transcribe")
+    # LiteRT's C++ runtime keeps allocations until exit: leaks are checked in our code only.
+    supp = tmp_path / "lsan.supp"
+    supp.write_text("leak:libLiteRt.so\n")
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0",
+               LSAN_OPTIONS=f"suppressions={supp}:print_suppressions=0",
+               UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
+    exe = build / "tfq_transcribe"
+    wav = list(wavs.values())[0]
+    (line,) = _transcribe(exe, model, [wav], "--chunk-samples", 777, env=env)
+    assert line["text"] == python_text[wav]
+    for name, (path, words) in _variants(model, tmp_path).items():
+        if name.startswith(("truncated-5000", "bad-state", "no-vocabulary", "bad-json", "not-streaming")):
+            _fails(exe, path, wav, code=1, contains=words, env=env)
+    for name, words in _bad_wavs(tmp_path, wav).items():
+        if name in ("truncated.wav", "header-only.wav", "nan.wav"):
+            _fails(exe, model, tmp_path / name, code=2, contains=(words,), env=env)
+
+
+# ---- (e) aarch64 under qemu -------------------------------------------------------------------
+
+def _litert_aarch64() -> Path:
+    """libLiteRt.so of the pinned wheel for aarch64, extracted once under build/."""
+    dest = BUILD / f"litert-aarch64-{LITERT_VERSION}" / "libLiteRt.so"
+    if dest.is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / "download"
+    _run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--no-deps",
+          "--platform", "manylinux_2_27_aarch64", "--python-version", "3.11",
+          f"ai-edge-litert=={LITERT_VERSION}", "-d", tmp], timeout=600)
+    (wheel,) = tmp.glob("ai_edge_litert-*aarch64.whl")
+    with zipfile.ZipFile(wheel) as z:
+        data = z.read("ai_edge_litert/libLiteRt.so")
+    part = dest.with_suffix(".part")
+    part.write_bytes(data)
+    part.rename(dest)
+    shutil.rmtree(tmp)
+    return dest
+
+
+def test_aarch64_transcript_under_qemu_equals_x86(native, model, wavs):
+    if platform.machine() in ("aarch64", "arm64"):
+        pytest.fail("this test cross-compiles from x86-64; on aarch64 run the x86 tests natively")
+    _require_tool("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu")
+    _require_tool("qemu-aarch64", "qemu-user")
+    if not (AARCH64_SYSROOT / "lib" / "libstdc++.so.6").exists():
+        pytest.fail("aarch64 libstdc++ missing: install the Debian package libstdc++6-arm64-cross")
+    build = BUILD / "aarch64"
+    _cmake_build(build, f"-DCMAKE_TOOLCHAIN_FILE={CONVERTERS / 'cmake' / 'aarch64-linux-gnu.cmake'}",
+                 "-DCMAKE_BUILD_TYPE=Release", target="tfq_transcribe")
+    lib = _litert_aarch64()
+    files = list(wavs.values())[:2]
+    x86 = _transcribe(native / "tfq_transcribe", model, files)
+    arm = _transcribe(build / "tfq_transcribe", model, files, litert=lib,
+                      runner=["qemu-aarch64", "-L", AARCH64_SYSROOT], timeout=600)
+    assert [l["text"] for l in arm] == [l["text"] for l in x86]
+    rtf = lambda lines: sum(l["rtf"] * l["seconds"] for l in lines) / sum(l["seconds"] for l in lines)
+    print(f"RTF x86-64 {rtf(x86):.4f}, aarch64 under qemu {rtf(arm):.4f}")
