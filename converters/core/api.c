@@ -92,6 +92,8 @@ int tfq_repack(const tfq_packed_weights *w, void *out, size_t out_bytes) {
 static int tfq_use_n16(tfq_isa run, const tfq_packed_weights *w) {
 #if defined(TFQ_BUILD_X86)
   return run == TFQ_ISA_AVX512VNNI && w->repacked != NULL && w->repacked_bytes != 0 && tfq_n16_cpu();
+#elif defined(TFQ_BUILD_NEON)
+  return run == TFQ_ISA_NEON_DOTPROD && w->repacked != NULL && w->repacked_bytes != 0 && tfq_n16_cpu();
 #else
   (void)run, (void)w;
   return 0;
@@ -256,6 +258,11 @@ static void tfq_run_q8(tfq_isa isa, const tfq_packed_weights *w, const float *sa
 #if defined(TFQ_BUILD_X86)
   if (tfq_use_n16(isa, w)) {
     tfq_matmul_n16_avx512(&job);
+    return;
+  }
+#elif defined(TFQ_BUILD_NEON)
+  if (tfq_use_n16(isa, w)) {
+    tfq_matmul_n16_neon_dotprod(&job);
     return;
   }
 #endif

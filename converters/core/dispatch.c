@@ -98,6 +98,8 @@ const tfq_kernel_table *tfq_kernel_table_for(tfq_isa isa) {
 int tfq_n16_cpu(void) {
 #if defined(TFQ_BUILD_X86)
   return tfq_isa_available(TFQ_ISA_AVX512VNNI) && __builtin_cpu_supports("avx512f");
+#elif defined(TFQ_BUILD_NEON)
+  return tfq_isa_available(TFQ_ISA_NEON_DOTPROD);
 #else
   return 0;
 #endif

@@ -91,6 +91,9 @@ void tfq_n16_repack(const tfq_packed_weights *w, uint8_t *out);
 void tfq_n16_asum(const int8_t *qa, int32_t m, int32_t kp, int32_t span, int32_t groups,
                   int32_t *asum, int32_t m4);
 int tfq_n16_cpu(void);                                  /* AVX-512 F + VNNI present */
+#if defined(TFQ_BUILD_NEON)
+void tfq_matmul_n16_neon_dotprod(const tfq_q8_job *job);
+#endif
 #if defined(TFQ_BUILD_X86)
 void tfq_matmul_n16_avx512(const tfq_q8_job *job);
 void tfq_linear_f32_n16_avx512(const tfq_f32_job *job);
