@@ -363,6 +363,41 @@ def test_transcribe_under_asan_ubsan(model, wavs, python_text, tmp_path):
             _fails(exe, model, tmp_path / name, code=2, contains=(words,), env=env)
 
 
+def test_metadata_mutations_under_asan_ubsan(model, wavs, tmp_path):
+    """Random same-length byte changes inside the metadata JSON (the flatbuffer's offsets stay
+    valid): every run ends with a transcript or a clear error, never a sanitizer report."""
+    build = BUILD / "asan"
+    _cmake_build(build, "-DTFQ_SANITIZE=ON", "-DCMAKE_BUILD_TYPE=Debug", target="tfq_transcribe")
+    supp = tmp_path / "lsan.supp"
+    supp.write_text("leak:libLiteRt.so\n")
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0",
+               LSAN_OPTIONS=f"suppressions={supp}:print_suppressions=0",
+               UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
+    b = bytearray(model.read_bytes())
+    start = b.index(b'{"streaming"')
+    end = start + int.from_bytes(b[start - 4:start], "little")  # the [ubyte] vector's length
+    assert b[end - 1:end] == b"}", "the metadata JSON is not where the test expects it"
+    rng = np.random.default_rng(7)
+    wav = list(wavs.values())[0]
+    alphabet = b'{}[]",:0123456789-.eE \\utrfn'
+    outcomes = {}
+    for i in range(24):
+        m = bytearray(b)
+        for _ in range(int(rng.integers(1, 4))):
+            m[int(rng.integers(start, end))] = alphabet[int(rng.integers(len(alphabet)))]
+        path = tmp_path / f"mut{i}.tflite"
+        path.write_bytes(bytes(m))
+        res = subprocess.run([str(build / "tfq_transcribe"), "--litert", str(_litert_x86()), str(path), str(wav)],
+                             capture_output=True, text=True, timeout=120, env=env)
+        err = _errors(res.stderr)
+        assert res.returncode in (0, 1), f"mutation {i}: exit {res.returncode}\n{err[-3000:]}"
+        assert "runtime error" not in err and "Sanitizer" not in err, err[-3000:]
+        if res.returncode:
+            assert any(l.startswith("tfq_transcribe: ") and path.name in l for l in err.splitlines()), err
+        outcomes[res.returncode] = outcomes.get(res.returncode, 0) + 1
+    print(f"metadata mutations: {outcomes}")
+
+
 # ---- (e) aarch64 under qemu -------------------------------------------------------------------
 
 def _litert_aarch64() -> Path:
