@@ -8,7 +8,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.append(str(ROOT / "tools"))  # tools import their _setup helper by plain name
 
+import subprocess  # noqa: E402
+
 import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def native_op_library():
+    """build/native/libtfq_litert.so up to date (unless $TFQ_LITERT_LIB points elsewhere)."""
+    if not os.environ.get("TFQ_LITERT_LIB"):
+        for cmd in (["cmake", "-S", ROOT / "converters", "-B", ROOT / "build" / "native",
+                     "-DCMAKE_BUILD_TYPE=Release"],
+                    ["cmake", "--build", ROOT / "build" / "native", "-j2", "--target", "tfq_litert"]):
+            res = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
+            assert res.returncode == 0, res.stdout + res.stderr
 
 TINY_TEXT = """The quick brown fox jumps over the lazy dog.
 %

@@ -15,8 +15,6 @@ max|h|/127), so there the states carry the 2e-5 bound and the logits one of a fe
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -39,14 +37,7 @@ KERNELS = {f"lstm{i}/{r}" for i in range(2) for r in ("kernel", "recurrent_kerne
 STATE_BOUND = LOGIT_BOUND = 2e-5  # of the largest magnitude; float rounding only
 
 
-@pytest.fixture(scope="module", autouse=True)
-def native_library():
-    if not os.environ.get("TFQ_LITERT_LIB"):
-        for cmd in (["cmake", "-S", ROOT / "converters", "-B", ROOT / "build" / "native",
-                     "-DCMAKE_BUILD_TYPE=Release"],
-                    ["cmake", "--build", ROOT / "build" / "native", "-j2", "--target", "tfq_litert"]):
-            res = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
-            assert res.returncode == 0, res.stdout + res.stderr
+pytestmark = pytest.mark.usefixtures("native_op_library")
 
 
 def _lstm(seed=0):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -34,14 +33,7 @@ from tfq_asr.runtime.litert import LiteRtError, LiteRtModel, TfqOpError
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module", autouse=True)
-def native_library():
-    if not os.environ.get("TFQ_LITERT_LIB"):
-        for cmd in (["cmake", "-S", ROOT / "converters", "-B", ROOT / "build" / "native",
-                     "-DCMAKE_BUILD_TYPE=Release"],
-                    ["cmake", "--build", ROOT / "build" / "native", "-j2", "--target", "tfq_litert"]):
-            res = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
-            assert res.returncode == 0, res.stdout + res.stderr
+pytestmark = pytest.mark.usefixtures("native_op_library")
 
 
 def dense_stack(seed=0, k=40):

@@ -20,20 +20,16 @@ import numpy as np
 
 from .errors import UserError
 from .frontend import LOG_FLOOR, N_MELS, log_mel
-from .streaming import SAMPLE_RATE, resample_if_needed
+from .streaming import SAMPLE_RATE, open_recognizer_model, resample_if_needed
 
 
 class OfflineRecognizer:
     def __init__(self, path, threads: int = 1, beam_width: int = 0):
-        from .runtime.litert import LiteRtModel
         self.path = str(path)
         self.name = Path(path).name
-        self.model = LiteRtModel(path, threads=threads)
-        info = self.model._info.get("offline")  # noqa: SLF001
-        if not info:
-            self.model.close()
-            raise UserError(f"{path}: not an offline recognizer file (no offline metadata); "
-                            "write one with tools/convert.py without --streaming")
+        self.model, info = open_recognizer_model(
+            path, threads, "offline", "not an offline recognizer file (no offline metadata); "
+            "write one with tools/convert.py without --streaming")
         self.info = info
         self.input_frames = int(info["input_frames"])
         self.subsampling = int(info["subsampling"])

@@ -27,15 +27,11 @@ SAMPLE_RATE = 16000
 class Recognizer:
     def __init__(self, path, threads: int = 1, beam_width: int = 0, profile: bool = False):
         from pathlib import Path
-        from .runtime.litert import LiteRtModel
         self.path = str(path)
         self.name = Path(path).name
-        self.model = LiteRtModel(path, threads=threads, profile=profile)
-        info = self.model._info.get("streaming")  # noqa: SLF001
-        if not info:
-            self.model.close()
-            raise UserError(f"{path}: not a streaming model (no streaming state in its metadata); "
-                            "export one with tools/convert.py --streaming")
+        self.model, info = open_recognizer_model(
+            path, threads, "streaming", "not a streaming model (no streaming state in its metadata); "
+            "export one with tools/convert.py --streaming", profile)
         self.info = info
         self.chunk_frames = int(info["chunk_frames"])
         self.beam_width = beam_width
@@ -72,6 +68,18 @@ class Recognizer:
 
     def close(self) -> None:
         self.model.close()
+
+
+def open_recognizer_model(path, threads: int, section: str, missing: str, profile: bool = False):
+    """(LiteRtModel, its tfq_asr metadata section `section`) of a recognizer file; a file
+    without that section is closed again and refused with "{path}: {missing}"."""
+    from .runtime.litert import LiteRtModel
+    model = LiteRtModel(path, threads=threads, profile=profile)
+    info = model._info.get(section)  # noqa: SLF001
+    if not info:
+        model.close()
+        raise UserError(f"{path}: {missing}")
+    return model, info
 
 
 def resample_if_needed(samples, sample_rate: int) -> np.ndarray:

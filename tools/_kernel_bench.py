@@ -2,7 +2,7 @@
 one run through LiteRtModel (the LiteRT C API with our op registered).
 
 Per shape (K inputs x N outputs) one small Keras model (Input [M, K] -> Dense) is converted
-once per variant at a placeholder row count and its activation tensors are then re-shaped to
+once per variant at a provisional row count and its activation tensors are then re-shaped to
 each M in the flatbuffer (the weights, the part that differs between variants, are written
 once per variant).  Variants:
 

@@ -530,7 +530,7 @@ def _serialize_external(model_obj) -> bytes:
             continue
         payload.append((b, np.asarray(b.data, np.uint8).tobytes()))
         b.data = None
-        b.offset, b.size = 2, len(payload[-1][1])  # placeholders, so the fields are present
+        b.offset, b.size = 2, len(payload[-1][1])  # provisional values, so the fields are present
     head = flatbuffer_utils.convert_object_to_bytearray(model_obj)
     for _ in range(3):  # offsets are fixed-size fields: the length settles at once
         pos = -(-len(head) // ALIGN) * ALIGN
