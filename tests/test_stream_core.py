@@ -14,7 +14,6 @@ Missing compilers or emulators fail with the Debian package to install, never sk
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 import os
 import platform
@@ -30,14 +29,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CONVERTERS = ROOT / "converters"
 BUILD = ROOT / "build"
-CACHE = BUILD / "stream_core"
-DEMO = ROOT / "tfq_asr" / "data" / "demo"
 AARCH64_SYSROOT = Path("/usr/aarch64-linux-gnu")
 LITERT_VERSION = "2.3.0"
-MODEL = "conformer-ctc-xs-w2"
-# The code whose change makes a new streaming file (as tools/demo.py keys its cache).
-CODE = ("tfq_asr/convert/export.py", "tfq_asr/convert/lowering.py", "tfq_asr/convert/packing.py",
-        "tfq_asr/models/streaming.py")
 
 
 def _require_tool(tool: str, package: str) -> None:
@@ -77,49 +70,21 @@ def native() -> Path:
     return build
 
 
+# The converted streaming w2 file, the demo WAVs and the Python Recognizer's transcripts are
+# session fixtures of conftest.py (tests/test_jni.py compares against the same ones).
 @pytest.fixture(scope="module")
-def model() -> Path:
-    """The streaming w2 file, converted once and cached under build/ by content."""
-    from tfq_asr.models import PRETRAINED_DIR
-    h = hashlib.sha256()
-    for p in sorted((PRETRAINED_DIR / MODEL).iterdir()) + [ROOT / c for c in CODE]:
-        if p.is_file() and p.suffix in (".npz", ".json", ".py"):
-            h.update(p.read_bytes())
-    path = CACHE / f"{MODEL}-stream-{h.hexdigest()[:16]}.tflite"
-    if not path.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        for old in CACHE.glob(f"{MODEL}-stream-*.tflite"):
-            old.unlink()
-        env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
-        _run([sys.executable, ROOT / "tools" / "convert.py", "--model", MODEL, "--streaming",
-              "--out", path], timeout=600, env=env)
-    return path
+def model(w2_stream_model) -> Path:
+    return w2_stream_model
 
 
 @pytest.fixture(scope="module")
-def wavs(tmp_path_factory) -> dict:
-    """Demo FLACs as 16-bit PCM WAVs (the same samples the Python side reads)."""
-    import soundfile as sf
-    out = tmp_path_factory.mktemp("wav")
-    files = {}
-    for flac in sorted(DEMO.glob("*.flac")):
-        data, sr = sf.read(str(flac), dtype="int16")
-        wav = out / (flac.stem + ".wav")
-        sf.write(str(wav), data, sr, subtype="PCM_16")
-        files[flac] = wav
-    assert files, f"no demo audio in {DEMO}"
-    return files
+def wavs(demo_wavs) -> dict:
+    return demo_wavs
 
 
 @pytest.fixture(scope="module")
-def python_text(model, wavs) -> dict:
-    from tfq_asr.audio import load_audio
-    from tfq_asr.streaming import Recognizer
-    r = Recognizer(model)
-    try:
-        return {wavs[f]: r.transcribe(load_audio(f)) for f in wavs}
-    finally:
-        r.close()
+def python_text(w2_python_text) -> dict:
+    return w2_python_text
 
 
 def _transcribe(exe, model, files, *opts, litert=None, runner=(), env=None, timeout=300):
