@@ -138,7 +138,7 @@ def _wo_stack(seed=0, k=40):
 @pytest.mark.parametrize("policy", ["w4-wo", "w2-sc16-asym-f16-wo"])
 def test_weight_only_dense_model_equals_keras(tmp_path, policy):
     q = quantize(_wo_stack(), policy)
-    twin, packed, float_act, kept = lowering_plan(q)
+    twin, packed, float_act, kept, depthwise = lowering_plan(q)
     assert set(packed) == {"d1", "d2", "d3"} and set(float_act) == set(packed) and not kept
     path = tmp_path / "wo.tflite"
     rep = convert(q, path, input_shape=(1, 7, 40))

@@ -352,3 +352,104 @@ def test_op_schema_matches_the_c_header():
         "TFQ_ACT_NONE": lowering.ACT_NONE, "TFQ_ACT_RELU": lowering.ACT_RELU,
         "TFQ_ACT_RELU6": lowering.ACT_RELU6, "TFQ_ACT_RELU_N1_TO_1": lowering.ACT_RELU_N1_TO_1,
         "TFQ_ACT_SWISH": lowering.ACT_SWISH, "TFQ_ACT_COUNT": 5}
+
+
+# ---- packed depthwise convolutions (TFQ_DEPTHWISE_CONV_1D) ------------------------------------
+
+DW_CASES = {  # id: (taps, padding, strides, dilation, BatchNorm after, spec)
+    "15-valid-w2-asym": (15, "valid", 1, 1, False, SPECS[1]),
+    "32-same-w4-bn": (32, "same", 1, 1, True, SPECS[0]),
+    "7-valid-w2-bn": (7, "valid", 1, 1, True, SPECS[1]),
+    "5-valid-dilated-w4-asym": (5, "valid", 1, 2, False, SPECS[2]),
+    "4-same-stride2-w4": (4, "same", 2, 1, False, SPECS[0]),
+}
+
+
+def depthwise_model(taps, padding, strides, dilation, bn, spec, channels=24, frames=29, seed=0):
+    """A DepthwiseConv1D (optionally followed by a BatchNorm the converter folds into it) with
+    quantized taps: (model with the dequantized taps, {key: QuantizedWeight})."""
+    rng = np.random.default_rng(seed)
+    inp = keras.Input((frames, channels), batch_size=1, name="features")
+    y = keras.layers.DepthwiseConv1D(taps, strides=strides, padding=padding, dilation_rate=dilation,
+                                     name="dw")(inp)
+    if bn:
+        y = keras.layers.BatchNormalization(name="bn")(y)
+    model = keras.Model(inp, keras.layers.Activation("relu", name="relu")(y))
+    kernel = rng.normal(size=(taps, channels, 1)).astype(np.float32)
+    qw = quantize_weight(kernel.reshape(taps, channels), spec)
+    model.get_layer("dw").set_weights([qw.dequantize().reshape(kernel.shape),
+                                       rng.normal(size=channels).astype(np.float32)])
+    if bn:
+        bn_layer = model.get_layer("bn")
+        bn_layer.set_weights([rng.uniform(0.5, 2, channels).astype(np.float32) * rng.choice([-1, 1], channels),
+                              rng.normal(size=channels).astype(np.float32),
+                              rng.normal(size=channels).astype(np.float32),
+                              rng.uniform(0.5, 3, channels).astype(np.float32)])
+    return model, {"dw/depthwise_kernel": qw}
+
+
+@pytest.mark.parametrize("case", list(DW_CASES))
+def test_quantized_depthwise_conv_lowers_to_the_packed_op(tmp_path, case):
+    """Every quantized DepthwiseConv1D becomes TFQ_DEPTHWISE_CONV_1D with packed taps: no float
+    DEPTHWISE_CONV_2D left, and the output equals the Keras layer with the dequantized taps
+    within float rounding (a folded BatchNorm goes into float32 scales: one rounding less)."""
+    from ai_edge_litert import schema_py_generated as schema
+    model, dw = depthwise_model(*DW_CASES[case])
+    path = tmp_path / "dw.tflite"
+    report = lower_to_tflite(model, {}, path, depthwise=dw)
+    info = report["layers"]["dw/depthwise_kernel"]
+    assert info["op"] == lowering.DW_OP_NAME and info["ops"] == 1
+    assert info["folded_channel_factors"] == DW_CASES[case][4]
+    m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(path.read_bytes(), 0))
+    used = [m.operatorCodes[op.opcodeIndex] for op in m.subgraphs[0].operators]
+    assert schema.BuiltinOperator.DEPTHWISE_CONV_2D not in {max(c.builtinCode, c.deprecatedBuiltinCode) for c in used}
+    assert sum(c.customCode == lowering.DW_OP_NAME.encode() for c in used) == 1
+    x = np.random.default_rng(1).normal(size=(1, 29, 24)).astype(np.float32)
+    with LiteRtModel(path) as rt:
+        y = rt.run([x])[0]
+    expect = model(x, training=False).numpy()
+    assert y.shape == expect.shape
+    np.testing.assert_allclose(y, expect, rtol=0, atol=1e-5 * np.abs(expect).max())
+    assert (y > 0).any()
+
+
+def test_depthwise_taps_that_match_no_op_are_an_error(tmp_path):
+    model, dw = depthwise_model(*DW_CASES["15-valid-w2-asym"])
+    other = quantize_weight(np.ones((15, 24), np.float32), SPECS[1])
+    with pytest.raises(LoweringError, match="layer 'dw'.*DEPTHWISE_CONV_2D"):
+        lower_to_tflite(model, {}, tmp_path / "x.tflite", depthwise={"dw/depthwise_kernel": other})
+    assert list(tmp_path.iterdir()) == []
+
+
+def _set_int32_tensor(src: Path, dst: Path, name: str, edit) -> None:
+    from tensorflow.lite.tools import flatbuffer_utils
+    m = flatbuffer_utils.read_model_from_bytearray(bytearray(src.read_bytes()))
+    t = next(t for t in m.subgraphs[0].tensors if t.name.decode() == name)
+    v = np.frombuffer(np.asarray(m.buffers[t.buffer].data, np.uint8).tobytes(), np.int32).copy()
+    edit(v.reshape([int(d) for d in t.shape]))
+    m.buffers[t.buffer].data = np.frombuffer(v.tobytes(), np.uint8)
+    dst.write_bytes(lowering._serialize_external(m))
+
+
+@pytest.mark.parametrize("what,edit,message", [
+    ("stride 0", lambda p: p.__setitem__((slice(None), 4), 0), "stride 0"),
+    ("rows differ", lambda p: p.__setitem__((1, 6), 3), "row 1 differs"),
+    ("width", lambda p: p.__setitem__((slice(None), 6), 2), r"W_out"),
+    ("version", lambda p: p.__setitem__((slice(None), 0), 9), "version 9"),
+    ("taps", None, r"tensor data has shape \[24, 8\], the header \(K=40"),
+])
+def test_corrupted_depthwise_params_raise_from_the_side_channel(tmp_path, what, edit, message):
+    model, dw = depthwise_model(*DW_CASES["15-valid-w2-asym"])
+    good, bad = tmp_path / "good.tflite", tmp_path / "bad.tflite"
+    lower_to_tflite(model, {}, good, depthwise=dw)
+    if edit is None:
+        corrupt_header(good, bad, "dw", 4, 40)
+    else:
+        _set_int32_tensor(good, bad, "dw/tfq_dw_params", edit)
+    x = np.ones((1, 29, 24), np.float32)
+    with LiteRtModel(bad) as rt:
+        with pytest.raises(TfqOpError, match=message) as err:
+            rt.run([x])
+        assert err.value.layer == (None if what == "version" else "dw")  # the layer index is in the params
+    with LiteRtModel(good) as rt:
+        assert np.isfinite(rt.run([x])[0]).all()

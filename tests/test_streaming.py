@@ -52,10 +52,11 @@ def test_export_report_and_metadata(exported):
     m, out = exported
     path, rep = out["w4-sc16"]
     assert rep["size_bytes"] == path.stat().st_size
-    assert len(rep["layers"]) == 14  # every Dense of the block, subsampling convs and dense, head
+    assert len(rep["layers"]) == 15  # every Dense of the block, subsampling convs and dense, head, depthwise
     assert {"subsample_conv1", "subsample_conv2"} <= set(rep["layers"])  # convs: im2col + packed op
     assert rep["layers"]["subsample_conv2"]["activation_mode"] == "none"  # float path, as the Keras conv
-    assert {k["layer"] for k in rep["float_kernels"]} == {"block0_conv_depthwise"}
+    assert rep["layers"]["block0_conv_depthwise/depthwise_kernel"]["op"] == "TFQ_DEPTHWISE_CONV_1D"
+    assert rep["float_kernels"] == []  # every quantized kernel is packed
     r = Recognizer(path)
     assert r.chunk_frames == 4 * CFG.chunk and len(r.info["states"]) == 3 + 3 * CFG.num_blocks
     fp32_path, fp32_rep = out[None]

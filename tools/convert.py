@@ -78,6 +78,7 @@ def layer_rows(report: dict, file_bytes: bytes, layer_names) -> list[dict]:
                      "storage": f"packed TFQ op, int{info['bits']} {'sym' if info['symmetric'] else 'asym'} {gran}, "
                                 f"{info['scale_dtype']} scales"
                                 + (", float activations" if info.get("float_activations") else "")
+                                + (f", {info['op']}" if "op" in info else "")
                                 + (f", {info['ops']} ops" if info.get("ops", 1) > 1 else "")})
     why = {k["layer"]: f"quantized to {k['bits']} bits, stored float: {k['why']}" for k in report.get("float_kernels", [])}
     for r in report.get("weights") or weight_inventory(file_bytes, layer_names):

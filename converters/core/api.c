@@ -100,6 +100,24 @@ static int tfq_use_n16(tfq_isa run, const tfq_packed_weights *w) {
 #endif
 }
 
+int tfq_dequantize_f32(const tfq_packed_weights *w, float *out, size_t out_count) {
+  int st = tfq_weights_check_sizes(w);
+  if (st != TFQ_OK) return st;
+  if (!out) return TFQ_ERR_NULL;
+  if (out_count / (size_t)w->n < (size_t)w->k) return TFQ_ERR_BUFFER;
+  size_t row_bytes = tfq_row_bytes(w->k, w->bits);
+  int32_t span = w->group_size < w->k ? w->group_size : w->k;
+  for (int32_t n = 0; n < w->n; n++) {
+    const uint8_t *row = w->data + (size_t)n * row_bytes;
+    for (int32_t k = 0; k < w->k; k++) {
+      int32_t g = k / span;
+      int32_t q = tfq_weight_value_ref(row, k, w->bits, w->symmetric) - tfq_zero_point_at(w, n, g);
+      out[(size_t)k * (size_t)w->n + (size_t)n] = (float)q * tfq_scale_at(w, n, g);
+    }
+  }
+  return TFQ_OK;
+}
+
 int tfq_weights_check(const tfq_packed_weights *w) {
   int st = tfq_weights_check_sizes(w);
   if (st != TFQ_OK || w->symmetric) return st;

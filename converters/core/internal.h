@@ -157,4 +157,17 @@ static inline int32_t tfq_zero_point_at(const tfq_packed_weights *w, int32_t n, 
   return w->zero_points[(size_t)g * (size_t)w->n + (size_t)n];
 }
 
+/* Stored field of weight k of a packed row (format.h), sign-extended when symmetric: the
+ * weight is this minus tfq_zero_point_at.  The reference kernels and tfq_dequantize_f32. */
+static inline int32_t tfq_weight_value_ref(const uint8_t *row, int32_t k, int32_t bits,
+                                           int32_t symmetric) {
+  int32_t field;
+  if (bits == 4)
+    field = (row[k / 2] >> (4 * (k % 2))) & 0xF;
+  else
+    field = (row[k / 4] >> (2 * (k % 4))) & 0x3;
+  if (symmetric && field >= (1 << (bits - 1))) field -= 1 << bits;
+  return field;
+}
+
 #endif /* TFQ_INTERNAL_H */

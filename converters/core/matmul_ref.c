@@ -2,18 +2,6 @@
  * format of format.h.  Every SIMD kernel is tested against these, bit for bit. */
 #include "internal.h"
 
-/* Signed weight q[k][n] - zp[g][n] is value - zp; value decodes the stored field. */
-static int32_t tfq_weight_value_ref(const uint8_t *row, int32_t k, int32_t bits,
-                                    int32_t symmetric) {
-  int32_t field;
-  if (bits == 4)
-    field = (row[k / 2] >> (4 * (k % 2))) & 0xF;
-  else
-    field = (row[k / 4] >> (2 * (k % 4))) & 0x3;
-  if (symmetric && field >= (1 << (bits - 1))) field -= 1 << bits;
-  return field;
-}
-
 void tfq_matmul_q8_ref(const tfq_q8_job *job) {
   const tfq_packed_weights *w = job->w;
   for (int32_t i = 0; i < job->m; i++) {

@@ -1,6 +1,7 @@
-/* TFQ_FULLY_CONNECTED for LiteRT (the contract is in include/tfq/litert_op.h): look up every
- * input through the runtime's tensor-buffer functions, check types, shapes and byte sizes
- * against the header, then one tfq_linear_q8 call and the fused activation. */
+/* TFQ_FULLY_CONNECTED and TFQ_DEPTHWISE_CONV_1D for LiteRT (the contracts are in
+ * include/tfq/litert_op.h): look up every input through the runtime's tensor-buffer functions,
+ * check types, shapes and byte sizes against the header, then one tfq_linear_q8/_f32 call (or
+ * the depthwise loop over cached float taps) and the fused activation. */
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -45,6 +46,8 @@ struct tfq_litert_context {
   size_t num_checked;
   tfq_repack_entry *repacks;  /* column-interleaved copies of weights, one per tensor */
   size_t num_repacks;
+  tfq_repack_entry *dequants; /* float copies of depthwise taps [taps][C], one per tensor */
+  size_t num_dequants;
   int repack_off;             /* TFQ_NO_REPACK set: run the packed weights as they are */
 };
 
@@ -245,6 +248,79 @@ static void tfq_attach_repack(tfq_litert_context *ctx, tfq_packed_weights *w) {
   w->repacked = copy, w->repacked_bytes = bytes;
 }
 
+/* Open the header (t[4]), data (t[1]), scales (t[2]), zero points (t[3]) and bias (t[6]) of a
+ * packed layer, check each against the header and fill *w.  Shared by both ops; returns a
+ * tfq_status, recorded in ctx. */
+static int tfq_load_weights(tfq_litert_context *ctx, size_t num_inputs, const tfq_lrt_buffer *inputs,
+                            tfq_tensor *t, int32_t flags, int32_t layer, tfq_packed_weights *w) {
+  int asym = num_inputs == 7;
+  size_t i_bias = 3 + (size_t)asym, i_header = i_bias + 1;
+  if (!tfq_open(ctx, &t[4], inputs[i_header], TFQ_LRT_LOCK_READ, "header", TFQ_LRT_ELEMENT_INT32, 0))
+    return ctx->status;
+  memset(w, 0, sizeof *w);
+  int st = tfq_weights_from_header(w, (const int32_t *)t[4].addr, t[4].count);
+  if (st != TFQ_OK) {
+    tfq_record(ctx, st, layer, "header: wrong magic, version or length (%zu values)", t[4].count);
+    return st;
+  }
+  if ((w->bits != 4 && w->bits != 2) || (w->symmetric != 0 && w->symmetric != 1) ||
+      (w->scale_is_f16 != 0 && w->scale_is_f16 != 1) || w->symmetric == asym) {
+    tfq_record(ctx, TFQ_ERR_FORMAT, layer, "header: bits %d, symmetric %d, scale_is_f16 %d with "
+               "%zu inputs", (int)w->bits, (int)w->symmetric, (int)w->scale_is_f16, num_inputs);
+    return TFQ_ERR_FORMAT;
+  }
+  if (w->k < 1 || w->k > TFQ_MAX_K || w->n < 1 || w->n > TFQ_MAX_N || w->group_size < 1) {
+    tfq_record(ctx, TFQ_ERR_SHAPE, layer, "header: K %d, N %d, G %d out of range", (int)w->k,
+               (int)w->n, (int)w->group_size);
+    return TFQ_ERR_SHAPE;
+  }
+  int32_t groups = tfq_num_groups(w->k, w->group_size);
+  int32_t row = (int32_t)tfq_row_bytes(w->k, w->bits);
+  /* data, scales, zero points, bias against the header. */
+  if (!tfq_open(ctx, &t[1], inputs[1], TFQ_LRT_LOCK_READ, "data", TFQ_LRT_ELEMENT_UINT8, 0) ||
+      !tfq_open(ctx, &t[2], inputs[2], TFQ_LRT_LOCK_READ, "scales",
+                w->scale_is_f16 ? TFQ_LRT_ELEMENT_FLOAT16 : TFQ_LRT_ELEMENT_FLOAT32, 0) ||
+      (asym && !tfq_open(ctx, &t[3], inputs[3], TFQ_LRT_LOCK_READ, "zero_points",
+                         TFQ_LRT_ELEMENT_UINT8, 0)) ||
+      !tfq_open(ctx, &t[6], inputs[i_bias], TFQ_LRT_LOCK_READ, "bias", TFQ_LRT_ELEMENT_FLOAT32, 0))
+    return ctx->status;
+  char shape[128];
+  const tfq_tensor *bad = NULL;
+  int32_t want0 = 0, want1 = 0;
+  if (!tfq_dims_are(&t[1], w->n, row)) bad = &t[1], want0 = w->n, want1 = row;
+  else if (!tfq_dims_are(&t[2], groups, w->n)) bad = &t[2], want0 = groups, want1 = w->n;
+  else if (asym && !tfq_dims_are(&t[3], groups, w->n)) bad = &t[3], want0 = groups, want1 = w->n;
+  if (bad) {
+    tfq_shape_str(&bad->type.layout, shape, sizeof shape);
+    tfq_record(ctx, TFQ_ERR_BUFFER, layer, "tensor %s has shape %s, the header (K=%d, N=%d, "
+               "G=%d, %d-bit) needs [%d, %d]", tfq_input_names[bad - t], shape, (int)w->k,
+               (int)w->n, (int)w->group_size, (int)w->bits, (int)want0, (int)want1);
+    return TFQ_ERR_BUFFER;
+  }
+  if ((flags & TFQ_OP_FLAG_BIAS) && t[6].count != (size_t)w->n) {
+    tfq_record(ctx, TFQ_ERR_BUFFER, layer, "bias has %zu values, N = %d", t[6].count, (int)w->n);
+    return TFQ_ERR_BUFFER;
+  }
+  w->data = (const uint8_t *)t[1].addr;
+  w->data_bytes = t[1].count;
+  w->scales = t[2].addr;
+  w->scales_bytes = t[2].count * (w->scale_is_f16 ? 2u : 4u);
+  if (asym) {
+    w->zero_points = (const uint8_t *)t[3].addr;
+    w->zero_points_bytes = t[3].count;
+  }
+  if (flags & TFQ_OP_FLAG_BIAS) {
+    w->bias = (const float *)t[6].addr;
+    w->bias_count = t[6].count;
+  }
+  st = tfq_zero_points_checked(ctx, w);
+  if (st != TFQ_OK) {
+    tfq_record(ctx, st, layer, "zero points outside 0..%d", (1 << w->bits) - 1);
+    return st;
+  }
+  return TFQ_OK;
+}
+
 /* The op body with ctx locked; returns a tfq_status (also recorded in ctx). */
 static int tfq_run_locked(tfq_litert_context *ctx, size_t num_inputs, const tfq_lrt_buffer *inputs,
                           size_t num_outputs, tfq_lrt_buffer *outputs, tfq_tensor *t,
@@ -265,11 +341,9 @@ static int tfq_run_locked(tfq_litert_context *ctx, size_t num_inputs, const tfq_
   /* Output first, so that it can be filled with NaN whatever fails later. */
   if (!tfq_open(ctx, out, outputs[0], TFQ_LRT_LOCK_WRITE, "output", TFQ_LRT_ELEMENT_FLOAT32, 0))
     return ctx->status;
-  int asym = num_inputs == 7;
-  size_t i_bias = 3 + (size_t)asym, i_header = i_bias + 1, i_params = i_bias + 2;
-  /* Small int32 tensors first: they name the layer and the format. */
-  if (!tfq_open(ctx, &t[5], inputs[i_params], TFQ_LRT_LOCK_READ, "params", TFQ_LRT_ELEMENT_INT32, 0) ||
-      !tfq_open(ctx, &t[4], inputs[i_header], TFQ_LRT_LOCK_READ, "header", TFQ_LRT_ELEMENT_INT32, 0))
+  size_t i_params = num_inputs - 1;
+  /* The small params tensor first: it names the layer. */
+  if (!tfq_open(ctx, &t[5], inputs[i_params], TFQ_LRT_LOCK_READ, "params", TFQ_LRT_ELEMENT_INT32, 0))
     return ctx->status;
   const int32_t *params = (const int32_t *)t[5].addr;
   if (t[5].count < TFQ_OP_PARAMS_COUNT || params[TFQ_OP_PARAM_VERSION] != TFQ_OP_PARAMS_VERSION) {
@@ -292,51 +366,11 @@ static int tfq_run_locked(tfq_litert_context *ctx, size_t num_inputs, const tfq_
     return ctx->status;
   }
   tfq_packed_weights w;
-  memset(&w, 0, sizeof w);
-  int st = tfq_weights_from_header(&w, (const int32_t *)t[4].addr, t[4].count);
-  if (st != TFQ_OK) {
-    tfq_record(ctx, st, layer, "header: wrong magic, version or length (%zu values)", t[4].count);
-    return st;
-  }
-  if ((w.bits != 4 && w.bits != 2) || (w.symmetric != 0 && w.symmetric != 1) ||
-      (w.scale_is_f16 != 0 && w.scale_is_f16 != 1) || w.symmetric == asym) {
-    tfq_record(ctx, TFQ_ERR_FORMAT, layer, "header: bits %d, symmetric %d, scale_is_f16 %d with "
-               "%zu inputs", (int)w.bits, (int)w.symmetric, (int)w.scale_is_f16, num_inputs);
-    return TFQ_ERR_FORMAT;
-  }
-  if (w.k < 1 || w.k > TFQ_MAX_K || w.n < 1 || w.n > TFQ_MAX_N || w.group_size < 1) {
-    tfq_record(ctx, TFQ_ERR_SHAPE, layer, "header: K %d, N %d, G %d out of range", (int)w.k,
-               (int)w.n, (int)w.group_size);
-    return TFQ_ERR_SHAPE;
-  }
-  int32_t groups = tfq_num_groups(w.k, w.group_size);
-  int32_t row = (int32_t)tfq_row_bytes(w.k, w.bits);
-  /* x, data, scales, zero points, bias against the header. */
-  if (!tfq_open(ctx, &t[0], inputs[0], TFQ_LRT_LOCK_READ, "x", TFQ_LRT_ELEMENT_FLOAT32, 0) ||
-      !tfq_open(ctx, &t[1], inputs[1], TFQ_LRT_LOCK_READ, "data", TFQ_LRT_ELEMENT_UINT8, 0) ||
-      !tfq_open(ctx, &t[2], inputs[2], TFQ_LRT_LOCK_READ, "scales",
-                w.scale_is_f16 ? TFQ_LRT_ELEMENT_FLOAT16 : TFQ_LRT_ELEMENT_FLOAT32, 0) ||
-      (asym && !tfq_open(ctx, &t[3], inputs[3], TFQ_LRT_LOCK_READ, "zero_points",
-                         TFQ_LRT_ELEMENT_UINT8, 0)) ||
-      !tfq_open(ctx, &t[6], inputs[i_bias], TFQ_LRT_LOCK_READ, "bias", TFQ_LRT_ELEMENT_FLOAT32, 0))
+  int st = tfq_load_weights(ctx, num_inputs, inputs, t, flags, layer, &w);
+  if (st != TFQ_OK) return st;
+  if (!tfq_open(ctx, &t[0], inputs[0], TFQ_LRT_LOCK_READ, "x", TFQ_LRT_ELEMENT_FLOAT32, 0))
     return ctx->status;
   char shape[128];
-  const tfq_tensor *bad = NULL;
-  int32_t want0 = 0, want1 = 0;
-  if (!tfq_dims_are(&t[1], w.n, row)) bad = &t[1], want0 = w.n, want1 = row;
-  else if (!tfq_dims_are(&t[2], groups, w.n)) bad = &t[2], want0 = groups, want1 = w.n;
-  else if (asym && !tfq_dims_are(&t[3], groups, w.n)) bad = &t[3], want0 = groups, want1 = w.n;
-  if (bad) {
-    tfq_shape_str(&bad->type.layout, shape, sizeof shape);
-    tfq_record(ctx, TFQ_ERR_BUFFER, layer, "tensor %s has shape %s, the header (K=%d, N=%d, "
-               "G=%d, %d-bit) needs [%d, %d]", tfq_input_names[bad - t], shape, (int)w.k,
-               (int)w.n, (int)w.group_size, (int)w.bits, (int)want0, (int)want1);
-    return TFQ_ERR_BUFFER;
-  }
-  if ((flags & TFQ_OP_FLAG_BIAS) && t[6].count != (size_t)w.n) {
-    tfq_record(ctx, TFQ_ERR_BUFFER, layer, "bias has %zu values, N = %d", t[6].count, (int)w.n);
-    return TFQ_ERR_BUFFER;
-  }
   const tfq_lrt_layout *xl = &t[0].type.layout;
   if (xl->rank < 1 || xl->dims[xl->rank - 1] != w.k) {
     tfq_shape_str(xl, shape, sizeof shape);
@@ -360,23 +394,6 @@ static int tfq_run_locked(tfq_litert_context *ctx, size_t num_inputs, const tfq_
     tfq_record(ctx, TFQ_ERR_SHAPE, layer, "output has shape %s for x %s and N = %d", oshape,
                shape, (int)w.n);
     return TFQ_ERR_SHAPE;
-  }
-  w.data = (const uint8_t *)t[1].addr;
-  w.data_bytes = t[1].count;
-  w.scales = t[2].addr;
-  w.scales_bytes = t[2].count * (w.scale_is_f16 ? 2u : 4u);
-  if (asym) {
-    w.zero_points = (const uint8_t *)t[3].addr;
-    w.zero_points_bytes = t[3].count;
-  }
-  if (flags & TFQ_OP_FLAG_BIAS) {
-    w.bias = (const float *)t[6].addr;
-    w.bias_count = t[6].count;
-  }
-  st = tfq_zero_points_checked(ctx, &w);
-  if (st != TFQ_OK) {
-    tfq_record(ctx, st, layer, "zero points outside 0..%d", (1 << w.bits) - 1);
-    return st;
   }
   if (m == 0) return TFQ_OK;
   float *y = (float *)out->addr;
@@ -406,8 +423,13 @@ static int tfq_run_locked(tfq_litert_context *ctx, size_t num_inputs, const tfq_
   return TFQ_OK;
 }
 
-static int tfq_op_run(void *user_data, size_t num_inputs, const tfq_lrt_buffer *inputs,
-                      size_t num_outputs, tfq_lrt_buffer *outputs) {
+typedef int (*tfq_op_body)(tfq_litert_context *ctx, size_t num_inputs,
+                           const tfq_lrt_buffer *inputs, size_t num_outputs,
+                           tfq_lrt_buffer *outputs, tfq_tensor *t, tfq_tensor *out);
+
+/* Both ops: lock the context, run the body, NaN-fill the output on failure, unlock buffers. */
+static int tfq_op_call(tfq_op_body body, void *user_data, size_t num_inputs,
+                       const tfq_lrt_buffer *inputs, size_t num_outputs, tfq_lrt_buffer *outputs) {
   tfq_litert_context *ctx = (tfq_litert_context *)user_data;
   if (!ctx) return TFQ_LRT_STATUS_INVALID_ARGUMENT;
   tfq_tensor t[TFQ_MAX_INPUTS], out;
@@ -416,7 +438,7 @@ static int tfq_op_run(void *user_data, size_t num_inputs, const tfq_lrt_buffer *
   pthread_mutex_lock(&ctx->lock);
   ctx->calls++;
   ctx->current_layer = -1;
-  int st = tfq_run_locked(ctx, num_inputs, inputs, num_outputs, outputs, t, &out);
+  int st = body(ctx, num_inputs, inputs, num_outputs, outputs, t, &out);
   if (st != TFQ_OK && out.locked)  /* never leave garbage that looks like a result */
     for (size_t i = 0; i < out.count; i++) ((float *)out.addr)[i] = NAN;
   for (int i = 0; i < TFQ_MAX_INPUTS; i++)
@@ -424,6 +446,11 @@ static int tfq_op_run(void *user_data, size_t num_inputs, const tfq_lrt_buffer *
   if (out.locked) ctx->api.unlock(out.buffer);
   pthread_mutex_unlock(&ctx->lock);
   return st == TFQ_OK ? TFQ_LRT_STATUS_OK : TFQ_LRT_STATUS_RUNTIME_FAILURE;
+}
+
+static int tfq_op_run(void *user_data, size_t num_inputs, const tfq_lrt_buffer *inputs,
+                      size_t num_outputs, tfq_lrt_buffer *outputs) {
+  return tfq_op_call(tfq_run_locked, user_data, num_inputs, inputs, num_outputs, outputs);
 }
 
 /* Output layout from the input layouts: x's dims with the last one N = dims[0] of data. */
@@ -467,6 +494,185 @@ static int tfq_op_output_layouts(void *user_data, size_t num_inputs, const tfq_l
   return st == TFQ_OK ? TFQ_LRT_STATUS_OK : TFQ_LRT_STATUS_INVALID_ARGUMENT;
 }
 
+/* ---- TFQ_DEPTHWISE_CONV_1D (litert_op.h) --------------------------------------------------- */
+
+/* W_out of a geometry, or -1 if it is not positive or overflows. */
+static int64_t tfq_dw_out_width(int64_t w, int64_t taps, int64_t stride, int64_t dilation,
+                                int64_t pad_left, int64_t pad_right) {
+  int64_t span = dilation * (taps - 1) + 1, padded = w + pad_left + pad_right;
+  if (padded < span) return -1;
+  return (padded - span) / stride + 1;
+}
+
+/* The float taps [K][N] of w: a cached copy made on first use, or (cache full) dequantized
+ * into the workspace on every call. */
+static const float *tfq_dw_taps(tfq_litert_context *ctx, const tfq_packed_weights *w,
+                                int32_t layer) {
+  size_t count = (size_t)w->k * (size_t)w->n;
+  tfq_repack_key key = tfq_key_of(w);
+  for (size_t i = 0; i < ctx->num_dequants; i++)
+    if (tfq_same_key(&ctx->dequants[i].key, &key)) return (const float *)ctx->dequants[i].copy;
+  float *copy = NULL;
+  if (ctx->num_dequants < TFQ_REPACK_SLOTS) {
+    if (!ctx->dequants)
+      ctx->dequants = (tfq_repack_entry *)calloc(TFQ_REPACK_SLOTS, sizeof *ctx->dequants);
+    if (ctx->dequants) copy = (float *)malloc(count * sizeof(float));
+  }
+  int cached = copy != NULL;
+  if (!cached) {
+    if (!tfq_workspace(ctx, count * sizeof(float))) {
+      tfq_record(ctx, TFQ_ERR_WORKSPACE, layer, "cannot allocate %zu bytes for the taps",
+                 count * sizeof(float));
+      return NULL;
+    }
+    copy = (float *)ctx->workspace;
+  }
+  int st = tfq_dequantize_f32(w, copy, count);
+  if (st != TFQ_OK) {
+    tfq_record(ctx, st, layer, "tfq_dequantize_f32: %s", tfq_status_str(st));
+    if (cached) free(copy);
+    return NULL;
+  }
+  if (cached) {
+    tfq_repack_entry *e = &ctx->dequants[ctx->num_dequants++];
+    e->key = key, e->copy = copy, e->bytes = count * sizeof(float);
+  }
+  return copy;
+}
+
+static int tfq_dw_run_locked(tfq_litert_context *ctx, size_t num_inputs,
+                             const tfq_lrt_buffer *inputs, size_t num_outputs,
+                             tfq_lrt_buffer *outputs, tfq_tensor *t, tfq_tensor *out) {
+  if (num_outputs != 1 || !outputs) {
+    tfq_record(ctx, TFQ_ERR_SHAPE, -1, "depthwise: expected 1 output, got %zu", num_outputs);
+    return TFQ_ERR_SHAPE;
+  }
+  if (num_inputs != 6 && num_inputs != 7) {
+    tfq_record(ctx, TFQ_ERR_SHAPE, -1, "depthwise: expected 6 (symmetric) or 7 (asymmetric) "
+               "inputs, got %zu", num_inputs);
+    return TFQ_ERR_SHAPE;
+  }
+  if (!inputs) {
+    tfq_record(ctx, TFQ_ERR_NULL, -1, "depthwise: no input buffers");
+    return TFQ_ERR_NULL;
+  }
+  if (!tfq_open(ctx, out, outputs[0], TFQ_LRT_LOCK_WRITE, "output", TFQ_LRT_ELEMENT_FLOAT32, 0) ||
+      !tfq_open(ctx, &t[5], inputs[num_inputs - 1], TFQ_LRT_LOCK_READ, "params",
+                TFQ_LRT_ELEMENT_INT32, 0))
+    return ctx->status;
+  const int32_t *params = (const int32_t *)t[5].addr;
+  const tfq_lrt_layout *pl = &t[5].type.layout;
+  if (pl->rank != 2 || pl->dims[1] != TFQ_DW_PARAMS_COUNT || pl->dims[0] < 1 ||
+      params[TFQ_OP_PARAM_VERSION] != TFQ_DW_PARAMS_VERSION) {
+    tfq_record(ctx, TFQ_ERR_FORMAT, -1, "depthwise params: rank %u, version %d; expected "
+               "[W_out, %d] of version %d", (unsigned)pl->rank,
+               t[5].count ? (int)params[0] : -1, TFQ_DW_PARAMS_COUNT, TFQ_DW_PARAMS_VERSION);
+    return TFQ_ERR_FORMAT;
+  }
+  int32_t layer = params[TFQ_OP_PARAM_LAYER];
+  ctx->current_layer = layer;
+  for (int32_t r = 1; r < pl->dims[0]; r++)
+    if (memcmp(params, params + (size_t)r * TFQ_DW_PARAMS_COUNT,
+               TFQ_DW_PARAMS_COUNT * sizeof *params) != 0) {
+      tfq_record(ctx, TFQ_ERR_FORMAT, layer, "depthwise params: row %d differs from row 0",
+                 (int)r);
+      return TFQ_ERR_FORMAT;
+    }
+  int32_t act = params[TFQ_OP_PARAM_ACTIVATION], flags = params[TFQ_OP_PARAM_FLAGS];
+  int32_t stride = params[TFQ_DW_PARAM_STRIDE], dil = params[TFQ_DW_PARAM_DILATION];
+  int32_t pad_l = params[TFQ_DW_PARAM_PAD_LEFT], pad_r = params[TFQ_DW_PARAM_PAD_RIGHT];
+  if (act < 0 || act >= TFQ_ACT_COUNT || (flags & ~TFQ_OP_FLAG_BIAS) || stride < 1 ||
+      stride > 1024 || dil < 1 || dil > 1024 || pad_l < 0 || pad_l > 65536 || pad_r < 0 ||
+      pad_r > 65536) {
+    tfq_record(ctx, TFQ_ERR_FORMAT, layer, "depthwise params: activation %d, flags %d, stride %d, "
+               "dilation %d, padding %d/%d", (int)act, (int)flags, (int)stride, (int)dil,
+               (int)pad_l, (int)pad_r);
+    return TFQ_ERR_FORMAT;
+  }
+  tfq_packed_weights w;
+  int st = tfq_load_weights(ctx, num_inputs, inputs, t, flags, layer, &w);
+  if (st != TFQ_OK) return st;
+  if (!tfq_open(ctx, &t[0], inputs[0], TFQ_LRT_LOCK_READ, "x", TFQ_LRT_ELEMENT_FLOAT32, 0))
+    return ctx->status;
+  const tfq_lrt_layout *xl = &t[0].type.layout, *ol = &out->type.layout;
+  char shape[128], oshape[128];
+  if (xl->rank != 4 || xl->dims[3] != w.n) {
+    tfq_shape_str(xl, shape, sizeof shape);
+    tfq_record(ctx, TFQ_ERR_SHAPE, layer, "depthwise: x has shape %s, expected [B, H, W, %d]",
+               shape, (int)w.n);
+    return TFQ_ERR_SHAPE;
+  }
+  int64_t width = xl->dims[2];
+  int64_t out_w = tfq_dw_out_width(width, w.k, stride, dil, pad_l, pad_r);
+  size_t rows = (size_t)xl->dims[0] * (size_t)xl->dims[1];
+  if (out_w != pl->dims[0] || ol->rank != 4 || ol->dims[0] != xl->dims[0] ||
+      ol->dims[1] != xl->dims[1] || ol->dims[2] != out_w || ol->dims[3] != w.n ||
+      out->count != rows * (size_t)out_w * (size_t)w.n) {
+    tfq_shape_str(xl, shape, sizeof shape);
+    tfq_shape_str(ol, oshape, sizeof oshape);
+    tfq_record(ctx, TFQ_ERR_SHAPE, layer, "depthwise: output %s for x %s, %d taps, stride %d, "
+               "dilation %d, padding %d/%d (W_out %lld, params rows %d)", oshape, shape,
+               (int)w.k, (int)stride, (int)dil, (int)pad_l, (int)pad_r, (long long)out_w,
+               (int)pl->dims[0]);
+    return TFQ_ERR_SHAPE;
+  }
+  if (out->count == 0) return TFQ_OK;
+  const float *taps = tfq_dw_taps(ctx, &w, layer);
+  if (!taps) return ctx->status;
+  const float *x = (const float *)t[0].addr;
+  float *y = (float *)out->addr;
+  size_t c_count = (size_t)w.n;
+  for (size_t r = 0; r < rows; r++) {
+    const float *xr = x + r * (size_t)width * c_count;
+    for (int64_t o = 0; o < out_w; o++) {
+      float *yo = y + (r * (size_t)out_w + (size_t)o) * c_count;
+      for (size_t c = 0; c < c_count; c++) yo[c] = 0.0f;
+      for (int32_t j = 0; j < w.k; j++) {
+        int64_t i = o * stride + (int64_t)j * dil - pad_l;
+        if (i < 0 || i >= width) continue;  /* padding: zeros */
+        const float *xi = xr + (size_t)i * c_count, *wj = taps + (size_t)j * c_count;
+        for (size_t c = 0; c < c_count; c++) yo[c] = yo[c] + xi[c] * wj[c];
+      }
+      if (w.bias)
+        for (size_t c = 0; c < c_count; c++) yo[c] = yo[c] + w.bias[c];
+    }
+  }
+  tfq_activate(y, out->count, act);
+  return TFQ_OK;
+}
+
+static int tfq_dw_run(void *user_data, size_t num_inputs, const tfq_lrt_buffer *inputs,
+                      size_t num_outputs, tfq_lrt_buffer *outputs) {
+  return tfq_op_call(tfq_dw_run_locked, user_data, num_inputs, inputs, num_outputs, outputs);
+}
+
+/* [B, H, W_out, C]: W_out is the params tensor's row count, C the data tensor's rows. */
+static int tfq_dw_output_layouts(void *user_data, size_t num_inputs, const tfq_lrt_layout *inputs,
+                                 size_t num_outputs, tfq_lrt_layout *outputs) {
+  tfq_litert_context *ctx = (tfq_litert_context *)user_data;
+  if (!ctx) return TFQ_LRT_STATUS_INVALID_ARGUMENT;
+  pthread_mutex_lock(&ctx->lock);
+  int st = TFQ_OK;
+  if ((num_inputs != 6 && num_inputs != 7) || num_outputs != 1 || !inputs || !outputs ||
+      inputs[0].rank != 4 || inputs[1].rank != 2 || inputs[num_inputs - 1].rank != 2) {
+    tfq_record(ctx, TFQ_ERR_SHAPE, -1, "depthwise output layouts: %zu inputs, %zu outputs, "
+               "x of rank %u", num_inputs, num_outputs,
+               inputs && num_inputs ? (unsigned)inputs[0].rank : 0u);
+    st = TFQ_ERR_SHAPE;
+  } else {
+    tfq_lrt_layout o;
+    memset(&o, 0, sizeof o);
+    o.rank = 4;
+    o.dims[0] = inputs[0].dims[0];
+    o.dims[1] = inputs[0].dims[1];
+    o.dims[2] = inputs[num_inputs - 1].dims[0];
+    o.dims[3] = inputs[1].dims[0];
+    outputs[0] = o;
+  }
+  pthread_mutex_unlock(&ctx->lock);
+  return st == TFQ_OK ? TFQ_LRT_STATUS_OK : TFQ_LRT_STATUS_INVALID_ARGUMENT;
+}
+
 static int tfq_op_init(void *user_data, const void *init_data, size_t init_data_size) {
   (void)init_data;
   (void)init_data_size;
@@ -484,6 +690,13 @@ static const tfq_lrt_custom_kernel tfq_kernel_table = {
 const tfq_lrt_custom_kernel *tfq_litert_kernel(void) { return &tfq_kernel_table; }
 
 const char *tfq_litert_op_name(void) { return TFQ_OP_NAME; }
+
+static const tfq_lrt_custom_kernel tfq_dw_kernel_table = {
+    tfq_op_init, tfq_dw_output_layouts, tfq_dw_run, tfq_op_destroy};
+
+const tfq_lrt_custom_kernel *tfq_litert_depthwise_kernel(void) { return &tfq_dw_kernel_table; }
+
+const char *tfq_litert_depthwise_op_name(void) { return TFQ_DW_OP_NAME; }
 
 tfq_litert_context *tfq_litert_context_create(const tfq_litert_api *api) {
   if (!api || !api->get_tensor_type || !api->get_packed_size || !api->lock || !api->unlock)
@@ -506,6 +719,8 @@ void tfq_litert_context_destroy(tfq_litert_context *ctx) {
   pthread_mutex_destroy(&ctx->lock);
   for (size_t i = 0; i < ctx->num_repacks; i++) free(ctx->repacks[i].copy);
   free(ctx->repacks);
+  for (size_t i = 0; i < ctx->num_dequants; i++) free(ctx->dequants[i].copy);
+  free(ctx->dequants);
   free(ctx->workspace);
   free(ctx);
 }

@@ -518,6 +518,9 @@ static int open_model(tfq_recognizer *r, const char *litert_library, int num_thr
   if (!lrt_check(r, a->AddCustomOpKernelOption(r->options, TFQ_OP_NAME, TFQ_OP_VERSION,
                                                tfq_litert_kernel(), r->ctx),
                  "LiteRtAddCustomOpKernelOption", err, es) ||
+      !lrt_check(r, a->AddCustomOpKernelOption(r->options, TFQ_DW_OP_NAME, TFQ_DW_OP_VERSION,
+                                               tfq_litert_depthwise_kernel(), r->ctx),
+                 "LiteRtAddCustomOpKernelOption", err, es) ||
       !lrt_check(r, a->CreateCompiledModel(r->env, r->model, r->options, &r->compiled),
                  "LiteRtCreateCompiledModel", err, es))
     goto out;
@@ -812,10 +815,10 @@ static int run_step(tfq_stream *s) {
   int op = tfq_litert_error(r->ctx, msg, sizeof msg, &layer, NULL);
   if (op != TFQ_OK) {
     if (layer >= 0 && (size_t)layer < r->n_layers)
-      return fail_stream(s, TFQ_STREAM_ERR_RUN, "%s: %s layer '%s' (#%d): %s (%s); the outputs are invalid",
-                         r->path, TFQ_OP_NAME, r->layers[layer], (int)layer, msg, tfq_status_str(op));
-    return fail_stream(s, TFQ_STREAM_ERR_RUN, "%s: %s layer #%d: %s (%s); the outputs are invalid",
-                       r->path, TFQ_OP_NAME, (int)layer, msg, tfq_status_str(op));
+      return fail_stream(s, TFQ_STREAM_ERR_RUN, "%s: TFQ op layer '%s' (#%d): %s (%s); the outputs are invalid",
+                         r->path, r->layers[layer], (int)layer, msg, tfq_status_str(op));
+    return fail_stream(s, TFQ_STREAM_ERR_RUN, "%s: TFQ op layer #%d: %s (%s); the outputs are invalid",
+                       r->path, (int)layer, msg, tfq_status_str(op));
   }
   s->steps++;
   const float *lg = r->outs[r->logits_out].data;

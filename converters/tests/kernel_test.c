@@ -437,6 +437,30 @@ static void check_special_values(void) {
   report(ok, "special values", "NaN and infinite activations");
 }
 
+/* tfq_dequantize_f32 against the test's own decoding: (value - zp) * scale, one rounding. */
+static void check_dequantize(int bits, int sym, int f16, int32_t k, int32_t n, int32_t g) {
+  layer L;
+  make_layer(&L, bits, sym, f16, 0, k, n, g);
+  size_t count = (size_t)k * (size_t)n;
+  float *out = malloc(sizeof(float) * count);
+  char desc[128];
+  snprintf(desc, sizeof desc, "w%d sym%d f16%d K=%d N=%d G=%d", bits, sym, f16, (int)k, (int)n, (int)g);
+  int ok = tfq_dequantize_f32(&L.w, out, count) == TFQ_OK;
+  int32_t span = g < k ? g : k;
+  for (int32_t j = 0; ok && j < n; j++)
+    for (int32_t i = 0; ok && i < k; i++) {
+      size_t gi = (size_t)(i / span) * (size_t)n + (size_t)j;
+      int32_t v = L.value[(size_t)j * k + i] - (L.zp ? L.zp[gi] : 0);
+      float want = (float)v * L.scale[gi];
+      ok = memcmp(&want, &out[(size_t)i * n + j], sizeof want) == 0;
+    }
+  report(ok, "dequantize_f32 differs from (q - zp) * s", desc);
+  report(tfq_dequantize_f32(&L.w, out, count - 1) == TFQ_ERR_BUFFER, "dequantize_f32 short output", desc);
+  report(tfq_dequantize_f32(&L.w, NULL, count) == TFQ_ERR_NULL, "dequantize_f32 NULL output", desc);
+  free(out);
+  free_layer(&L);
+}
+
 int main(int argc, char **argv) {
   int cases = 600;
   const char *require = NULL;
@@ -491,6 +515,7 @@ int main(int argc, char **argv) {
     }
     if (m * k * n > 400000) m = 4; /* keep sanitizer and emulator runs short */
     run_case(bits, sym, f16, with_bias, m, k, n, g);
+    if (c % 4 == 0) check_dequantize(bits, sym, f16, k, n, g);
   }
   printf("kernel_test: %d passed, %d failed\n", passes, failures);
   return failures == 0 ? 0 : 1;

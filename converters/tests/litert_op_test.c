@@ -306,6 +306,120 @@ static void test_output_layouts(tfq_litert_context *ctx) {
   check(tfq_litert_error(ctx, NULL, 0, NULL, NULL) == TFQ_ERR_SHAPE, "layouts: wrong input count");
 }
 
+/* ---- TFQ_DEPTHWISE_CONV_1D: the FC layer's weights as K = 70 taps over N = 9 channels ---- */
+enum { DW_W = 80 };
+
+/* The layer of build() turned into a depthwise op: x [1, 1, DW_W, N], params [W_out, 8]. */
+static void build_dw(layer *L, int symmetric, int32_t stride, int32_t dil, int32_t pad_l,
+                     int32_t pad_r) {
+  build(L, symmetric);
+  int32_t w_out = (DW_W + pad_l + pad_r - dil * (K - 1) - 1) / stride + 1;
+  int32_t dx[4] = {1, 1, DW_W, N}, dy[4] = {1, 1, w_out, N}, dp[2] = {w_out, TFQ_DW_PARAMS_COUNT};
+  release(L->in[0]);
+  release(L->out);
+  release(L->in[L->num_inputs - 1]);
+  L->in[0] = make(TFQ_LRT_ELEMENT_FLOAT32, 4, dx, 4);
+  for (size_t i = 0; i < L->in[0]->bytes / 4; i++)
+    ((float *)L->in[0]->data)[i] = (float)(rnd() % 2001) / 100.0f - 10.0f;
+  L->out = make(TFQ_LRT_ELEMENT_FLOAT32, 4, dy, 4);
+  fake_buffer *params = make(TFQ_LRT_ELEMENT_INT32, 2, dp, 4);
+  int32_t row[TFQ_DW_PARAMS_COUNT] = {TFQ_DW_PARAMS_VERSION, TFQ_ACT_NONE, TFQ_OP_FLAG_BIAS, 7,
+                                      stride, dil, pad_l, pad_r};
+  for (int32_t r = 0; r < w_out; r++)
+    memcpy((int32_t *)params->data + r * TFQ_DW_PARAMS_COUNT, row, sizeof row);
+  L->in[L->num_inputs - 1] = params;
+}
+
+static int run_dw(tfq_litert_context *ctx, layer *L) {
+  tfq_lrt_buffer in[7], out[1] = {L->out};
+  for (size_t i = 0; i < 7; i++) in[i] = L->in[i];
+  tfq_litert_clear_error(ctx);
+  tfq_litert_depthwise_kernel()->run(ctx, L->num_inputs, in, 1, out);
+  int balanced = L->out->locks == 0;
+  for (size_t i = 0; i < 7; i++) balanced &= !L->in[i] || L->in[i]->locks == 0;
+  check(balanced, "depthwise: every lock released");
+  return tfq_litert_error(ctx, NULL, 0, NULL, NULL);
+}
+
+static void test_dw_valid(tfq_litert_context *ctx, int symmetric, int32_t stride, int32_t dil,
+                          int32_t pad_l, int32_t pad_r) {
+  layer L;
+  build_dw(&L, symmetric, stride, dil, pad_l, pad_r);
+  int st = run_dw(ctx, &L);
+  float *taps = malloc(sizeof(float) * K * N);
+  check(st == TFQ_OK && tfq_dequantize_f32(&L.w, taps, (size_t)K * N) == TFQ_OK, "depthwise runs");
+  const float *x = (const float *)L.in[0]->data, *y = (const float *)L.out->data;
+  int32_t w_out = L.out->type.layout.dims[2];
+  int same = 1;
+  for (int32_t o = 0; o < w_out; o++)
+    for (int32_t c = 0; c < N; c++) {
+      float acc = 0.0f;
+      for (int32_t j = 0; j < K; j++) {
+        int32_t i = o * stride + j * dil - pad_l;
+        if (i >= 0 && i < DW_W) acc = acc + x[i * N + c] * taps[j * N + c];
+      }
+      acc = acc + L.w.bias[c];
+      same &= memcmp(&acc, &y[o * N + c], sizeof acc) == 0;
+    }
+  check(same, "depthwise equals the plain loop over the dequantized taps");
+  free(taps);
+  destroy(&L);
+}
+
+static void expect_dw_error(tfq_litert_context *ctx, void (*brk)(layer *), int status,
+                            const char *needle, const char *what) {
+  layer L;
+  build_dw(&L, 0, 1, 1, 0, 0);
+  brk(&L);
+  int st = run_dw(ctx, &L);
+  char msg[512];
+  tfq_litert_error(ctx, msg, sizeof msg, NULL, NULL);
+  int ok = st == status && strstr(msg, needle) != NULL;
+  if (!ok) printf("  %s: status %d (want %d), message \"%s\"\n", what, st, status, msg);
+  check(ok, what);
+  destroy(&L);
+}
+
+static int32_t *dw_params(layer *L) { return (int32_t *)L->in[L->num_inputs - 1]->data; }
+static void dw_x_short(layer *L) { L->in[0]->bytes -= 4; }
+static void dw_x_channels(layer *L) { L->in[0]->type.layout.dims[3] = N + 1; }
+static void dw_x_rank(layer *L) { L->in[0]->type.layout.rank = 3; }
+static void dw_out_width(layer *L) { L->out->type.layout.dims[2] -= 1; }
+static void dw_row_differs(layer *L) { dw_params(L)[TFQ_DW_PARAMS_COUNT + 6] = 1; }
+static void dw_stride_zero(layer *L) { for (int r = 0; r < 11; r++) dw_params(L)[r * TFQ_DW_PARAMS_COUNT + 4] = 0; }
+static void dw_pad_huge(layer *L) { for (int r = 0; r < 11; r++) dw_params(L)[r * TFQ_DW_PARAMS_COUNT + 7] = 1 << 20; }
+static void dw_params_rank(layer *L) { L->in[L->num_inputs - 1]->type.layout.rank = 1; }
+static void dw_taps_long(layer *L) { ((int32_t *)input(L, "header")->data)[4] = DW_W + 1; }
+
+static void test_dw(tfq_litert_context *ctx) {
+  check(!strcmp(tfq_litert_depthwise_op_name(), TFQ_DW_OP_NAME), "depthwise op name");
+  test_dw_valid(ctx, 0, 1, 1, 0, 0);
+  test_dw_valid(ctx, 1, 1, 1, 0, 0);
+  test_dw_valid(ctx, 0, 2, 1, 35, 34);   /* SAME-like padding, stride 2: zeros outside x */
+  test_dw_valid(ctx, 1, 1, 1, 69, 0);    /* causal */
+  expect_dw_error(ctx, dw_x_short, TFQ_ERR_BUFFER, "tensor x", "depthwise: x buffer short");
+  expect_dw_error(ctx, dw_x_channels, TFQ_ERR_BUFFER, "tensor x", "depthwise: x channels");
+  expect_dw_error(ctx, dw_x_rank, TFQ_ERR_SHAPE, "expected [B, H, W, 9]", "depthwise: x rank");
+  expect_dw_error(ctx, dw_out_width, TFQ_ERR_SHAPE, "W_out 11", "depthwise: output width");
+  expect_dw_error(ctx, dw_row_differs, TFQ_ERR_FORMAT, "row 1 differs", "depthwise: params rows");
+  expect_dw_error(ctx, dw_stride_zero, TFQ_ERR_FORMAT, "stride 0", "depthwise: stride 0");
+  expect_dw_error(ctx, dw_pad_huge, TFQ_ERR_FORMAT, "padding 0/1048576", "depthwise: huge padding");
+  expect_dw_error(ctx, dw_params_rank, TFQ_ERR_FORMAT, "[W_out, 8]", "depthwise: params rank");
+  expect_dw_error(ctx, dw_taps_long, TFQ_ERR_SHAPE, "81 taps", "depthwise: more taps than x is wide");
+  tfq_lrt_layout in[7], out[1];
+  memset(in, 0, sizeof in);
+  in[0].rank = 4, in[0].dims[0] = 1, in[0].dims[1] = 1, in[0].dims[2] = DW_W, in[0].dims[3] = N;
+  in[1].rank = 2, in[1].dims[0] = N, in[1].dims[1] = 48;
+  in[6].rank = 2, in[6].dims[0] = 11, in[6].dims[1] = TFQ_DW_PARAMS_COUNT;
+  tfq_litert_clear_error(ctx);
+  tfq_litert_depthwise_kernel()->get_output_layouts(ctx, 7, in, 1, out);
+  check(out[0].rank == 4 && out[0].dims[2] == 11 && out[0].dims[3] == N &&
+            tfq_litert_error(ctx, NULL, 0, NULL, NULL) == TFQ_OK, "depthwise output layout");
+  in[0].rank = 3;
+  tfq_litert_depthwise_kernel()->get_output_layouts(ctx, 7, in, 1, out);
+  check(tfq_litert_error(ctx, NULL, 0, NULL, NULL) == TFQ_ERR_SHAPE, "depthwise layouts: x rank");
+}
+
 int main(void) {
   tfq_litert_api api = {fake_type, fake_size, fake_lock, fake_unlock};
   tfq_litert_api incomplete = api;
@@ -368,6 +482,7 @@ int main(void) {
   destroy(&a);
   destroy(&b);
   test_output_layouts(ctx);
+  test_dw(ctx);
   tfq_litert_context_destroy(ctx);
   printf("litert op: %d passed, %d failed\n", passes, failures);
   return failures ? 1 : 0;

@@ -3,10 +3,10 @@ float, and the streaming export of our recognizers.
 
 `convert(q, path)` lowers every quantized Dense layer and LSTM kernel whose bits the packed
 format takes to the custom op: int8-dynamic inputs on the kernels' int8 path, float inputs
-(weight-only Dense, LSTM kernels) on their float path. Every other quantized kernel
-(convolutions, static-activation layers, bits the format lacks) is written as its dequantized
-float values in a builtin op: numerically the quantized model, stored in float. The report says
-which is which.
+(weight-only Dense, LSTM kernels, VALID Conv2D as im2col) on their float path; DepthwiseConv1D
+taps to TFQ_DEPTHWISE_CONV_1D. Every other quantized kernel (static-activation layers, 2-D
+depthwise, bits the format lacks) is written as its dequantized float values in a builtin op:
+numerically the quantized model, stored in float. The report says which is which.
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ STREAMING_FORMAT = 1
 
 def lowering_plan(q, float_convs: bool = False):
     """(float twin, {key: QuantizedWeight} to pack, keys using float activations, [kernels kept
-    float with why]). Keys are Dense and Conv2D layer names and "lstmN/kernel" /
+    float with why], {"layer/depthwise_kernel": QuantizedWeight} of DepthwiseConv1D layers to
+    pack). Keys are Dense and Conv2D layer names and "lstmN/kernel" /
     "lstmN/recurrent_kernel".  A VALID Conv2D is packed as im2col + the packed op on the
     float-activation path (what its quantized layer computes); float_convs keeps Conv2D
     kernels as builtin float CONV_2D instead (a larger file; XNNPACK's float convolution is
@@ -29,9 +30,9 @@ def lowering_plan(q, float_convs: bool = False):
     from ..quant.apply import float_twin, quantized_layers, wrappers
     from .im2col import why_not_patch_dense
     if not wrappers(q):
-        return q, {}, [], []
+        return q, {}, [], [], {}
     twin = float_twin(q)
-    packed, float_act, kept = {}, [], []
+    packed, float_act, kept, depthwise = {}, [], [], {}
     rolled = {w.layer.name for w in wrappers(q) if getattr(w.layer, "unroll", True) is False}
     for ql in quantized_layers(q):
         why = None
@@ -39,6 +40,12 @@ def lowering_plan(q, float_convs: bool = False):
         if ql.layer_type == "Conv2D":
             why = why_not_patch_dense(twin.get_layer(ql.layer)) if not float_convs else \
                 "kept float on request (float convolutions: larger file, XNNPACK speed)"
+        elif ql.layer_type == "DepthwiseConv1D":
+            if ql.weight.spec.bits not in packing.SUPPORTED_BITS:
+                why = f"{ql.weight.spec.bits}-bit weights are not in the packed format"
+            else:
+                depthwise[key] = ql.weight
+                continue
         elif ql.layer_type not in ("Dense", "LSTM"):
             why = f"{ql.layer_type} kernels run as builtin float ops"
         elif ql.layer in rolled:
@@ -54,7 +61,7 @@ def lowering_plan(q, float_convs: bool = False):
         packed[key] = ql.weight
         if ql.activation == "none":  # weight-only Dense, LSTM kernels, convolutions: the float path
             float_act.append(key)
-    return twin, packed, float_act, kept
+    return twin, packed, float_act, kept, depthwise
 
 
 def convert(q, path, *, input_shape=None, extra_metadata=None, float_convs: bool = False) -> dict:
@@ -62,11 +69,11 @@ def convert(q, path, *, input_shape=None, extra_metadata=None, float_convs: bool
     Returns the lowering report plus `size_bytes` and `float_kernels` (quantized kernels stored
     as float, with the reason). `extra_metadata`: a dict, or a function of the float twin that
     is converted (its input and output names are the file's) returning one."""
-    twin, packed, float_act, kept = lowering_plan(q, float_convs)
+    twin, packed, float_act, kept, depthwise = lowering_plan(q, float_convs)
     if callable(extra_metadata):
         extra_metadata = extra_metadata(twin)
     report = lower_to_tflite(twin, packed, path, input_shape=input_shape, extra_metadata=extra_metadata,
-                             float_activations=float_act)
+                             float_activations=float_act, depthwise=depthwise)
     report["size_bytes"] = Path(path).stat().st_size
     report["float_kernels"] = kept
     return report

@@ -1,4 +1,5 @@
-"""Lower a Keras model with quantized Dense layers and LSTM kernels to a .tflite with TFQ custom ops.
+"""Lower a Keras model with quantized Dense layers, LSTM kernels and depthwise convolutions to a
+.tflite with TFQ custom ops.
 
 Steps (``lower_to_tflite``):
 
@@ -31,6 +32,15 @@ Steps (``lower_to_tflite``):
    packed tensors (the file holds each kernel once).  A rolled LSTM (``unroll=False``) becomes
    the fused UNIDIRECTIONAL_SEQUENCE_LSTM op with per-gate weights: no FULLY_CONNECTED carries
    its kernels, so asking to lower them raises.
+   Depthwise convolutions (``depthwise``: quantized DepthwiseConv1D taps): every
+   DEPTHWISE_CONV_2D whose [1, 1, taps, C] filter is the dequantized taps bit for bit becomes
+   ``TFQ_DEPTHWISE_CONV_1D`` (litert_op.h) with the packed taps, on float activations as its
+   Keras layer computes.  The converter folds a BatchNorm that follows a depthwise convolution
+   into its filter and bias (a per-channel factor a: filter = taps * a); an op whose tensors
+   name the layer and whose filter is the taps times a per-channel factor (within 4 ulp) is
+   accepted, and the factor goes into float32 scales (s * a).  Those taps then equal the
+   converter's within one rounding, not bit for bit.  Depthwise convolutions left in float
+   with more than 25 taps are split for XNNPACK (``_split_long_depthwise``).
 4. Drop the float weights no op uses any more, move every constant buffer behind the
    flatbuffer at 64-byte aligned file offsets (Buffer.offset/size: LiteRT needs constant
    inputs of custom ops 64-byte aligned), add the layer names as metadata ``tfq_asr`` (the
@@ -56,6 +66,9 @@ PARAMS_VERSION = 1                   # TFQ_OP_PARAMS_VERSION
 PARAMS_COUNT = 4                     # TFQ_OP_PARAMS_COUNT: version, activation, flags, layer
 FLAG_BIAS, FLAG_FLATTEN, FLAG_FLOAT_ACT = 1, 2, 4  # TFQ_OP_FLAG_*
 ACT_NONE, ACT_RELU, ACT_RELU6, ACT_RELU_N1_TO_1, ACT_SWISH = 0, 1, 2, 3, 4  # tfq_op_activation
+DW_OP_NAME = "TFQ_DEPTHWISE_CONV_1D"  # litert_op.h TFQ_DW_OP_NAME
+DW_OP_VERSION = 1
+DW_PARAMS_VERSION, DW_PARAMS_COUNT = 1, 8  # version, activation, flags, layer, stride, dilation, pad l/r
 METADATA_NAME = "tfq_asr"
 ALIGN = packing.BUFFER_ALIGN
 
@@ -482,6 +495,137 @@ def _replace(schema, model_obj, si, oi, name, qw: QuantizedWeight, factor: float
             "float_bytes": 4 * k * n, "folded_factor": factor}
 
 
+def _channel_factors(expected: np.ndarray, taps: np.ndarray) -> np.ndarray | None:
+    """Per-channel a with taps == expected * a up to float rounding (the converter folds a
+    BatchNorm after a depthwise convolution into its filter and bias, like DESIGN.md warns),
+    or None.  Channels whose expected taps are all zero get a = 1 (their taps must be zero)."""
+    num = np.sum(expected.astype(np.float64) * taps, axis=0)
+    den = np.sum(expected.astype(np.float64) ** 2, axis=0)
+    a = np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)
+    err = np.abs(expected * a - taps)
+    tol = 4 * np.finfo(np.float32).eps * np.maximum(np.abs(taps), np.finfo(np.float32).tiny)
+    return a.astype(np.float32) if np.all(err <= tol) else None
+
+
+def _match_depthwise(model_obj, depthwise) -> list:
+    """[(subgraph, op index, key, per-channel factors or None)] for every DEPTHWISE_CONV_2D whose
+    constant [1, 1, taps, C] filter is a quantized DepthwiseConv1D's dequantized taps: bit for
+    bit, or (an op whose tensors name the layer) times a per-channel factor, a BatchNorm the
+    converter folded in.  Raises naming the layer if one has no such op."""
+    expected = {key: np.ascontiguousarray(qw.dequantize(), np.float32) for key, qw in depthwise.items()}
+    matches, seen = [], set()
+    for si, sg in enumerate(model_obj.subgraphs):
+        for oi, op in enumerate(sg.operators):
+            if _builtin(model_obj, op) != _DEPTHWISE_CONV_2D or len(op.inputs) < 2:
+                continue
+            wt = sg.tensors[op.inputs[1]]
+            w = _array(model_obj, wt) if wt.type == _FLOAT32 else None
+            if w is None or w.ndim != 4 or w.shape[0] != 1 or w.shape[1] != 1:
+                continue
+            taps = np.ascontiguousarray(w.reshape(w.shape[2], w.shape[3]))
+            text = _names(sg, op)
+            names = [k for k, e in expected.items() if _bit_equal(e, taps)]
+            if len(names) > 1:
+                names = [k for k in names if f"/{_layer_of(k)}/" in text]
+            factors = None
+            if not names:
+                for k, e in expected.items():
+                    if e.shape == taps.shape and f"/{_layer_of(k)}/" in text:
+                        factors = _channel_factors(e, taps)
+                        if factors is not None:
+                            names = [k]
+                            break
+            if len(names) == 1:
+                matches.append((si, oi, names[0], factors))
+                seen.add(names[0])
+    for key in depthwise:
+        if key not in seen:
+            raise LoweringError(f"layer {_layer_of(key)!r}: no DEPTHWISE_CONV_2D op of the converted "
+                                "model carries its dequantized taps as a [1, 1, taps, C] filter (bit "
+                                "for bit, or times a folded per-channel factor)")
+    return matches
+
+
+def _replace_depthwise(schema, model_obj, si, oi, key, qw: QuantizedWeight, factors, layer_index: int,
+                       custom_code: int, shared: dict) -> dict:
+    """DEPTHWISE_CONV_2D -> TFQ_DEPTHWISE_CONV_1D (litert_op.h) with the packed taps.  A folded
+    per-channel factor goes into float32 scales (s * a, one rounding where the converter's
+    filter had two: equal within float rounding, not bit for bit); the op's bias is the
+    converter's (folded) bias."""
+    sg = model_obj.subgraphs[si]
+    op = sg.operators[oi]
+    o = op.builtinOptions
+    name = _layer_of(key)
+    taps, channels = qw.shape
+    x_t, y_t = sg.tensors[op.inputs[0]], sg.tensors[op.outputs[0]]
+    act = o.fusedActivationFunction
+    if act not in _ACTIVATIONS:
+        raise LoweringError(f"layer {name!r}: fused activation {act} has no TFQ equivalent")
+    if (x_t.shape is None or len(x_t.shape) != 4 or int(x_t.shape[3]) != channels
+            or (int(x_t.shape[1]) != 1 and (o.strideH != 1 or o.dilationHFactor != 1))  # H = 1: moot
+            or o.depthMultiplier not in (0, 1)
+            or y_t.shape is None or len(y_t.shape) != 4):
+        raise LoweringError(f"layer {name!r}: DEPTHWISE_CONV_2D with input {list(x_t.shape)}, stride "
+                            f"{o.strideH}x{o.strideW}, dilation {o.dilationHFactor}x{o.dilationWFactor}, "
+                            f"multiplier {o.depthMultiplier}: only 1-D depthwise convolutions are packed")
+    width, stride, dil = int(x_t.shape[2]), int(o.strideW), int(o.dilationWFactor)
+    span = dil * (taps - 1) + 1
+    if o.padding == schema.Padding.VALID:
+        pad_l = pad_r = 0
+    else:  # SAME, as TFLite computes it
+        out_w = -(-width // stride)
+        total = max((out_w - 1) * stride + span - width, 0)
+        pad_l, pad_r = total // 2, total - total // 2
+    out_w = (width + pad_l + pad_r - span) // stride + 1
+    if [int(d) for d in y_t.shape] != [int(x_t.shape[0]), int(x_t.shape[1]), out_w, channels]:
+        raise LoweringError(f"layer {name!r}: DEPTHWISE_CONV_2D output {list(y_t.shape)} is not the "
+                            f"[B, H, {out_w}, {channels}] its geometry gives")
+    bias = None
+    if len(op.inputs) > 2 and op.inputs[2] >= 0:
+        bias = _array(model_obj, sg.tensors[op.inputs[2]])
+        if bias is None or bias.shape != (channels,):
+            raise LoweringError(f"layer {name!r}: DEPTHWISE_CONV_2D bias is not a constant float [C]")
+    spec = qw.spec
+    scales, scale_dtype = qw.scales.astype(np.float32), np.dtype(spec.scale_dtype)
+    if factors is not None:
+        scales, scale_dtype = (scales * factors[None, :]).astype(np.float32), np.dtype(np.float32)
+    p = packing.pack_weights(qw.q.astype(np.int16), spec.bits, spec.symmetric, spec.group_length(taps),
+                             scales, qw.zero_points, scale_dtype=scale_dtype)
+    if key not in shared:
+        f16 = p.scales.dtype == np.float16
+        weights = [_add_tensor(schema, model_obj, sg, f"{name}/tfq_data", p.data, _UINT8),
+                   _add_tensor(schema, model_obj, sg, f"{name}/tfq_scales", p.scales, _FLOAT16 if f16 else _FLOAT32)]
+        if not p.symmetric:
+            weights.append(_add_tensor(schema, model_obj, sg, f"{name}/tfq_zero_points", p.zero_points, _UINT8))
+        weights.append(_add_tensor(schema, model_obj, sg, f"{name}/tfq_bias",
+                                   bias if bias is not None else np.zeros(channels, np.float32), _FLOAT32))
+        weights.append(_add_tensor(schema, model_obj, sg, f"{name}/tfq_header", p.header(), _INT32))
+        shared[key] = weights
+    row = np.array([DW_PARAMS_VERSION, _ACTIVATIONS[act], FLAG_BIAS if bias is not None else 0,
+                    layer_index, stride, dil, pad_l, pad_r], np.int32)
+    params = _add_tensor(schema, model_obj, sg, f"{name}/tfq_dw_params", np.tile(row, (out_w, 1)), _INT32)
+    new = schema.OperatorT()
+    new.opcodeIndex = custom_code
+    new.inputs = np.array([op.inputs[0], *shared[key], params], np.int32)
+    new.outputs = np.array(op.outputs[:1], np.int32)
+    sg.operators[oi] = new
+    return {"bits": spec.bits, "symmetric": spec.symmetric, "group_size": spec.group_length(taps),
+            "k": taps, "n": channels, "scale_dtype": str(scale_dtype), "op": DW_OP_NAME,
+            "folded_channel_factors": factors is not None,
+            "activation": _ACTIVATIONS[act], "float_activations": True, "activation_mode": "none",
+            "bytes": p.size().total + 4 * channels + 4 * (packing.HEADER_COUNT + DW_PARAMS_COUNT * out_w),
+            "float_bytes": 4 * taps * channels}
+
+
+def _custom_opcode(schema, model_obj, name: str, version: int) -> int:
+    code = schema.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = _CUSTOM
+    code.customCode = name.encode()
+    code.version = version
+    model_obj.operatorCodes.append(code)
+    return len(model_obj.operatorCodes) - 1
+
+
 def _garbage_collect(model_obj) -> None:
     """Remove tensors no op, subgraph input/output or signature uses, then unused buffers."""
     used_buffers = {0}
@@ -599,7 +743,8 @@ def _float_activation_keys(quantized, activations, float_activations) -> set:
 
 def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_path, *,
                     input_shape=None, extra_metadata: dict | None = None,
-                    activations: Mapping[str, str] | None = None, float_activations=()) -> dict:
+                    activations: Mapping[str, str] | None = None, float_activations=(),
+                    depthwise: Mapping[str, QuantizedWeight] | None = None) -> dict:
     """Write ``out_path`` (.tflite) with every layer of ``quantized`` as TFQ_FULLY_CONNECTED.
 
     float_model: a tf_keras model (not modified); quantized: key -> QuantizedWeight of the
@@ -613,6 +758,8 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
     "none" (float activations, TFQ_OP_FLAG_FLOAT_ACT, tfq_linear_f32: weight-only Dense layers
     and LSTM kernels, whose quantized Keras layers multiply float inputs); "static" is refused.
     float_activations: shorthand, keys whose mode is "none".
+    depthwise: "layer/depthwise_kernel" -> QuantizedWeight [taps, C] of DepthwiseConv1D layers:
+    each becomes TFQ_DEPTHWISE_CONV_1D (packed taps, float activations, as its Keras layer).
     Returns a report: {"path", "input_shape", "file_bytes", "layers": {name: {"bits", "bytes",
     "ops", "activation_mode", ...}}, "float_ops": number of FULLY_CONNECTED ops left in float}.
     """
@@ -626,15 +773,10 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
     from tensorflow.lite.tools import flatbuffer_utils
     model_obj = flatbuffer_utils.read_model_from_bytearray(bytearray(_convert(clone, shape)))
     matches = _match_layers(model_obj, quantized)
-    custom_code = -1
-    if matches:
-        code = schema.OperatorCodeT()
-        code.builtinCode = code.deprecatedBuiltinCode = _CUSTOM
-        code.customCode = OP_NAME.encode()
-        code.version = OP_VERSION
-        model_obj.operatorCodes.append(code)
-        custom_code = len(model_obj.operatorCodes) - 1
-    layer_names = list(dict.fromkeys(m[2] for m in matches))
+    dw_matches = _match_depthwise(model_obj, dict(depthwise or {}))
+    custom_code = _custom_opcode(schema, model_obj, OP_NAME, OP_VERSION) if matches else -1
+    dw_code = _custom_opcode(schema, model_obj, DW_OP_NAME, DW_OP_VERSION) if dw_matches else -1
+    layer_names = list(dict.fromkeys([m[2] for m in matches] + [_layer_of(m[2]) for m in dw_matches]))
     layers, shared = {}, {}
     for si, oi, name, factor in matches:
         info = _replace(schema, model_obj, si, oi, name, quantized[name], factor,
@@ -643,10 +785,20 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
             layers[name]["ops"] += 1
         else:
             layers[name] = dict(info, ops=1)
+    for si, oi, key, factors in dw_matches:
+        info = _replace_depthwise(schema, model_obj, si, oi, key, depthwise[key], factors,
+                                  layer_names.index(_layer_of(key)), dw_code, shared)
+        if key in layers:
+            layers[key]["ops"] += 1
+        else:
+            layers[key] = dict(info, ops=1)
     split = _split_long_depthwise(schema, model_obj)
     _garbage_collect(model_obj)
     md_buf = schema.BufferT()
-    md_json = {**(extra_metadata or {}), "layers": layer_names, "op": OP_NAME}
+    md_json = {**(extra_metadata or {}), "layers": layer_names, "op": OP_NAME,
+               **({"depthwise_op": DW_OP_NAME,
+                   "depthwise_layers": list(dict.fromkeys(_layer_of(m[2]) for m in dw_matches))}
+                  if dw_matches else {})}
     md_buf.data = np.frombuffer(json.dumps(md_json).encode(), np.uint8)
     model_obj.buffers.append(md_buf)
     md = schema.MetadataT()

@@ -37,6 +37,8 @@ LIBRARY_ENV = "TFQ_LITERT_LIB"
 DEFAULT_OP_LIBRARY = Path(__file__).resolve().parents[2] / "build" / "native" / "libtfq_litert.so"
 OP_NAME = "TFQ_FULLY_CONNECTED"
 OP_VERSION = 1
+DW_OP_NAME = "TFQ_DEPTHWISE_CONV_1D"  # litert_op.h TFQ_DW_OP_NAME, same library and context
+DW_OP_VERSION = 1
 METADATA_NAME = "tfq_asr"   # JSON written by tfq_asr.convert.lowering: {"layers": [names...]}
 MAX_RANK = 8
 HW_CPU = 1
@@ -169,6 +171,8 @@ def _ops(required: bool):
         lib = ctypes.CDLL(str(path))
         lib.tfq_litert_kernel.restype = ctypes.c_void_p
         lib.tfq_litert_op_name.restype = ctypes.c_char_p
+        lib.tfq_litert_depthwise_kernel.restype = ctypes.c_void_p
+        lib.tfq_litert_depthwise_op_name.restype = ctypes.c_char_p
         lib.tfq_litert_context_create.argtypes = [ctypes.POINTER(_Api)]
         lib.tfq_litert_context_create.restype = ctypes.c_void_p
         lib.tfq_litert_context_destroy.argtypes = [ctypes.c_void_p]
@@ -178,8 +182,9 @@ def _ops(required: bool):
         lib.tfq_litert_clear_error.argtypes = [ctypes.c_void_p]
         lib.tfq_litert_clear_error.restype = None
         lib.tfq_status_str.argtypes, lib.tfq_status_str.restype = [ctypes.c_int], ctypes.c_char_p
-        if lib.tfq_litert_op_name().decode() != OP_NAME:
-            raise LiteRtError(f"{path}: op name {lib.tfq_litert_op_name()!r}, expected {OP_NAME}")
+        for got, want in ((lib.tfq_litert_op_name(), OP_NAME), (lib.tfq_litert_depthwise_op_name(), DW_OP_NAME)):
+            if got.decode() != want:
+                raise LiteRtError(f"{path}: op name {got!r}, expected {want}")
         _LIBS["ops"] = lib
     return _LIBS["ops"]
 
@@ -228,7 +233,7 @@ class LiteRtModel:
         except Exception as e:  # not a flatbuffer at all
             raise LiteRtError(f"{self.path}: not a readable .tflite flatbuffer ({e})") from None
         self.layer_names: list[str] = list(self._info.get("layers", []))
-        self.uses_tfq_ops = OP_NAME in self._info["custom_ops"]
+        self.uses_tfq_ops = bool({OP_NAME, DW_OP_NAME} & set(self._info["custom_ops"]))
         self._open(signature)
 
     # -- setup ---------------------------------------------------------------------------
@@ -270,9 +275,10 @@ class LiteRtModel:
             self._ctx = ops.tfq_litert_context_create(ctypes.byref(api))
             if not self._ctx:
                 raise LiteRtError(f"{self.path}: cannot create the TFQ op context")
-            self._check(lib.LiteRtAddCustomOpKernelOption(opts, OP_NAME.encode(), OP_VERSION,
-                                                          ops.tfq_litert_kernel(), self._ctx),
-                        "LiteRtAddCustomOpKernelOption")
+            for name, version, kernel in ((OP_NAME, OP_VERSION, ops.tfq_litert_kernel()),
+                                          (DW_OP_NAME, DW_OP_VERSION, ops.tfq_litert_depthwise_kernel())):
+                self._check(lib.LiteRtAddCustomOpKernelOption(opts, name.encode(), version, kernel, self._ctx),
+                            f"LiteRtAddCustomOpKernelOption({name})")
         self._check(lib.LiteRtCreateCompiledModel(env, model, opts, ctypes.byref(compiled)),
                     "LiteRtCreateCompiledModel")
         self._compiled = compiled
@@ -503,8 +509,9 @@ class LiteRtModel:
             return
         index = layer.value
         name = self.layer_names[index] if 0 <= index < len(self.layer_names) else None
-        where = f"layer {name!r} (#{index})" if name else (f"layer #{index}" if index >= 0 else "a TFQ op")
-        raise TfqOpError(f"{self.path}: {OP_NAME} {where}: {msg.value.decode()} "
+        op = DW_OP_NAME if name in self._info.get("depthwise_layers", ()) else OP_NAME
+        where = f"{op} layer {name!r} (#{index})" if name else (f"TFQ op layer #{index}" if index >= 0 else "a TFQ op")
+        raise TfqOpError(f"{self.path}: {where}: {msg.value.decode()} "
                          f"({self._ops.tfq_status_str(status).decode()}); the outputs are invalid",
                          name, status)
 

@@ -147,6 +147,11 @@ TFQ_API int tfq_linear_f32(tfq_isa isa, const tfq_packed_weights *w, const float
                            size_t x_count, size_t x_stride, int32_t m, float *y,
                            size_t y_count, size_t y_stride);
 
+/* The weights as float, out[k * N + n] = (float)(q[n][k] - zp) * scale (one rounding: the
+ * values tfq_asr's QuantizedWeight.dequantize() gives, bit for bit).  out_count >= K * N.
+ * For layers that run as float arithmetic on a cached copy (depthwise convolutions). */
+TFQ_API int tfq_dequantize_f32(const tfq_packed_weights *w, float *out, size_t out_count);
+
 #ifdef __cplusplus
 }
 #endif

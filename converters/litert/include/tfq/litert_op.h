@@ -72,6 +72,29 @@ typedef enum tfq_op_activation {
   TFQ_ACT_COUNT = 5
 } tfq_op_activation;
 
+/* ---- TFQ_DEPTHWISE_CONV_1D ------------------------------------------------------------------
+ * A depthwise convolution along W with packed int4/int2 taps (a Keras DepthwiseConv1D, which
+ * TFLite runs as DEPTHWISE_CONV_2D on [1, 1, T, C]).  Its quantized Keras layer multiplies float
+ * inputs by the dequantized taps, and so does the op: on first use it dequantizes the taps to a
+ * float copy cached per tensor (tfq_dequantize_f32, bit-equal to the Keras weights), then
+ * y[b, h, o, c] = SUM_j x[b, h, o*stride + j*dilation - pad_left, c] * w[j, c]  (+ bias[c]),
+ * in float32 with the sum in tap order, outside the input counting as zero.
+ * Inputs as TFQ_FULLY_CONNECTED's, with K = taps and N = channels in the header:
+ *   0 x float32 [B, H, W, C]; data uint8 [C, row_bytes]; scales [groups, C]; zero points
+ *   (asymmetric); bias float32 [C]; header; params int32 [W_out, TFQ_DW_PARAMS_COUNT]
+ * Output 0: float32 [B, H, W_out, C], W_out = (W + pad_left + pad_right - dilation*(taps-1)
+ * - 1) / stride + 1.  GetOutputLayouts sees no tensor contents, so the params tensor carries
+ * W_out as its row count; every row holds the same values and Run checks them all. */
+#define TFQ_DW_OP_NAME "TFQ_DEPTHWISE_CONV_1D"
+#define TFQ_DW_OP_VERSION 1
+#define TFQ_DW_PARAMS_VERSION 1
+#define TFQ_DW_PARAMS_COUNT 8
+/* TFQ_OP_PARAM_VERSION, _ACTIVATION, _FLAGS (TFQ_OP_FLAG_BIAS only), _LAYER as above, then: */
+#define TFQ_DW_PARAM_STRIDE 4
+#define TFQ_DW_PARAM_DILATION 5
+#define TFQ_DW_PARAM_PAD_LEFT 6
+#define TFQ_DW_PARAM_PAD_RIGHT 7
+
 /* ---- The subset of the LiteRT C ABI (ai-edge-litert 2.3.0) the op sees ------------------- */
 /* Our own declarations with the layouts of the pinned runtime (litert/c/ in google-ai-edge/
  * LiteRT); opaque handles are void pointers, statuses ints (0 = ok). */
@@ -124,6 +147,9 @@ typedef struct tfq_litert_context tfq_litert_context;
 /* The op's kernel table, to pass to LiteRtAddCustomOpKernelOption with a context as user data. */
 TFQ_API const tfq_lrt_custom_kernel *tfq_litert_kernel(void);
 TFQ_API const char *tfq_litert_op_name(void);
+/* TFQ_DEPTHWISE_CONV_1D's table; the same context serves both ops. */
+TFQ_API const tfq_lrt_custom_kernel *tfq_litert_depthwise_kernel(void);
+TFQ_API const char *tfq_litert_depthwise_op_name(void);
 
 /* One context per compiled model (it holds the error slot and a workspace); NULL if api is
  * incomplete or memory is short.  Destroy it after the compiled model. */
