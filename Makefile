@@ -7,7 +7,7 @@ STAMP := $(VENV)/.tfq-installed
 DEBS := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts \
         fortunes sox libsndfile1 cmake gcc g++ \
         gcc-aarch64-linux-gnu libc6-dev-arm64-cross libstdc++6-arm64-cross qemu-user \
-        openjdk-17-jdk-headless
+        openjdk-17-jdk-headless shellcheck
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONHASHSEED := 0
