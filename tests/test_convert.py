@@ -88,6 +88,11 @@ def test_sizes_and_storage_per_policy(converted):
     assert rows["w2-sc16-asym-f16"]["ctc_head"]["bits"] == 2
     assert rows["w4"]["block0_conv_depthwise/depthwise_kernel"]["storage"].startswith("packed TFQ op, int4 sym per channel")
     assert converted["w4"][1]["accounted_bytes"] > 0 and converted["litert-int8"][1]["accounted_bytes"] is None
+    for p in ("w4", "w2-sc16-asym-f16"):  # issue 4: within 2% of the accounting plus the flatbuffer
+        r = converted[p][1]
+        overhead = r["flatbuffer_bytes"] + r["alignment_bytes"]
+        assert overhead + r["constant_bytes"] == r["size_bytes"]
+        assert abs(r["size_bytes"] / (r["accounted_bytes"] + overhead) - 1) < 0.02, (p, r["size_bytes"], overhead)
 
 
 def test_litert_int4_falls_back_to_per_channel_where_k_is_not_a_multiple_of_32(tmp_path):

@@ -436,7 +436,7 @@ def _set_int32_tensor(src: Path, dst: Path, name: str, edit) -> None:
     ("rows differ", lambda p: p.__setitem__((1, 6), 3), "row 1 differs"),
     ("width", lambda p: p.__setitem__((slice(None), 6), 2), r"W_out"),
     ("version", lambda p: p.__setitem__((slice(None), 0), 9), "version 9"),
-    ("taps", None, r"tensor data has shape \[24, 8\], the header \(K=40"),
+    ("taps", None, r"tensor data has shape \[24, 4\], the header \(K=40, N=24, G=15, 2-bit\) needs \[24, 10\]"),
 ])
 def test_corrupted_depthwise_params_raise_from_the_side_channel(tmp_path, what, edit, message):
     model, dw = depthwise_model(*DW_CASES["15-valid-w2-asym"])

@@ -110,3 +110,20 @@ def test_unpack_rejects_nonzero_padding():
     bad = PackedWeights(**{**p.__dict__, "data": data})
     with pytest.raises(ValueError, match="padding"):
         unpack_weights(bad)
+
+
+@pytest.mark.parametrize("bits,k", [(4, 144), (2, 144), (4, 15), (2, 15), (2, 64), (4, 1)])
+def test_dense_rows_keep_the_weights_and_drop_the_padding(bits, k):
+    """Format version 2 (what files store): rows of ceil(K * bits / 8) bytes, the same elements,
+    the header says version 2, and unpacking gives the same weights."""
+    from tfq_asr.convert.packing import FORMAT_VERSION_DENSE, dense_rows, row_bytes_dense
+    rng = np.random.default_rng(k * bits)
+    n, lo, hi = 7, -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    q = rng.integers(lo, hi + 1, size=(k, n))
+    p = pack_weights(q, bits, True, k, np.ones((1, n), np.float32))
+    d = dense_rows(p)
+    assert d.data.shape == (n, row_bytes_dense(k, bits)) == (n, -(-k * bits // 8))
+    assert d.data.ctypes.data % 64 == 0 and d.header()[1] == FORMAT_VERSION_DENSE
+    np.testing.assert_array_equal(d.data, p.data[:, :d.data.shape[1]])
+    assert d.size().data == d.data.size < p.size().data or k % 32 == 0
+    np.testing.assert_array_equal(unpack_weights(d)[0], q)

@@ -163,6 +163,7 @@ def main(argv=None):
     from tfq_asr.convert.export import convert, export_streaming, offline_metadata
     from tfq_asr.models import AsrModel, build_model
     from tfq_asr.quant.apply import as_policy, quantize
+    from tfq_asr.convert.lowering import file_layout
     from tfq_asr.quant.size import size_report
 
     src = load_source(args.model, args.random_weights)
@@ -215,7 +216,8 @@ def main(argv=None):
     float_model = src.keras_model if kind != "checkpoint" else build_model(src.config)
     layer_names = [getattr(layer, "layer", layer).name for layer in src.keras_model.layers]
     report["policy_kind"] = kind
-    rows = layer_rows(report, args.out.read_bytes(), layer_names)
+    file_bytes = args.out.read_bytes()
+    rows = layer_rows(report, file_bytes, layer_names)
     table_bytes = sum(r["bytes"] for r in rows)
     accounting = None
     if kind != "baseline" or policy_name == "fp32":
@@ -227,7 +229,7 @@ def main(argv=None):
                   other_bytes=args.out.stat().st_size - table_bytes,
                   accounted_bytes=accounting and accounting["total_bytes"],
                   bits_per_weight=accounting and accounting["bits_per_weight"],
-                  size_accounting=accounting)
+                  size_accounting=accounting, **file_layout(file_bytes))
     print("| layer | bits | bytes | float bytes | storage |\n|---|---:|---:|---:|---|")
     for r in rows:
         print(f"| {r['layer']} | {r['bits']} | {r['bytes']:,} | {r['float_bytes']:,} | {r['storage']} |")
@@ -239,6 +241,11 @@ def main(argv=None):
     print(f"{args.out}: {report['size_bytes']:,} bytes ({policy_name}, {what}); weight matrices {table_bytes:,}, "
           f"everything else (float vectors, graph, metadata, alignment) {report['other_bytes']:,}{acc}"
           + (" [random weights: speed only, transcribes nothing]" if args.random_weights else ""))
+    if accounting:  # issue 4's bar: within 2% of the accounting plus the flatbuffer's own bytes
+        overhead = report["flatbuffer_bytes"] + report["alignment_bytes"]
+        print(f"file layout: flatbuffer {report['flatbuffer_bytes']:,} + alignment {report['alignment_bytes']:,} "
+              f"+ constant data {report['constant_bytes']:,}; file / (size accounting + flatbuffer + "
+              f"alignment) = {report['size_bytes'] / (accounting['total_bytes'] + overhead):.3f}")
     if args.report:
         from tfq_asr.convert.lowering import write_atomically
         write_atomically(args.report, (json.dumps(report, indent=2, default=str) + "\n").encode())

@@ -100,6 +100,26 @@ static int tfq_use_n16(tfq_isa run, const tfq_packed_weights *w) {
 #endif
 }
 
+int tfq_expand_rows(const uint8_t *dense, size_t dense_bytes, int32_t k, int32_t n,
+                    int32_t bits, uint8_t *out, size_t out_bytes) {
+  if (!dense || !out) return TFQ_ERR_NULL;
+  if ((bits != 4 && bits != 2) || k < 1 || k > TFQ_MAX_K || n < 1 || n > TFQ_MAX_N)
+    return TFQ_ERR_SHAPE;
+  size_t from = tfq_row_bytes_dense(k, bits), to = tfq_row_bytes(k, bits), need_in, need_out;
+  if (!tfq_mul_size((size_t)n, from, &need_in) || !tfq_mul_size((size_t)n, to, &need_out))
+    return TFQ_ERR_SHAPE;
+  if (dense_bytes < need_in || out_bytes < need_out) return TFQ_ERR_BUFFER;
+  int used = (int)(((size_t)k * (size_t)bits) % 8);  /* bits of the last byte that are weights */
+  uint8_t last_mask = used ? (uint8_t)((1u << used) - 1u) : 0xFF;
+  for (int32_t r = 0; r < n; r++) {
+    uint8_t *o = out + (size_t)r * to;
+    memcpy(o, dense + (size_t)r * from, from);
+    o[from - 1] &= last_mask;
+    memset(o + from, 0, to - from);
+  }
+  return TFQ_OK;
+}
+
 int tfq_dequantize_f32(const tfq_packed_weights *w, float *out, size_t out_count) {
   int st = tfq_weights_check_sizes(w);
   if (st != TFQ_OK) return st;

@@ -48,6 +48,10 @@ struct tfq_litert_context {
   size_t num_repacks;
   tfq_repack_entry *dequants; /* float copies of depthwise taps [taps][C], one per tensor */
   size_t num_dequants;
+  tfq_repack_entry *expanded; /* padded rows of dense (format version 2) data, one per tensor */
+  size_t num_expanded;
+  void *expand_scratch;       /* padded rows for the call when the cache above is full */
+  size_t expand_scratch_bytes;
   int repack_off;             /* TFQ_NO_REPACK set: run the packed weights as they are */
 };
 
@@ -248,6 +252,46 @@ static void tfq_attach_repack(tfq_litert_context *ctx, tfq_packed_weights *w) {
   w->repacked = copy, w->repacked_bytes = bytes;
 }
 
+/* The padded rows (format version 1) of a layer whose file holds dense rows: a copy made on
+ * first use and cached per tensor, or (cache full) rebuilt in a scratch buffer every call. */
+static const uint8_t *tfq_expanded_rows(tfq_litert_context *ctx, const tfq_packed_weights *w,
+                                        int32_t layer) {
+  tfq_repack_key key = tfq_key_of(w);
+  for (size_t i = 0; i < ctx->num_expanded; i++)
+    if (tfq_same_key(&ctx->expanded[i].key, &key)) return (const uint8_t *)ctx->expanded[i].copy;
+  size_t bytes = (size_t)w->n * tfq_row_bytes(w->k, w->bits);  /* n, k checked: no overflow */
+  uint8_t *copy = NULL;
+  if (ctx->num_expanded < TFQ_REPACK_SLOTS) {
+    if (!ctx->expanded)
+      ctx->expanded = (tfq_repack_entry *)calloc(TFQ_REPACK_SLOTS, sizeof *ctx->expanded);
+    if (ctx->expanded) copy = (uint8_t *)aligned_alloc(64, (bytes + 63) / 64 * 64);
+  }
+  int cached = copy != NULL;
+  if (!cached) {
+    if (ctx->expand_scratch_bytes < bytes) {
+      void *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
+      if (!p) {
+        tfq_record(ctx, TFQ_ERR_WORKSPACE, layer, "cannot allocate %zu bytes for padded rows", bytes);
+        return NULL;
+      }
+      free(ctx->expand_scratch);
+      ctx->expand_scratch = p, ctx->expand_scratch_bytes = bytes;
+    }
+    copy = (uint8_t *)ctx->expand_scratch;
+  }
+  int st = tfq_expand_rows(w->data, w->data_bytes, w->k, w->n, w->bits, copy, bytes);
+  if (st != TFQ_OK) {
+    tfq_record(ctx, st, layer, "tfq_expand_rows: %s", tfq_status_str(st));
+    if (cached) free(copy);
+    return NULL;
+  }
+  if (cached) {
+    tfq_repack_entry *e = &ctx->expanded[ctx->num_expanded++];
+    e->key = key, e->copy = copy, e->bytes = bytes;
+  }
+  return copy;
+}
+
 /* Open the header (t[4]), data (t[1]), scales (t[2]), zero points (t[3]) and bias (t[6]) of a
  * packed layer, check each against the header and fill *w.  Shared by both ops; returns a
  * tfq_status, recorded in ctx. */
@@ -258,7 +302,16 @@ static int tfq_load_weights(tfq_litert_context *ctx, size_t num_inputs, const tf
   if (!tfq_open(ctx, &t[4], inputs[i_header], TFQ_LRT_LOCK_READ, "header", TFQ_LRT_ELEMENT_INT32, 0))
     return ctx->status;
   memset(w, 0, sizeof *w);
-  int st = tfq_weights_from_header(w, (const int32_t *)t[4].addr, t[4].count);
+  /* Format version 2 keeps dense rows in the file: read its header as version 1's. */
+  const int32_t *hp = (const int32_t *)t[4].addr;
+  int dense = t[4].count == TFQ_HEADER_COUNT && hp[1] == TFQ_FORMAT_VERSION_DENSE;
+  int32_t header[TFQ_HEADER_COUNT];
+  if (dense) {
+    memcpy(header, hp, sizeof header);
+    header[1] = TFQ_FORMAT_VERSION;
+    hp = header;
+  }
+  int st = tfq_weights_from_header(w, hp, t[4].count);
   if (st != TFQ_OK) {
     tfq_record(ctx, st, layer, "header: wrong magic, version or length (%zu values)", t[4].count);
     return st;
@@ -275,7 +328,7 @@ static int tfq_load_weights(tfq_litert_context *ctx, size_t num_inputs, const tf
     return TFQ_ERR_SHAPE;
   }
   int32_t groups = tfq_num_groups(w->k, w->group_size);
-  int32_t row = (int32_t)tfq_row_bytes(w->k, w->bits);
+  int32_t row = (int32_t)(dense ? tfq_row_bytes_dense(w->k, w->bits) : tfq_row_bytes(w->k, w->bits));
   /* data, scales, zero points, bias against the header. */
   if (!tfq_open(ctx, &t[1], inputs[1], TFQ_LRT_LOCK_READ, "data", TFQ_LRT_ELEMENT_UINT8, 0) ||
       !tfq_open(ctx, &t[2], inputs[2], TFQ_LRT_LOCK_READ, "scales",
@@ -312,6 +365,14 @@ static int tfq_load_weights(tfq_litert_context *ctx, size_t num_inputs, const tf
   if (flags & TFQ_OP_FLAG_BIAS) {
     w->bias = (const float *)t[6].addr;
     w->bias_count = t[6].count;
+  }
+  /* The kernels (and the checks below) read padded rows; dense rows of a K that is a multiple
+   * of 32 already are padded rows, and run from the file's memory without a copy. */
+  if (dense && tfq_row_bytes_dense(w->k, w->bits) != tfq_row_bytes(w->k, w->bits)) {
+    const uint8_t *rows = tfq_expanded_rows(ctx, w, layer);
+    if (!rows) return ctx->status;
+    w->data = rows;
+    w->data_bytes = (size_t)w->n * tfq_row_bytes(w->k, w->bits);
   }
   st = tfq_zero_points_checked(ctx, w);
   if (st != TFQ_OK) {
@@ -721,6 +782,9 @@ void tfq_litert_context_destroy(tfq_litert_context *ctx) {
   free(ctx->repacks);
   for (size_t i = 0; i < ctx->num_dequants; i++) free(ctx->dequants[i].copy);
   free(ctx->dequants);
+  for (size_t i = 0; i < ctx->num_expanded; i++) free(ctx->expanded[i].copy);
+  free(ctx->expanded);
+  free(ctx->expand_scratch);
   free(ctx->workspace);
   free(ctx);
 }

@@ -461,6 +461,36 @@ static void check_dequantize(int bits, int sym, int f16, int32_t k, int32_t n, i
   free_layer(&L);
 }
 
+/* tfq_expand_rows: dense rows (the first ceil(K*b/8) bytes of each padded row, whatever the bits
+ * past K) expand to padded rows holding the same K weights and zero bits after them. */
+static void check_expand(int bits, int32_t k, int32_t n) {
+  layer L;
+  make_layer(&L, bits, 1, 0, 0, k, n, k);
+  size_t from = tfq_row_bytes_dense(k, bits), to = tfq_row_bytes(k, bits);
+  uint8_t *dense = malloc((size_t)n * from), *out = malloc((size_t)n * to);
+  for (int32_t r = 0; r < n; r++) memcpy(dense + (size_t)r * from, L.data + (size_t)r * to, from);
+  char desc[96];
+  snprintf(desc, sizeof desc, "w%d K=%d N=%d", bits, (int)k, (int)n);
+  int ok = tfq_expand_rows(dense, (size_t)n * from, k, n, bits, out, (size_t)n * to) == TFQ_OK;
+  int per = 8 / bits;
+  for (int32_t r = 0; ok && r < n; r++)
+    for (int32_t i = 0; ok && i < tfq_k_pad(k); i++) {
+      int field = (out[(size_t)r * to + i / per] >> (bits * (i % per))) & ((1 << bits) - 1);
+      int want = i < k ? (int)((uint32_t)L.value[(size_t)r * k + i] & ((1u << bits) - 1)) : 0;
+      ok = field == want;
+    }
+  report(ok, "expand_rows: weights kept, padding zero", desc);
+  report(tfq_expand_rows(dense, (size_t)n * from - 1, k, n, bits, out, (size_t)n * to) == TFQ_ERR_BUFFER,
+         "expand_rows: short input", desc);
+  report(tfq_expand_rows(dense, (size_t)n * from, k, n, bits, out, (size_t)n * to - 1) == TFQ_ERR_BUFFER,
+         "expand_rows: short output", desc);
+  report(tfq_expand_rows(dense, (size_t)n * from, k, n, 3, out, (size_t)n * to) == TFQ_ERR_SHAPE,
+         "expand_rows: 3 bits", desc);
+  free(dense);
+  free(out);
+  free_layer(&L);
+}
+
 int main(int argc, char **argv) {
   int cases = 600;
   const char *require = NULL;
@@ -516,6 +546,7 @@ int main(int argc, char **argv) {
     if (m * k * n > 400000) m = 4; /* keep sanitizer and emulator runs short */
     run_case(bits, sym, f16, with_bias, m, k, n, g);
     if (c % 4 == 0) check_dequantize(bits, sym, f16, k, n, g);
+    if (c % 4 == 1) check_expand(bits, k, n);
   }
   printf("kernel_test: %d passed, %d failed\n", passes, failures);
   return failures == 0 ? 0 : 1;

@@ -195,6 +195,36 @@ static void test_valid(tfq_litert_context *ctx, int symmetric) {
   destroy(&L);
 }
 
+/* Format version 2: the same layer with dense rows (35 bytes for K = 70 int4, not 48) gives the
+ * padded layer's output bit for bit; a dense data tensor of the padded width is refused. */
+static void test_valid_dense(tfq_litert_context *ctx, int symmetric) {
+  layer P, D;
+  uint32_t seed = rng;
+  build(&P, symmetric);
+  rng = seed;
+  build(&D, symmetric);
+  size_t from = tfq_row_bytes(K, 4), to = tfq_row_bytes_dense(K, 4);
+  int32_t dd[2] = {N, (int32_t)to};
+  fake_buffer *dense = make(TFQ_LRT_ELEMENT_UINT8, 2, dd, 1);
+  for (int32_t r = 0; r < N; r++)
+    memcpy((uint8_t *)dense->data + r * to, (uint8_t *)D.in[1]->data + r * from, to);
+  release(D.in[1]);
+  D.in[1] = dense;
+  ((int32_t *)input(&D, "header")->data)[1] = TFQ_FORMAT_VERSION_DENSE;
+  int sp = run(ctx, &P, P.num_inputs), sd = run(ctx, &D, D.num_inputs);
+  check(sp == TFQ_OK && sd == TFQ_OK && memcmp(P.out->data, D.out->data, P.out->bytes) == 0,
+        "dense rows (format version 2) give the padded layer's output bit for bit");
+  check(run(ctx, &D, D.num_inputs) == TFQ_OK && memcmp(P.out->data, D.out->data, P.out->bytes) == 0,
+        "dense rows: the cached expansion gives the same output");
+  ((int32_t *)input(&P, "header")->data)[1] = TFQ_FORMAT_VERSION_DENSE;  /* padded width, v2 */
+  char msg[512];
+  int st = run(ctx, &P, P.num_inputs);
+  tfq_litert_error(ctx, msg, sizeof msg, NULL, NULL);
+  check(st == TFQ_ERR_BUFFER && strstr(msg, "needs [9, 35]"), "dense header with padded rows refused");
+  destroy(&P);
+  destroy(&D);
+}
+
 /* TFQ_OP_FLAG_FLOAT_ACT: the op equals tfq_linear_f32 + relu bit for bit (and not the int8
  * path), with [M0, M1, N] and flattened [M0*M1, N] outputs. */
 static void test_valid_float(tfq_litert_context *ctx, int symmetric, int flatten) {
@@ -431,6 +461,8 @@ int main(void) {
   test_valid(ctx, 1);
   test_valid(ctx, 0);
   test_valid(ctx, 1);  /* the workspace is reused */
+  test_valid_dense(ctx, 1);
+  test_valid_dense(ctx, 0);
   test_valid_float(ctx, 1, 0);
   test_valid_float(ctx, 0, 0);
   test_valid_float(ctx, 1, 1);

@@ -17,7 +17,7 @@ Steps (``lower_to_tflite``):
 3. Rewrite the flatbuffer: every FULLY_CONNECTED whose float weight equals a quantized layer's
    dequantized kernel (transposed, bit for bit: that is the proof the op computes that layer)
    becomes ``TFQ_FULLY_CONNECTED`` (converters/litert/include/tfq/litert_op.h) with the packed
-   buffers of ``tfq_asr.convert.packing``, on the int8 path (activation mode "dynamic") or the
+   buffers of ``tfq_asr.convert.packing`` (dense rows, format version 2: no padding in the file), on the int8 path (activation mode "dynamic") or the
    float-activation path (mode "none", TFQ_OP_FLAG_FLOAT_ACT).  A quantized layer without such
    an op, or with a float FULLY_CONNECTED op that names the layer and has a weight of its shape
    that is not its kernel, is an error naming the layer (e.g. the converter folded something
@@ -455,10 +455,9 @@ def _replace(schema, model_obj, si, oi, name, qw: QuantizedWeight, factor: float
                 scales.astype(np.float16).astype(np.float32), scales)):
         raise LoweringError(f"layer {name!r}: the converter folded a factor {factor} into the "
                             f"weights that the {spec.scale_dtype} scales cannot absorb exactly")
-    p = packing.pack_weights(qw.q.astype(np.int16), spec.bits, spec.symmetric, spec.group_length(k),
-                             scales,
-                             None if qw.zero_points is None else qw.zero_points,
-                             scale_dtype=np.dtype(spec.scale_dtype))
+    p = packing.dense_rows(packing.pack_weights(
+        qw.q.astype(np.int16), spec.bits, spec.symmetric, spec.group_length(k), scales,
+        None if qw.zero_points is None else qw.zero_points, scale_dtype=np.dtype(spec.scale_dtype)))
     flags = ((FLAG_BIAS if bias is not None else 0) | (FLAG_FLATTEN if flatten else 0)
              | (FLAG_FLOAT_ACT if float_act else 0))
     params = np.array([PARAMS_VERSION, _ACTIVATIONS[act], flags, layer_index], np.int32)
@@ -589,8 +588,9 @@ def _replace_depthwise(schema, model_obj, si, oi, key, qw: QuantizedWeight, fact
     scales, scale_dtype = qw.scales.astype(np.float32), np.dtype(spec.scale_dtype)
     if factors is not None:
         scales, scale_dtype = (scales * factors[None, :]).astype(np.float32), np.dtype(np.float32)
-    p = packing.pack_weights(qw.q.astype(np.int16), spec.bits, spec.symmetric, spec.group_length(taps),
-                             scales, qw.zero_points, scale_dtype=scale_dtype)
+    p = packing.dense_rows(packing.pack_weights(qw.q.astype(np.int16), spec.bits, spec.symmetric,
+                                                spec.group_length(taps), scales, qw.zero_points,
+                                                scale_dtype=scale_dtype))
     if key not in shared:
         f16 = p.scales.dtype == np.float16
         weights = [_add_tensor(schema, model_obj, sg, f"{name}/tfq_data", p.data, _UINT8),
@@ -694,6 +694,21 @@ def _serialize_external(model_obj) -> bytes:
         out += b"\0" * (b.offset - len(out))
         out += raw
     return bytes(out)
+
+
+def file_layout(data: bytes) -> dict:
+    """Where the bytes of a lowered file go: the flatbuffer (op and tensor tables, names,
+    metadata: everything before the first constant buffer placed behind it), the 64-byte
+    alignment padding, and the constant buffers themselves.  Files whose buffers sit inside the
+    flatbuffer (the converter's own) count as all flatbuffer."""
+    from ai_edge_litert import schema_py_generated as schema
+    m = schema.Model.GetRootAs(data, 0)
+    ext = [(m.Buffers(i).Offset(), m.Buffers(i).Size()) for i in range(m.BuffersLength())
+           if m.Buffers(i).Offset() > 1]
+    head = min((o for o, _ in ext), default=len(data))
+    constant = sum(n for _, n in ext)
+    return {"flatbuffer_bytes": head, "alignment_bytes": len(data) - head - constant,
+            "constant_bytes": constant}
 
 
 def write_atomically(path: Path, data: bytes) -> None:

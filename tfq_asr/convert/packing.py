@@ -12,6 +12,8 @@ The layout is described once, in ``converters/core/include/tfq/format.h``; in sh
 * ``zero_points``: uint8 ``[groups][N]``, asymmetric only.
 * ``bias``: float32 ``[N]`` or None.
 * ``header()``: the int32 parameter tensor read by the C ``tfq_weights_from_header``.
+* ``dense_rows(p)``: the same layer with rows of ``ceil(K * bits / 8)`` bytes (format version 2),
+  what the lowering writes into files; the ops expand them to the padded rows once.
 
 Every array is allocated at a 64-byte aligned address.  Arguments and results use the
 numerics contract's orientation: ``q[k, n]``, ``scales[g, n]``, ``zero_points[g, n]``.
@@ -22,7 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1        # padded rows (what the kernels read)
+FORMAT_VERSION_DENSE = 2  # dense rows in a file, expanded by the ops (format.h)
 HEADER_MAGIC = 0x31514654  # "TFQ1" read as a little-endian int32
 HEADER_COUNT = 8
 K_ALIGN = 32
@@ -39,6 +42,11 @@ def k_pad(k: int) -> int:
 
 def row_bytes(k: int, bits: int) -> int:
     return k_pad(k) * bits // 8
+
+
+def row_bytes_dense(k: int, bits: int) -> int:
+    """Bytes of a row in format version 2: no padding past the byte holding element K-1."""
+    return -(-k * bits // 8)
 
 
 def num_groups(k: int, group_size: int) -> int:
@@ -75,12 +83,12 @@ class PackedSize:
 
 
 def packed_size(k: int, n: int, bits: int, group_size: int, symmetric: bool,
-                scale_dtype=np.float32, with_bias: bool = False) -> PackedSize:
-    """Sizes of the buffers for a K x N layer, without building it."""
+                scale_dtype=np.float32, with_bias: bool = False, dense: bool = False) -> PackedSize:
+    """Sizes of the buffers for a K x N layer, without building it (dense: version 2 rows)."""
     _check_format(k, n, bits, group_size)
     params = n * num_groups(k, group_size)
     return PackedSize(
-        data=n * row_bytes(k, bits),
+        data=n * (row_bytes_dense(k, bits) if dense else row_bytes(k, bits)),
         scales=params * np.dtype(scale_dtype).itemsize,
         zero_points=0 if symmetric else params,
         bias=4 * n if with_bias else 0,
@@ -104,6 +112,7 @@ class PackedWeights:
     scales: np.ndarray         # float32 or float16 [groups, n]
     zero_points: np.ndarray | None  # uint8 [groups, n], asymmetric only
     bias: np.ndarray | None    # float32 [n]
+    dense: bool = False        # rows of row_bytes_dense (format version 2), see dense_rows
 
     @property
     def groups(self) -> int:
@@ -111,7 +120,7 @@ class PackedWeights:
 
     @property
     def row_bytes(self) -> int:
-        return row_bytes(self.k, self.bits)
+        return row_bytes_dense(self.k, self.bits) if self.dense else row_bytes(self.k, self.bits)
 
     @property
     def scale_is_f16(self) -> bool:
@@ -119,12 +128,24 @@ class PackedWeights:
 
     def header(self) -> np.ndarray:
         """The int32 parameter tensor of the op (layout in format.h)."""
-        return np.array([HEADER_MAGIC, FORMAT_VERSION, self.bits, int(self.symmetric), self.k,
+        return np.array([HEADER_MAGIC, FORMAT_VERSION_DENSE if self.dense else FORMAT_VERSION, self.bits, int(self.symmetric), self.k,
                          self.n, self.group_size, int(self.scale_is_f16)], dtype=np.int32)
 
     def size(self) -> PackedSize:
         return packed_size(self.k, self.n, self.bits, self.group_size, self.symmetric,
-                           self.scales.dtype, self.bias is not None)
+                           self.scales.dtype, self.bias is not None, self.dense)
+
+
+def dense_rows(p: PackedWeights) -> PackedWeights:
+    """The layer with its rows cut to ceil(K * bits / 8) bytes (format version 2): what files
+    store; the ops expand it to the padded rows the kernels read (tfq_expand_rows)."""
+    if p.dense:
+        return p
+    width = row_bytes_dense(p.k, p.bits)
+    data = aligned_zeros((p.n, width), np.uint8)
+    data[...] = p.data[:, :width]  # padding elements are zero bits, so the last byte is exact
+    return PackedWeights(bits=p.bits, symmetric=p.symmetric, k=p.k, n=p.n, group_size=p.group_size,
+                         data=data, scales=p.scales, zero_points=p.zero_points, bias=p.bias, dense=True)
 
 
 def _check_format(k: int, n: int, bits: int, group_size: int) -> None:

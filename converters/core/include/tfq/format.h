@@ -42,6 +42,13 @@
  *        int2 asymmetric, f16 scales, G = 32,  K = 144:  2 * 160/144 + 16 * 5/144 + 8 * 5/144
  *        = 3.06 (padding and the ragged fifth group cost 0.33 bits here).
  *
+ * Files store rows dense (format version 2).  The padding above is what the kernels read; a
+ * file need not carry it.  A header with version TFQ_FORMAT_VERSION_DENSE says its data tensor
+ * is [N][tfq_row_bytes_dense(K, b)] = ceil(K * b / 8) bytes per row, same element order, the
+ * bits past K in a row's last byte zero; the LiteRT ops expand it to the padded rows above once
+ * (tfq_expand_rows, a copy cached per tensor) and run the kernels on that.  K = 144 int4 rows
+ * then take 72 bytes in the file instead of 80.  Version 1 (padded rows in the file) still runs.
+ *
  * Header: the per-layer parameters travel as a small int32 tensor of TFQ_HEADER_COUNT
  * values, in this order, written by packing.py (PackedWeights.header) and read by
  * tfq_weights_from_header():
@@ -53,7 +60,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TFQ_FORMAT_VERSION 1
+#define TFQ_FORMAT_VERSION 1        /* padded rows: what the kernels take */
+#define TFQ_FORMAT_VERSION_DENSE 2  /* dense rows in the file, expanded by the ops */
 #define TFQ_HEADER_MAGIC 0x31514654 /* "TFQ1" read as a little-endian int32 */
 #define TFQ_HEADER_COUNT 8
 #define TFQ_K_ALIGN 32     /* K is padded to a multiple of this many elements */
@@ -68,6 +76,11 @@
 
 static inline int32_t tfq_k_pad(int32_t k) {
   return (k + TFQ_K_ALIGN - 1) / TFQ_K_ALIGN * TFQ_K_ALIGN;
+}
+
+/* Bytes of a dense (version 2) row: ceil(K * bits / 8). */
+static inline size_t tfq_row_bytes_dense(int32_t k, int32_t bits) {
+  return ((size_t)k * (size_t)bits + 7) / 8;
 }
 
 static inline size_t tfq_row_bytes(int32_t k, int32_t bits) {

@@ -147,6 +147,12 @@ TFQ_API int tfq_linear_f32(tfq_isa isa, const tfq_packed_weights *w, const float
                            size_t x_count, size_t x_stride, int32_t m, float *y,
                            size_t y_count, size_t y_stride);
 
+/* Dense rows (format version 2, n rows of tfq_row_bytes_dense(k, bits)) -> the padded rows of
+ * version 1 (n rows of tfq_row_bytes(k, bits)), the bits past K zero.  Sizes are checked:
+ * TFQ_ERR_BUFFER if either buffer is shorter than its layout, TFQ_ERR_SHAPE for bad k/n/bits. */
+TFQ_API int tfq_expand_rows(const uint8_t *dense, size_t dense_bytes, int32_t k, int32_t n,
+                            int32_t bits, uint8_t *out, size_t out_bytes);
+
 /* The weights as float, out[k * N + n] = (float)(q[n][k] - zp) * scale (one rounding: the
  * values tfq_asr's QuantizedWeight.dequantize() gives, bit for bit).  out_count >= K * N.
  * For layers that run as float arithmetic on a cached copy (depthwise convolutions). */
