@@ -83,6 +83,15 @@ def export_streaming(model, path, *, policy=None, lstm_steps: int = 8, float_con
     """Write the streaming step model of an AsrModel (float, or a quantized checkpoint whose
     policy is reused) to `path`: one chunk per call, every state an input and an output.
     `policy` quantizes a float model on the way (weights only, no calibration)."""
+    step, policy_name = streaming_step_model(model, policy=policy, lstm_steps=lstm_steps)
+    return convert(step, path, float_convs=float_convs, extra_metadata=lambda twin: streaming_metadata(
+        model.config, model.name, twin, policy_name, lstm_steps))
+
+
+def streaming_step_model(model, *, policy=None, lstm_steps: int = 8):
+    """(the Keras step model export_streaming converts, its policy name): quantized like the
+    AsrModel (or with `policy`), weights transferred.  Running it chunk by chunk is what the
+    streaming file computes (tools/exactness.py compares the two)."""
     from ..models.streaming import build_step_model, transfer_weights
     from ..quant.apply import as_policy, policy_of, quantize
     cfg = model.config
@@ -99,8 +108,7 @@ def export_streaming(model, path, *, policy=None, lstm_steps: int = 8, float_con
     if step_policy is not None:
         step = quantize(step, step_policy)
     transfer_weights(source, step)
-    return convert(step, path, float_convs=float_convs, extra_metadata=lambda twin: streaming_metadata(
-        cfg, model.name, twin, step_policy.name if step_policy else "fp32", lstm_steps))
+    return step, (step_policy.name if step_policy else "fp32")
 
 
 def streaming_metadata(cfg, model_name: str, converted, policy_name: str, lstm_steps: int = 8) -> dict:

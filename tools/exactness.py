@@ -1,0 +1,56 @@
+"""Compare a streaming .tflite with the Keras step model it comes from, utterance by utterance.
+
+  python tools/exactness.py --model conformer-ctc-xs-w4 --manifest data/corpus/test.tsv
+  python tools/exactness.py --model conformer-ctc-xs-w2 --tflite xs-w2.tflite --manifest M --limit 50
+
+Without --tflite the streaming file is exported to a temporary file first (as
+`tools/convert.py --model M --streaming` writes it).  Prints identical transcripts, the WER of
+each side and the largest logit difference; --json writes everything, per utterance too.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import _setup  # noqa: F401,E402  (environment and sys.path)
+
+from tfq_asr.errors import UserError, cli_main  # noqa: E402
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True, help="bundled model name or model folder (streaming config)")
+    ap.add_argument("--tflite", type=Path, help="its streaming .tflite (default: export one now)")
+    ap.add_argument("--manifest", required=True, type=Path, help="TSV manifest (path, duration, voice, engine, text)")
+    ap.add_argument("--limit", type=int, default=0, help="only the first N utterances")
+    ap.add_argument("--lstm-steps", type=int, default=8, help="LSTM steps per call of the file (LSTM models)")
+    ap.add_argument("--json", type=Path, help="write the full result here")
+    args = ap.parse_args(argv)
+    from tfq_asr.convert.export import export_streaming
+    from tfq_asr.eval.exactness import compare_streaming
+    from tfq_asr.models import load_pretrained
+    model = load_pretrained(args.model)
+    if args.tflite is not None and not args.tflite.is_file():
+        raise UserError(f"--tflite {args.tflite}: no such file")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.tflite
+        if path is None:
+            path = Path(tmp) / f"{model.name}-stream.tflite"
+            export_streaming(model, path, lstm_steps=args.lstm_steps)
+        try:
+            r = compare_streaming(model, path, args.manifest, limit=args.limit or None, lstm_steps=args.lstm_steps)
+        except ValueError as err:
+            raise UserError(str(err)) from None
+    print(f"{r['model']} ({r['policy']}), {r['utterances']} utterances of {args.manifest}: identical transcripts "
+          f"{r['identical']}/{r['utterances']}; WER {r['wer_tflite']:.2f} (.tflite, LiteRT) vs {r['wer_keras']:.2f} "
+          f"(Keras step model); max logit difference {r['max_logit_diff']:.3g} (median per utterance "
+          f"{r['median_logit_diff']:.3g})")
+    if args.json:
+        from tfq_asr.convert.lowering import write_atomically
+        write_atomically(args.json, (json.dumps(r, indent=2) + "\n").encode())
+
+
+if __name__ == "__main__":
+    cli_main(main)
