@@ -9,10 +9,11 @@
  * straddle a float32 rounding boundary (odds about 1e-8 per value).
  *
  * The transform is a mixed-radix FFT in double (decimation in time over the prime factors of
- * n_fft, twiddles from one table of cos/sin(2 pi j / n_fft)).  n_fft = 400 = 2^4 * 5^2 costs
- * 400 * (2+2+2+2+5+5) = 7,200 complex multiply-adds per frame; a direct DFT of the 201 bins
- * with precomputed tables costs 80,400 real multiply-add pairs, 100 frames a second, about
- * ten times more for the same double-precision result.  Any n_fft works (a large prime
+ * n_fft, twiddles from one table of cos/sin(2 pi j / n_fft)); an even n_fft is transformed as
+ * a complex signal of half the length (even samples real, odd ones imaginary) and split into
+ * the n_fft/2 + 1 bins afterwards.  n_fft = 400: a 200-point transform, 200 * (2+2+2+5+5) =
+ * 3,200 complex multiply-adds per frame; a direct DFT of the 201 bins with precomputed tables
+ * costs 80,400 real multiply-add pairs, about twenty times more for the same result.  Any n_fft works (a large prime
  * factor p costs O(n_fft * p)).  The mel projection visits each filter's non-zero band only.
  */
 #include <math.h>
@@ -104,9 +105,15 @@ static void fft_rec(const tfq_frontend *f, const double *in_re, const double *in
                     double *tmp_re, double *tmp_im) {
   if (n == 1) { out_re[0] = in_re[0]; out_im[0] = in_im[0]; return; }
   size_t p = (size_t)f->factors[level], m = n / p, N = (size_t)f->p.n_fft;
-  for (size_t r = 0; r < p; r++)  /* sub-transforms of the p decimated sequences */
-    fft_rec(f, in_re + r * stride, in_im + r * stride, stride * p, out_re + r * m,
-            out_im + r * m, m, level + 1, tmp_re, tmp_im);
+  for (size_t r = 0; r < p; r++) {  /* sub-transforms of the p decimated sequences */
+    if (m == 1) {  /* a transform of length 1 is a copy: no call per sample */
+      out_re[r] = in_re[r * stride];
+      out_im[r] = in_im[r * stride];
+    } else {
+      fft_rec(f, in_re + r * stride, in_im + r * stride, stride * p, out_re + r * m,
+              out_im + r * m, m, level + 1, tmp_re, tmp_im);
+    }
+  }
   size_t tw = N / n, wp = N / p;  /* W_n^j = W_N^(j tw), W_p^j = W_N^(j wp) */
   for (size_t k = 0; k < m; k++) {
     tmp_re[0] = out_re[k];
@@ -122,6 +129,24 @@ static void fft_rec(const tfq_frontend *f, const double *in_re, const double *in
       out_im[k] = tmp_im[0] + tmp_im[1];
       out_re[m + k] = tmp_re[0] - tmp_re[1];
       out_im[m + k] = tmp_im[0] - tmp_im[1];
+      continue;
+    }
+    if (p == 5) {  /* the 5-point DFT with its symmetries: 4 real constants, no table walk */
+      double c1 = f->cos_tab[wp], c2 = f->cos_tab[2 * wp], s1 = f->sin_tab[wp], s2 = f->sin_tab[2 * wp];
+      double a1r = tmp_re[1] + tmp_re[4], a1i = tmp_im[1] + tmp_im[4];
+      double b1r = tmp_re[1] - tmp_re[4], b1i = tmp_im[1] - tmp_im[4];
+      double a2r = tmp_re[2] + tmp_re[3], a2i = tmp_im[2] + tmp_im[3];
+      double b2r = tmp_re[2] - tmp_re[3], b2i = tmp_im[2] - tmp_im[3];
+      double A1r = tmp_re[0] + c1 * a1r + c2 * a2r, A1i = tmp_im[0] + c1 * a1i + c2 * a2i;
+      double A2r = tmp_re[0] + c2 * a1r + c1 * a2r, A2i = tmp_im[0] + c2 * a1i + c1 * a2i;
+      double B1r = s1 * b1r + s2 * b2r, B1i = s1 * b1i + s2 * b2i;  /* X1 = A1 - i B1, X4 = A1 + i B1 */
+      double B2r = s2 * b1r - s1 * b2r, B2i = s2 * b1i - s1 * b2i;  /* X2 = A2 - i B2, X3 = A2 + i B2 */
+      out_re[k] = tmp_re[0] + a1r + a2r;
+      out_im[k] = tmp_im[0] + a1i + a2i;
+      out_re[m + k] = A1r + B1i, out_im[m + k] = A1i - B1r;
+      out_re[2 * m + k] = A2r + B2i, out_im[2 * m + k] = A2i - B2r;
+      out_re[3 * m + k] = A2r - B2i, out_im[3 * m + k] = A2i + B2r;
+      out_re[4 * m + k] = A1r - B1i, out_im[4 * m + k] = A1i + B1r;
       continue;
     }
     for (size_t q = 0; q < p; q++) {  /* out[k + q m] = sum_r t_r W_p^(r q) */
@@ -218,10 +243,6 @@ size_t tfq_frontend_pending_frames(const tfq_frontend *f, size_t n) {
 /* One frame of f->buf (full) into out[n_mels]. */
 static void compute_frame(tfq_frontend *f, float *out) {
   size_t n = (size_t)f->p.n_fft, win = (size_t)f->p.win, nb = (size_t)f->n_bins;
-  for (size_t i = 0; i < n; i++) {  /* rfft zero-pads a frame shorter than n_fft */
-    f->scratch_re[i] = i < win ? (double)(f->buf[i] * f->window[i]) : 0.0;
-    f->scratch_im[i] = 0.0;
-  }
   /* The combination step of a radix-p stage needs p scratch values per output column. */
   double t_re[64], t_im[64];
   double *tr = t_re, *ti = t_im, *heap = NULL;
@@ -236,9 +257,40 @@ static void compute_frame(tfq_frontend *f, float *out) {
     tr = heap;
     ti = heap + pmax;
   }
-  fft_rec(f, f->scratch_re, f->scratch_im, 1, f->re, f->im, n, 0, tr, ti);
+  if (n % 2 == 0) {
+    /* A real signal of even length n as the complex signal z[j] = x[2j] + i x[2j+1] of
+     * length h = n/2: one transform of half the length, then X[k] for k = 0..h from Z[k] and
+     * Z[h-k] (factors[0] is 2, so factors[1..] factor h). */
+    size_t h = n / 2;
+    for (size_t j = 0; j < h; j++) {  /* rfft zero-pads a frame shorter than n_fft */
+      size_t a = 2 * j, b = a + 1;
+      f->scratch_re[j] = a < win ? (double)(f->buf[a] * f->window[a]) : 0.0;
+      f->scratch_im[j] = b < win ? (double)(f->buf[b] * f->window[b]) : 0.0;
+    }
+    if (h == 1) {
+      f->re[0] = f->scratch_re[0];
+      f->im[0] = f->scratch_im[0];
+    } else {
+      fft_rec(f, f->scratch_re, f->scratch_im, 1, f->re, f->im, h, 1, tr, ti);
+    }
+    for (size_t k = 0; k < nb; k++) {
+      size_t k1 = k == h ? 0 : k, k2 = k == 0 ? 0 : h - k;
+      double zr = f->re[k1], zi = f->im[k1], cr = f->re[k2], ci = -f->im[k2];  /* Z[k], conj Z[h-k] */
+      double er = 0.5 * (zr + cr), ei = 0.5 * (zi + ci);  /* transform of the even samples */
+      double or_ = 0.5 * (zi - ci), oi = -0.5 * (zr - cr);  /* of the odd ones: (Z - conj)/(2i) */
+      double c = f->cos_tab[k], s = f->sin_tab[k];        /* W_n^k = c - i s */
+      double xr = er + c * or_ + s * oi, xi = ei + c * oi - s * or_;
+      f->power[k] = xr * xr + xi * xi;
+    }
+  } else {
+    for (size_t i = 0; i < n; i++) {
+      f->scratch_re[i] = i < win ? (double)(f->buf[i] * f->window[i]) : 0.0;
+      f->scratch_im[i] = 0.0;
+    }
+    fft_rec(f, f->scratch_re, f->scratch_im, 1, f->re, f->im, n, 0, tr, ti);
+    for (size_t k = 0; k < nb; k++) f->power[k] = f->re[k] * f->re[k] + f->im[k] * f->im[k];
+  }
   free(heap);
-  for (size_t k = 0; k < nb; k++) f->power[k] = f->re[k] * f->re[k] + f->im[k] * f->im[k];
   for (int m = 0; m < f->p.n_mels; m++) {
     const float *w = f->basis + (size_t)m * nb;
     double acc = 0.0;  /* the zeros outside the band add nothing */
