@@ -127,8 +127,11 @@ TFQ_INLINE void tfq_n16_f32_tile(const tfq_f32_job *job, const uint8_t *block, i
     __m512i off = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(meta + 16 * ssz)));
     __m512 acc[8][2];
     for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-    for (int32_t kv = k0; kv < k1; kv += 16, p += BITS == 4 ? 128 : 64) {
-      /* x[kv .. kv+15] of each row, zero past K (the row holds only K floats). */
+    for (int32_t kv = k0; kv < k1 && kv < k; kv += 16, p += BITS == 4 ? 128 : 64) {
+      /* Vectors wholly past K (padding to 32) are skipped, and within the last one the lanes
+       * past K: a K = 9 convolution would otherwise do 32 inputs' work.
+       * x[kv .. kv+15] of each row, zero past K (the row holds only K floats). */
+      const int live = k - kv < 16 ? k - kv : 16;
       float xb[8][16];
       __mmask16 xm = kv + 16 <= k ? (__mmask16)0xFFFF
                    : kv >= k ? (__mmask16)0 : (__mmask16)((1u << (k - kv)) - 1u);
@@ -147,6 +150,7 @@ TFQ_INLINE void tfq_n16_f32_tile(const tfq_f32_job *job, const uint8_t *block, i
       }
       for (int c = 0; c < 4; c++) {
         for (int t = 0; t < 4; t++) {
+          if (4 * c + t >= live) continue;
           __m512i q = t == 0 ? _mm512_and_si512(u[c], byte)
                     : t == 3 ? _mm512_srli_epi32(u[c], 24)
                              : _mm512_and_si512(_mm512_srli_epi32(u[c], 8 * t), byte);
