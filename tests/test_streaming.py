@@ -195,6 +195,9 @@ def test_benchmark_tool_reports_every_field(exported, tmp_path):
     assert "TFQ_FULLY_CONNECTED" in {p["op"] for p in rows[1]["op_profile"]}
     assert "TFQ_FULLY_CONNECTED" not in {p["op"] for p in rows[0]["op_profile"]}
     assert rows[0]["rtf_ratio"] == 1.0
+    # the same audio through the C streaming core (tfq_transcribe, built by make native)
+    assert all(r["c_rtf"] > 0 and r["c_audio_seconds"] == 1.5 for r in rows)
+    assert rows[0]["c_rtf_ratio"] == 1.0
 
 
 def test_lstm_kernels_are_packed_on_the_float_activation_path(tmp_path):

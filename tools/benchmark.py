@@ -14,6 +14,12 @@ read bandwidth and peak int8 rate; see tools/_kernel_bench.py.
 Each model is measured in its own subprocess, so load time and peak RSS are its own. Audio is
 fed in --feed-ms pieces as a live stream would arrive (the model's chunk is fixed by the file);
 timings exclude audio decoding and include the frontend, the model and greedy decoding.
+
+The same audio also goes through the C streaming core (build/native/tfq_transcribe: the C
+frontend, the model through the LiteRT C API, greedy decoding; what the Android app runs), fed
+in the same pieces: the "C core RTF" columns. The Python Recognizer's own work (NumPy frontend,
+state arrays, the ctypes calls) is a fixed cost per chunk that every model pays; the C core
+shows the models closer to how a device runs them. --no-c-core skips it.
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import _setup  # noqa: F401,E402  (environment and sys.path)
@@ -28,6 +35,36 @@ import _setup  # noqa: F401,E402  (environment and sys.path)
 from tfq_asr.errors import UserError, cli_main  # noqa: E402
 
 DEMO = Path(__file__).resolve().parent.parent / "tfq_asr" / "data" / "demo" / "demo.tsv"
+C_CORE = Path(__file__).resolve().parent.parent / "build" / "native" / "tfq_transcribe"
+
+
+def c_core_rtf(model: Path, wavs: list[Path], threads: int, feed_ms: int, repeat: int) -> dict:
+    """RTF of the C streaming core over the WAV files (each `repeat` times, one stream per
+    file, fed in feed_ms pieces): compute seconds over audio seconds, as tfq_transcribe reports
+    them per file."""
+    from tfq_asr.runtime.litert import litert_library_path
+    cmd = [str(C_CORE), "--litert", str(litert_library_path()), "--threads", str(threads),
+           "--chunk-samples", str(max(1, 16 * feed_ms)), str(model), *map(str, wavs * repeat)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        why = [x for x in proc.stderr.splitlines() if x.startswith("tfq_transcribe: ")]
+        raise UserError(f"{model}: C core failed: {why[-1] if why else proc.returncode}")
+    lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+    seconds = sum(x["seconds"] for x in lines)
+    compute = sum(x["rtf"] * x["seconds"] for x in lines)
+    return {"c_rtf": compute / seconds, "c_audio_seconds": seconds}
+
+
+def write_wavs(audio: list[Path], workdir: Path) -> list[Path]:
+    """The clips as 16 kHz float WAV files (tfq_transcribe reads WAV only)."""
+    import soundfile as sf
+    from tfq_asr.audio import load_audio
+    out = []
+    for i, p in enumerate(audio):
+        w = workdir / f"{i:05d}-{p.stem}.wav"
+        sf.write(w, load_audio(p), 16000, subtype="FLOAT")
+        out.append(w)
+    return out
 
 
 def audio_paths(spec: Path) -> list[Path]:
@@ -132,6 +169,8 @@ def main(argv=None):
                     help="--kernels: these layer shapes instead of the Conformer ones (no stacks)")
     ap.add_argument("--m", nargs="+", type=int, default=None, help="--kernels: rows M with --shapes")
     ap.add_argument("--seconds", type=float, default=None, help="--kernels: timing per point")
+    ap.add_argument("--no-c-core", action="store_true",
+                    help="skip the C streaming core's RTF (build/native/tfq_transcribe)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.kernels:
@@ -147,6 +186,11 @@ def main(argv=None):
         print(json.dumps(measure(models[0], audio, args.threads, args.feed_ms, args.repeat, args.long_audio,
                                  args.profile)))
         return
+    use_c = not args.no_c_core and not args.long_audio and C_CORE.is_file()
+    if not args.no_c_core and not C_CORE.is_file():
+        print(f"note: {C_CORE} not built (make native): no C core column", file=sys.stderr)
+    tmp = tempfile.TemporaryDirectory(prefix="tfq-bench-")
+    wavs = write_wavs(audio, Path(tmp.name)) if use_c else []
     results = []
     for m in models:
         cmd = [sys.executable, __file__, "--child", "--model", str(m), "--audio", str(args.audio),
@@ -157,21 +201,28 @@ def main(argv=None):
             lines = [x for x in proc.stderr.strip().splitlines() if x.startswith("error:")] or proc.stderr.strip().splitlines()[-1:]
             raise UserError(f"{m}: benchmark failed: {lines[-1] if lines else proc.returncode}")
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        if use_c:
+            results[-1].update(c_core_rtf(m, wavs, args.threads, args.feed_ms, args.repeat))
+    tmp.cleanup()
     base = results[0]["rtf"]
     for r in results:
         r["rtf_ratio"] = r["rtf"] / base
+        if use_c:
+            r["c_rtf_ratio"] = r["c_rtf"] / results[0]["c_rtf"]
     if args.json:
         print(json.dumps(results, indent=2))
         return
     print(f"{sum(r['audio_seconds'] for r in results[:1]):.1f} s of audio, {args.threads} thread(s), "
           f"fed in {args.feed_ms} ms pieces")
-    print("| model | policy | bytes | chunk ms | RTF | vs first | chunk p50/p95/p99 ms | first partial s | load s | peak RSS MB |")
-    print("|---|---|---:|---:|---:|---:|---|---:|---:|---:|")
+    c_head, c_rule = (" C core RTF | vs first |", "---:|---:|") if use_c else ("", "")
+    print(f"| model | policy | bytes | chunk ms | RTF | vs first | chunk p50/p95/p99 ms | first partial s | load s | peak RSS MB |{c_head}")
+    print(f"|---|---|---:|---:|---:|---:|---|---:|---:|---:|{c_rule}")
     for r in results:
         lat = r["chunk_latency_ms"] or {}
+        c_cols = f" {r['c_rtf']:.4f} | {r['c_rtf_ratio']:.2f} |" if use_c else ""
         print(f"| {Path(r['model']).name} | {r['policy']} | {r['file_bytes']:,} | {r['chunk_ms']} | {r['rtf']:.4f} | "
               f"{r['rtf_ratio']:.2f} | {lat.get('p50', 0):.2f} / {lat.get('p95', 0):.2f} / {lat.get('p99', 0):.2f} | "
-              f"{r['first_partial_audio_s'] or 0:.2f} | {r['load_seconds']:.2f} | {r['peak_rss_mb']:.0f} |")
+              f"{r['first_partial_audio_s'] or 0:.2f} | {r['load_seconds']:.2f} | {r['peak_rss_mb']:.0f} |{c_cols}")
     for r in results:
         if "op_profile" not in r:
             continue
