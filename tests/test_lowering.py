@@ -121,33 +121,55 @@ def test_long_depthwise_convolutions_are_split_for_xnnpack(tmp_path, taps):
     assert (y >= 0).all() and (y > 0).any()
 
 
-@pytest.mark.parametrize("strides,batch_free", [((2, 2), False), ((1, 1), False), ((2, 2), True)])
-def test_quantized_conv2d_lowers_to_the_packed_op_through_im2col(tmp_path, strides, batch_free):
-    """A VALID Conv2D with a quantized kernel becomes strided-free slices + one packed op on the
-    float-activation path (what its quantized Keras layer computes): within float rounding of
-    the convolution with the dequantized kernel, and no CONV_2D left."""
+def _op_names(path) -> list:
+    from ai_edge_litert import schema_py_generated as schema
+    m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(Path(path).read_bytes(), 0))
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    return [m.operatorCodes[op.opcodeIndex].customCode.decode() if m.operatorCodes[op.opcodeIndex].customCode
+            else names[max(m.operatorCodes[op.opcodeIndex].builtinCode,
+                           m.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode)]
+            for op in m.subgraphs[0].operators]
+
+
+@pytest.mark.parametrize("strides,batch_free,kernel_size,mode", [
+    ((2, 2), False, 3, "none"), ((1, 1), False, 3, "none"), ((2, 2), True, 3, "none"),
+    ((2, 3), False, (2, 5), "dynamic"), ((1, 2), False, 1, "none")])
+def test_quantized_conv2d_lowers_to_the_packed_conv_op(tmp_path, strides, batch_free, kernel_size, mode):
+    """A VALID Conv2D with a quantized kernel becomes one TFQ_CONV_2D (the op gathers the
+    patches itself) on the activation path of its quantized Keras layer: the same output bit
+    for bit as the im2col ops feeding TFQ_FULLY_CONNECTED (fuse_im2col=False), within float
+    rounding of the convolution with the dequantized kernel, and no CONV_2D, slice or
+    concatenation left."""
     rng = np.random.default_rng(3)
     shape = (None, 80, 3) if batch_free else (17, 40, 3)
     inp = keras.Input(shape, batch_size=1, name="features")
-    out = keras.layers.Conv2D(16, 3, strides=strides, activation="relu", name="conv")(inp)
+    out = keras.layers.Conv2D(16, kernel_size, strides=strides, activation="relu", name="conv")(inp)
     model = keras.Model(inp, out)
     spec = WeightQuantSpec(bits=2, symmetric=False, granularity="group", group_size=32, scale_dtype="float16")
     kernel, bias = model.get_layer("conv").get_weights()
     qw = quantize_weight(kernel.reshape(-1, 16), spec)
-    report = lower_to_tflite(model, {"conv": qw}, tmp_path / "c.tflite", float_activations=["conv"],
-                             input_shape=(1, 17, 80, 3) if batch_free else None)
-    assert report["layers"]["conv"]["activation_mode"] == "none"
+    kw = dict(activations={"conv": mode}, input_shape=(1, 17, 80, 3) if batch_free else None)
+    report = lower_to_tflite(model, {"conv": qw}, tmp_path / "c.tflite", **kw)
+    lower_to_tflite(model, {"conv": qw}, tmp_path / "im2col.tflite", fuse_im2col=False, **kw)
+    assert report["layers"]["conv"]["activation_mode"] == mode
+    assert report["layers"]["conv"]["op"] == "TFQ_CONV_2D"
+    assert [o for o in _op_names(tmp_path / "c.tflite") if o != "RESHAPE"] == ["TFQ_CONV_2D"]
+    unfused = _op_names(tmp_path / "im2col.tflite")
+    assert "TFQ_FULLY_CONNECTED" in unfused and "TFQ_CONV_2D" not in unfused and "CONV_2D" not in unfused
     x = rng.normal(size=(1, 17, 80 if batch_free else 40, 3)).astype(np.float32)
     with LiteRtModel(tmp_path / "c.tflite") as rt:
         y = rt.run([x])[0]
+    with LiteRtModel(tmp_path / "im2col.tflite") as rt:
+        y_im2col = rt.run([x])[0]
+    assert y.shape == y_im2col.shape and np.array_equal(y, y_im2col)
     ref = model.get_layer("conv")
     ref.set_weights([qw.dequantize().reshape(kernel.shape), bias])
     expect = model(x).numpy()
-    np.testing.assert_allclose(y, expect, atol=2e-5 * np.abs(expect).max())
-    from ai_edge_litert import schema_py_generated as schema
-    m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel((tmp_path / "c.tflite").read_bytes(), 0))
-    codes = {max(c.builtinCode, c.deprecatedBuiltinCode) for c in m.operatorCodes}
-    assert schema.BuiltinOperator.CONV_2D not in codes
+    if mode == "none":
+        np.testing.assert_allclose(y, expect, atol=2e-5 * np.abs(expect).max())
+    else:  # int8 activations per row: within their rounding
+        np.testing.assert_allclose(y, expect, atol=0.05 * np.abs(expect).max())
+    assert (y > 0).any()
 
 
 def test_buffers_are_external_and_64_byte_aligned(tmp_path):
@@ -348,6 +370,12 @@ def test_op_schema_matches_the_c_header():
     assert int(defines["TFQ_OP_FLAG_FLATTEN"]) == lowering.FLAG_FLATTEN
     assert int(defines["TFQ_OP_FLAG_FLOAT_ACT"]) == lowering.FLAG_FLOAT_ACT
     assert [int(defines[f"TFQ_OP_PARAM_{n}"]) for n in ("VERSION", "ACTIVATION", "FLAGS", "LAYER")] == [0, 1, 2, 3]
+    conv = dict(re.findall(r"#define (TFQ_CONV_\w+) (\S+)", text))
+    assert conv["TFQ_CONV_OP_NAME"] == f'"{lowering.CONV_OP_NAME}"'
+    assert int(conv["TFQ_CONV_OP_VERSION"]) == lowering.CONV_OP_VERSION
+    assert int(conv["TFQ_CONV_PARAMS_VERSION"]) == lowering.CONV_PARAMS_VERSION
+    assert int(conv["TFQ_CONV_PARAMS_COUNT"]) == lowering.CONV_PARAMS_COUNT
+    assert [int(conv[f"TFQ_CONV_PARAM_{n}"]) for n in ("KH", "KW", "SH", "SW")] == [4, 5, 6, 7]
     assert {k: int(v) for k, v in enums.items()} == {
         "TFQ_ACT_NONE": lowering.ACT_NONE, "TFQ_ACT_RELU": lowering.ACT_RELU,
         "TFQ_ACT_RELU6": lowering.ACT_RELU6, "TFQ_ACT_RELU_N1_TO_1": lowering.ACT_RELU_N1_TO_1,

@@ -1,4 +1,4 @@
-/* TFQ_FULLY_CONNECTED and TFQ_DEPTHWISE_CONV_1D for LiteRT (the contracts are in
+/* TFQ_FULLY_CONNECTED, TFQ_DEPTHWISE_CONV_1D and TFQ_CONV_2D for LiteRT (the contracts are in
  * include/tfq/litert_op.h): look up every input through the runtime's tensor-buffer functions,
  * check types, shapes and byte sizes against the header, then one tfq_linear_q8/_f32 call (or
  * the depthwise loop over cached float taps) and the fused activation. */
@@ -52,6 +52,8 @@ struct tfq_litert_context {
   size_t num_expanded;
   void *expand_scratch;       /* padded rows for the call when the cache above is full */
   size_t expand_scratch_bytes;
+  float *patches;             /* TFQ_CONV_2D's im2col rows, grow-only */
+  size_t patches_count;
   int repack_off;             /* TFQ_NO_REPACK set: run the packed weights as they are */
 };
 
@@ -382,6 +384,37 @@ static int tfq_load_weights(tfq_litert_context *ctx, size_t num_inputs, const tf
   return TFQ_OK;
 }
 
+/* y[m, N] = act(x[m, K] W + bias) on the path the flags choose (float or int8 activations);
+ * x_count and y_count are checked by the kernels.  Returns a tfq_status, recorded in ctx. */
+static int tfq_linear_call(tfq_litert_context *ctx, tfq_packed_weights *w, const float *x,
+                           size_t x_count, size_t m, float *y, size_t y_count, int32_t flags,
+                           int32_t act, int32_t layer) {
+  int st;
+  tfq_attach_repack(ctx, w);
+  if (flags & TFQ_OP_FLAG_FLOAT_ACT) {
+    st = tfq_linear_f32(TFQ_ISA_AUTO, w, x, x_count, (size_t)w->k, (int32_t)m, y, y_count,
+                        (size_t)w->n);
+    if (st != TFQ_OK) {
+      tfq_record(ctx, st, layer, "tfq_linear_f32: %s", tfq_status_str(st));
+      return st;
+    }
+  } else {
+    size_t ws = tfq_workspace_bytes(w, (int32_t)m);
+    if (ws == 0 || !tfq_workspace(ctx, ws)) {
+      tfq_record(ctx, TFQ_ERR_WORKSPACE, layer, "cannot allocate a workspace of %zu bytes", ws);
+      return TFQ_ERR_WORKSPACE;
+    }
+    st = tfq_linear_q8(TFQ_ISA_AUTO, w, x, x_count, (size_t)w->k, (int32_t)m, y, y_count,
+                       (size_t)w->n, ctx->workspace, ctx->workspace_bytes);
+    if (st != TFQ_OK) {
+      tfq_record(ctx, st, layer, "tfq_linear_q8: %s", tfq_status_str(st));
+      return st;
+    }
+  }
+  tfq_activate(y, y_count, act);
+  return TFQ_OK;
+}
+
 /* The op body with ctx locked; returns a tfq_status (also recorded in ctx). */
 static int tfq_run_locked(tfq_litert_context *ctx, size_t num_inputs, const tfq_lrt_buffer *inputs,
                           size_t num_outputs, tfq_lrt_buffer *outputs, tfq_tensor *t,
@@ -457,31 +490,8 @@ static int tfq_run_locked(tfq_litert_context *ctx, size_t num_inputs, const tfq_
     return TFQ_ERR_SHAPE;
   }
   if (m == 0) return TFQ_OK;
-  float *y = (float *)out->addr;
-  tfq_attach_repack(ctx, &w);
-  if (flags & TFQ_OP_FLAG_FLOAT_ACT) {
-    st = tfq_linear_f32(TFQ_ISA_AUTO, &w, (const float *)t[0].addr, t[0].count, (size_t)w.k, (int32_t)m, y,
-                        out->count, (size_t)w.n);
-    if (st != TFQ_OK) {
-      tfq_record(ctx, st, layer, "tfq_linear_f32: %s", tfq_status_str(st));
-      return st;
-    }
-    tfq_activate(y, out->count, act);
-    return TFQ_OK;
-  }
-  size_t ws = tfq_workspace_bytes(&w, (int32_t)m);
-  if (ws == 0 || !tfq_workspace(ctx, ws)) {
-    tfq_record(ctx, TFQ_ERR_WORKSPACE, layer, "cannot allocate a workspace of %zu bytes", ws);
-    return TFQ_ERR_WORKSPACE;
-  }
-  st = tfq_linear_q8(TFQ_ISA_AUTO, &w, (const float *)t[0].addr, t[0].count, (size_t)w.k,
-                     (int32_t)m, y, out->count, (size_t)w.n, ctx->workspace, ctx->workspace_bytes);
-  if (st != TFQ_OK) {
-    tfq_record(ctx, st, layer, "tfq_linear_q8: %s", tfq_status_str(st));
-    return st;
-  }
-  tfq_activate(y, out->count, act);
-  return TFQ_OK;
+  return tfq_linear_call(ctx, &w, (const float *)t[0].addr, t[0].count, m, (float *)out->addr,
+                         out->count, flags, act, layer);
 }
 
 typedef int (*tfq_op_body)(tfq_litert_context *ctx, size_t num_inputs,
@@ -761,6 +771,171 @@ static int tfq_dw_output_layouts(void *user_data, size_t num_inputs, const tfq_l
   return st == TFQ_OK ? TFQ_LRT_STATUS_OK : TFQ_LRT_STATUS_INVALID_ARGUMENT;
 }
 
+/* ---- TFQ_CONV_2D (litert_op.h) ------------------------------------------------------------ */
+
+/* Output size of a VALID convolution along one axis, or -1 if the input is shorter than the
+ * kernel. */
+static int64_t tfq_conv_out(int64_t in, int64_t kernel, int64_t stride) {
+  return in < kernel ? -1 : (in - kernel) / stride + 1;
+}
+
+/* The im2col rows: row (b, oh, ow) holds, for each kernel row i, the kw*C contiguous floats
+ * x[b, oh*sh + i, ow*sw .. ow*sw + kw - 1, :] -- (i, j, channel) order.  All indices are
+ * inside x: oh*sh + i <= (Ho-1)*sh + kh-1 <= H-1, likewise along W. */
+static void tfq_im2col(const float *x, float *rows, int64_t b_count, int64_t h, int64_t w,
+                       int64_t c, int64_t ho, int64_t wo, int64_t kh, int64_t kw, int64_t sh,
+                       int64_t sw) {
+  size_t run = (size_t)(kw * c);
+  float *dst = rows;
+  for (int64_t b = 0; b < b_count; b++)
+    for (int64_t oh = 0; oh < ho; oh++)
+      for (int64_t ow = 0; ow < wo; ow++)
+        for (int64_t i = 0; i < kh; i++, dst += run)
+          memcpy(dst, x + (size_t)(((b * h + oh * sh + i) * w + ow * sw) * c), run * sizeof(float));
+}
+
+static int tfq_conv_run_locked(tfq_litert_context *ctx, size_t num_inputs,
+                               const tfq_lrt_buffer *inputs, size_t num_outputs,
+                               tfq_lrt_buffer *outputs, tfq_tensor *t, tfq_tensor *out) {
+  if (num_outputs != 1 || !outputs) {
+    tfq_record(ctx, TFQ_ERR_SHAPE, -1, "conv: expected 1 output, got %zu", num_outputs);
+    return TFQ_ERR_SHAPE;
+  }
+  if (num_inputs != 7 && num_inputs != 8) {
+    tfq_record(ctx, TFQ_ERR_SHAPE, -1, "conv: expected 7 (symmetric) or 8 (asymmetric) inputs, "
+               "got %zu", num_inputs);
+    return TFQ_ERR_SHAPE;
+  }
+  if (!inputs) {
+    tfq_record(ctx, TFQ_ERR_NULL, -1, "conv: no input buffers");
+    return TFQ_ERR_NULL;
+  }
+  /* The geometry tensor: only its dims are used, so its type is looked up, never its bytes. */
+  tfq_lrt_tensor_type geo;
+  if (!inputs[num_inputs - 1] ||
+      ctx->api.get_tensor_type(inputs[num_inputs - 1], &geo) != TFQ_LRT_STATUS_OK) {
+    tfq_record(ctx, TFQ_ERR_NULL, -1, "conv: no geometry tensor");
+    return TFQ_ERR_NULL;
+  }
+  num_inputs--;  /* from here on the inputs of TFQ_FULLY_CONNECTED */
+  if (!tfq_open(ctx, out, outputs[0], TFQ_LRT_LOCK_WRITE, "output", TFQ_LRT_ELEMENT_FLOAT32, 0) ||
+      !tfq_open(ctx, &t[5], inputs[num_inputs - 1], TFQ_LRT_LOCK_READ, "params",
+                TFQ_LRT_ELEMENT_INT32, 0))
+    return ctx->status;
+  const int32_t *params = (const int32_t *)t[5].addr;
+  if (t[5].count != TFQ_CONV_PARAMS_COUNT || t[5].type.layout.rank != 1 ||
+      params[TFQ_OP_PARAM_VERSION] != TFQ_CONV_PARAMS_VERSION) {
+    tfq_record(ctx, TFQ_ERR_FORMAT, -1, "conv params: %zu values of rank %u, version %d; "
+               "expected [%d] of version %d", t[5].count, (unsigned)t[5].type.layout.rank,
+               t[5].count ? (int)params[0] : -1, TFQ_CONV_PARAMS_COUNT, TFQ_CONV_PARAMS_VERSION);
+    return TFQ_ERR_FORMAT;
+  }
+  int32_t layer = params[TFQ_OP_PARAM_LAYER];
+  ctx->current_layer = layer;
+  int32_t kh = params[TFQ_CONV_PARAM_KH], kw = params[TFQ_CONV_PARAM_KW];
+  int32_t sh = params[TFQ_CONV_PARAM_SH], sw = params[TFQ_CONV_PARAM_SW];
+  const tfq_lrt_layout *gl = &geo.layout;
+  if (gl->rank != 4 || kh != gl->dims[0] || kw != gl->dims[1] || sh != gl->dims[2] ||
+      sw != gl->dims[3] || kh < 1 || kw < 1 || sh < 1 || sw < 1 || kh > TFQ_CONV_MAX_KERNEL ||
+      kw > TFQ_CONV_MAX_KERNEL || sh > TFQ_CONV_MAX_KERNEL || sw > TFQ_CONV_MAX_KERNEL) {
+    tfq_record(ctx, TFQ_ERR_FORMAT, layer, "conv params: kernel %dx%d, strides %dx%d with a "
+               "geometry tensor of rank %u [%d, %d, %d, %d]", (int)kh, (int)kw, (int)sh, (int)sw,
+               (unsigned)gl->rank, (int)gl->dims[0], (int)gl->dims[1], (int)gl->dims[2],
+               (int)gl->dims[3]);
+    return TFQ_ERR_FORMAT;
+  }
+  int32_t act = params[TFQ_OP_PARAM_ACTIVATION], flags = params[TFQ_OP_PARAM_FLAGS];
+  if (act < 0 || act >= TFQ_ACT_COUNT || (flags & ~(TFQ_OP_FLAG_BIAS | TFQ_OP_FLAG_FLOAT_ACT))) {
+    tfq_record(ctx, TFQ_ERR_FORMAT, layer, "conv params: unknown activation %d or flags %d",
+               (int)act, (int)flags);
+    return TFQ_ERR_FORMAT;
+  }
+  tfq_packed_weights w;
+  int st = tfq_load_weights(ctx, num_inputs, inputs, t, flags, layer, &w);
+  if (st != TFQ_OK) return st;
+  if (!tfq_open(ctx, &t[0], inputs[0], TFQ_LRT_LOCK_READ, "x", TFQ_LRT_ELEMENT_FLOAT32, 0))
+    return ctx->status;
+  const tfq_lrt_layout *xl = &t[0].type.layout, *ol = &out->type.layout;
+  char shape[128], oshape[128];
+  if (xl->rank != 4 || (int64_t)xl->dims[3] * kh * kw != w.k) {
+    tfq_shape_str(xl, shape, sizeof shape);
+    tfq_record(ctx, TFQ_ERR_SHAPE, layer, "conv: x has shape %s; a %dx%d kernel with K = %d "
+               "needs [B, H, W, %d]", shape, (int)kh, (int)kw, (int)w.k, (int)(w.k / (kh * kw)));
+    return TFQ_ERR_SHAPE;
+  }
+  int64_t b = xl->dims[0], h = xl->dims[1], wd = xl->dims[2], c = xl->dims[3];
+  int64_t ho = tfq_conv_out(h, kh, sh), wo = tfq_conv_out(wd, kw, sw);
+  /* rows = b * ho * wo, refused above TFQ_MAX_M without overflowing on the way */
+  int rows_ok = ho > 0 && wo > 0 && b >= 0 && ho <= TFQ_MAX_M && wo <= TFQ_MAX_M &&
+                (b == 0 || ho * wo <= TFQ_MAX_M / b);
+  size_t m = rows_ok ? (size_t)(b * ho * wo) : 0;
+  if (!rows_ok || ol->rank != 4 || ol->dims[0] != b ||
+      ol->dims[1] != ho || ol->dims[2] != wo || ol->dims[3] != w.n ||
+      out->count != m * (size_t)w.n) {
+    tfq_shape_str(xl, shape, sizeof shape);
+    tfq_shape_str(ol, oshape, sizeof oshape);
+    tfq_record(ctx, TFQ_ERR_SHAPE, layer, "conv: output %s for x %s, kernel %dx%d, strides %dx%d "
+               "(Ho %lld, Wo %lld, at most %d rows)", oshape, shape, (int)kh, (int)kw, (int)sh,
+               (int)sw, (long long)ho, (long long)wo, (int)TFQ_MAX_M);
+    return TFQ_ERR_SHAPE;
+  }
+  if (m == 0) return TFQ_OK;
+  if ((size_t)w.k > SIZE_MAX / sizeof(float) / m) {  /* 32-bit targets */
+    tfq_record(ctx, TFQ_ERR_WORKSPACE, layer, "conv: %zu x %d patches do not fit in memory", m,
+               (int)w.k);
+    return TFQ_ERR_WORKSPACE;
+  }
+  size_t count = m * (size_t)w.k;
+  if (ctx->patches_count < count) {
+    float *p = (float *)aligned_alloc(64, (count * sizeof(float) + 63) / 64 * 64);
+    if (!p) {
+      tfq_record(ctx, TFQ_ERR_WORKSPACE, layer, "cannot allocate %zu bytes for the patches",
+                 count * sizeof(float));
+      return TFQ_ERR_WORKSPACE;
+    }
+    free(ctx->patches);
+    ctx->patches = p, ctx->patches_count = count;
+  }
+  tfq_im2col((const float *)t[0].addr, ctx->patches, b, h, wd, c, ho, wo, kh, kw, sh, sw);
+  return tfq_linear_call(ctx, &w, ctx->patches, count, m, (float *)out->addr, out->count, flags,
+                         act, layer);
+}
+
+static int tfq_conv_run(void *user_data, size_t num_inputs, const tfq_lrt_buffer *inputs,
+                        size_t num_outputs, tfq_lrt_buffer *outputs) {
+  return tfq_op_call(tfq_conv_run_locked, user_data, num_inputs, inputs, num_outputs, outputs);
+}
+
+/* [B, Ho, Wo, N] from x [B, H, W, C], the geometry dims [kh, kw, sh, sw] and data [N, .]. */
+static int tfq_conv_output_layouts(void *user_data, size_t num_inputs,
+                                   const tfq_lrt_layout *inputs, size_t num_outputs,
+                                   tfq_lrt_layout *outputs) {
+  tfq_litert_context *ctx = (tfq_litert_context *)user_data;
+  if (!ctx) return TFQ_LRT_STATUS_INVALID_ARGUMENT;
+  pthread_mutex_lock(&ctx->lock);
+  int st = TFQ_OK;
+  const tfq_lrt_layout *gl = inputs && num_inputs ? &inputs[num_inputs - 1] : NULL;
+  if ((num_inputs != 7 && num_inputs != 8) || num_outputs != 1 || !inputs || !outputs ||
+      inputs[0].rank != 4 || inputs[1].rank != 2 || gl->rank != 4 || gl->dims[0] < 1 ||
+      gl->dims[1] < 1 || gl->dims[2] < 1 || gl->dims[3] < 1) {
+    tfq_record(ctx, TFQ_ERR_SHAPE, -1, "conv output layouts: %zu inputs, %zu outputs, x of "
+               "rank %u, geometry of rank %u", num_inputs, num_outputs,
+               inputs && num_inputs ? (unsigned)inputs[0].rank : 0u, gl ? (unsigned)gl->rank : 0u);
+    st = TFQ_ERR_SHAPE;
+  } else {
+    tfq_lrt_layout o;
+    memset(&o, 0, sizeof o);
+    o.rank = 4;
+    o.dims[0] = inputs[0].dims[0];
+    o.dims[1] = (int32_t)tfq_conv_out(inputs[0].dims[1], gl->dims[0], gl->dims[2]);
+    o.dims[2] = (int32_t)tfq_conv_out(inputs[0].dims[2], gl->dims[1], gl->dims[3]);
+    o.dims[3] = inputs[1].dims[0];
+    outputs[0] = o;  /* a -1 (input shorter than the kernel) fails Run with a clear message */
+  }
+  pthread_mutex_unlock(&ctx->lock);
+  return st == TFQ_OK ? TFQ_LRT_STATUS_OK : TFQ_LRT_STATUS_INVALID_ARGUMENT;
+}
+
 static int tfq_op_init(void *user_data, const void *init_data, size_t init_data_size) {
   (void)init_data;
   (void)init_data_size;
@@ -785,6 +960,13 @@ static const tfq_lrt_custom_kernel tfq_dw_kernel_table = {
 const tfq_lrt_custom_kernel *tfq_litert_depthwise_kernel(void) { return &tfq_dw_kernel_table; }
 
 const char *tfq_litert_depthwise_op_name(void) { return TFQ_DW_OP_NAME; }
+
+static const tfq_lrt_custom_kernel tfq_conv_kernel_table = {
+    tfq_op_init, tfq_conv_output_layouts, tfq_conv_run, tfq_op_destroy};
+
+const tfq_lrt_custom_kernel *tfq_litert_conv_kernel(void) { return &tfq_conv_kernel_table; }
+
+const char *tfq_litert_conv_op_name(void) { return TFQ_CONV_OP_NAME; }
 
 tfq_litert_context *tfq_litert_context_create(const tfq_litert_api *api) {
   if (!api || !api->get_tensor_type || !api->get_packed_size || !api->lock || !api->unlock)
@@ -812,6 +994,7 @@ void tfq_litert_context_destroy(tfq_litert_context *ctx) {
   for (size_t i = 0; i < ctx->num_expanded; i++) free(ctx->expanded[i].copy);
   free(ctx->expanded);
   free(ctx->expand_scratch);
+  free(ctx->patches);
   free(ctx->workspace);
   free(ctx);
 }

@@ -521,6 +521,9 @@ static int open_model(tfq_recognizer *r, const char *litert_library, int num_thr
       !lrt_check(r, a->AddCustomOpKernelOption(r->options, TFQ_DW_OP_NAME, TFQ_DW_OP_VERSION,
                                                tfq_litert_depthwise_kernel(), r->ctx),
                  "LiteRtAddCustomOpKernelOption", err, es) ||
+      !lrt_check(r, a->AddCustomOpKernelOption(r->options, TFQ_CONV_OP_NAME, TFQ_CONV_OP_VERSION,
+                                               tfq_litert_conv_kernel(), r->ctx),
+                 "LiteRtAddCustomOpKernelOption", err, es) ||
       !lrt_check(r, a->CreateCompiledModel(r->env, r->model, r->options, &r->compiled),
                  "LiteRtCreateCompiledModel", err, es))
     goto out;

@@ -1,5 +1,6 @@
 /*
- * tfq_litert_op_test: TFQ_FULLY_CONNECTED's Run and GetOutputLayouts without LiteRT.  Fake
+ * tfq_litert_op_test: the Run and GetOutputLayouts of TFQ_FULLY_CONNECTED, TFQ_DEPTHWISE_CONV_1D
+ * and TFQ_CONV_2D without LiteRT.  Fake
  * tensor buffers (a type, a size and exactly that many bytes of malloc'ed memory, so that
  * AddressSanitizer catches any read past them) stand behind the tfq_litert_api table.
  * Checks: valid symmetric/asymmetric calls equal a direct tfq_linear_q8 call bit for bit (with
@@ -81,7 +82,7 @@ static uint32_t rnd(void) {
 enum { K = 70, N = 9, G = 32, M0 = 3, M1 = 5 };
 
 typedef struct layer {
-  fake_buffer *in[7];
+  fake_buffer *in[8];  /* 8: TFQ_CONV_2D's geometry tensor */
   size_t num_inputs;
   fake_buffer *out;
   tfq_packed_weights w;
@@ -135,7 +136,7 @@ static void build(layer *L, int symmetric) {
 }
 
 static void destroy(layer *L) {
-  for (int i = 0; i < 7; i++) release(L->in[i]);
+  for (int i = 0; i < 8; i++) release(L->in[i]);
   release(L->out);
 }
 
@@ -450,6 +451,162 @@ static void test_dw(tfq_litert_context *ctx) {
   check(tfq_litert_error(ctx, NULL, 0, NULL, NULL) == TFQ_ERR_SHAPE, "depthwise layouts: x rank");
 }
 
+/* ---- TFQ_CONV_2D: the FC layer's weights as a 2x5 kernel over C = 7 channels (K = 70) ---- */
+enum { CV_B = 2, CV_H = 7, CV_W = 17, CV_C = 7, CV_KH = 2, CV_KW = 5, CV_SH = 2, CV_SW = 3 };
+enum { CV_HO = (CV_H - CV_KH) / CV_SH + 1, CV_WO = (CV_W - CV_KW) / CV_SW + 1 };
+
+/* The layer of build() as a convolution: x [B, H, W, C], params [8], geometry [kh, kw, sh, sw]. */
+static void build_conv(layer *L, int symmetric, int32_t flags) {
+  build(L, symmetric);
+  int32_t dx[4] = {CV_B, CV_H, CV_W, CV_C}, dy[4] = {CV_B, CV_HO, CV_WO, N};
+  int32_t dp[1] = {TFQ_CONV_PARAMS_COUNT}, dg[4] = {CV_KH, CV_KW, CV_SH, CV_SW};
+  release(L->in[0]);
+  release(L->out);
+  release(L->in[L->num_inputs - 1]);
+  L->in[0] = make(TFQ_LRT_ELEMENT_FLOAT32, 4, dx, 4);
+  for (size_t i = 0; i < L->in[0]->bytes / 4; i++)
+    ((float *)L->in[0]->data)[i] = (float)(rnd() % 2001) / 100.0f - 10.0f;
+  L->out = make(TFQ_LRT_ELEMENT_FLOAT32, 4, dy, 4);
+  fake_buffer *params = make(TFQ_LRT_ELEMENT_INT32, 1, dp, 4);
+  int32_t row[TFQ_CONV_PARAMS_COUNT] = {TFQ_CONV_PARAMS_VERSION, TFQ_ACT_RELU, flags, 7,
+                                        CV_KH, CV_KW, CV_SH, CV_SW};
+  memcpy(params->data, row, sizeof row);
+  L->in[L->num_inputs - 1] = params;
+  L->in[L->num_inputs++] = make(TFQ_LRT_ELEMENT_UINT8, 4, dg, 1);
+}
+
+static int run_conv(tfq_litert_context *ctx, layer *L) {
+  tfq_lrt_buffer in[8], out[1] = {L->out};
+  for (size_t i = 0; i < 8; i++) in[i] = L->in[i];
+  tfq_litert_clear_error(ctx);
+  tfq_litert_conv_kernel()->run(ctx, L->num_inputs, in, 1, out);
+  int balanced = L->out->locks == 0;
+  for (size_t i = 0; i < 8; i++) balanced &= !L->in[i] || L->in[i]->locks == 0;
+  check(balanced, "conv: every lock released");
+  return tfq_litert_error(ctx, NULL, 0, NULL, NULL);
+}
+
+/* The op equals the fully connected path over patches gathered here by a plain loop, bit for
+ * bit: int8 activations (tfq_linear_q8) or float ones (tfq_linear_f32), then relu. */
+static void test_conv_valid(tfq_litert_context *ctx, int symmetric, int float_act) {
+  layer L;
+  build_conv(&L, symmetric, TFQ_OP_FLAG_BIAS | (float_act ? TFQ_OP_FLAG_FLOAT_ACT : 0));
+  int st = run_conv(ctx, &L);
+  int32_t m = CV_B * CV_HO * CV_WO;
+  float *patches = malloc(sizeof(float) * (size_t)m * K), *y = malloc(sizeof(float) * (size_t)m * N);
+  const float *x = (const float *)L.in[0]->data;
+  for (int32_t b = 0, r = 0; b < CV_B; b++)
+    for (int32_t oh = 0; oh < CV_HO; oh++)
+      for (int32_t ow = 0; ow < CV_WO; ow++, r++)
+        for (int32_t i = 0; i < CV_KH; i++)
+          for (int32_t j = 0; j < CV_KW; j++)
+            for (int32_t c = 0; c < CV_C; c++)
+              patches[(size_t)r * K + (size_t)((i * CV_KW + j) * CV_C + c)] =
+                  x[((size_t)(b * CV_H + oh * CV_SH + i) * CV_W + (size_t)(ow * CV_SW + j)) * CV_C + (size_t)c];
+  size_t ws_bytes = tfq_workspace_bytes(&L.w, m);
+  void *ws = aligned_alloc(64, (ws_bytes + 63) / 64 * 64);
+  /* The op's float path runs the column-interleaved copy where the CPU has a kernel for it
+   * (another float sum order): so does the direct call. */
+  tfq_packed_weights wr = L.w;
+  size_t rb = tfq_repacked_bytes(&wr);
+  void *copy = rb ? malloc(rb) : NULL;
+  if (copy && tfq_repack(&wr, copy, rb) == TFQ_OK) wr.repacked = copy, wr.repacked_bytes = rb;
+  int direct = float_act
+      ? tfq_linear_f32(TFQ_ISA_AUTO, &wr, patches, (size_t)m * K, K, m, y, (size_t)m * N, N)
+      : tfq_linear_q8(TFQ_ISA_AUTO, &L.w, patches, (size_t)m * K, K, m, y, (size_t)m * N, N, ws,
+                      ws_bytes);
+  int same = st == TFQ_OK && direct == TFQ_OK, positive = 0;
+  for (int32_t i = 0; i < m * N; i++) {
+    float want = y[i] > 0.0f ? y[i] : 0.0f, got = ((float *)L.out->data)[i];
+    same &= memcmp(&want, &got, sizeof got) == 0;
+    positive += got > 0.0f;
+  }
+  check(same && positive > 0, float_act ? "conv equals im2col + tfq_linear_f32 + relu bit for bit"
+                                        : "conv equals im2col + tfq_linear_q8 + relu bit for bit");
+  free(copy);
+  free(ws);
+  free(y);
+  free(patches);
+  destroy(&L);
+}
+
+static void expect_conv_error(tfq_litert_context *ctx, void (*brk)(layer *), int status,
+                              const char *needle, const char *what) {
+  layer L;
+  build_conv(&L, 0, TFQ_OP_FLAG_BIAS);
+  brk(&L);
+  int st = run_conv(ctx, &L);
+  char msg[512];
+  tfq_litert_error(ctx, msg, sizeof msg, NULL, NULL);
+  int ok = st == status && strstr(msg, needle) != NULL && all_nan(L.out);
+  if (!ok) printf("  %s: status %d (want %d), message \"%s\"\n", what, st, status, msg);
+  check(ok, what);
+  destroy(&L);
+}
+
+static int32_t *cv_params(layer *L) { return (int32_t *)L->in[L->num_inputs - 2]->data; }
+static fake_buffer *cv_geometry(layer *L) { return L->in[L->num_inputs - 1]; }
+static void cv_x_short(layer *L) { L->in[0]->bytes -= 4; }
+static void cv_x_channels(layer *L) { L->in[0]->type.layout.dims[3] = CV_C + 1; }
+static void cv_x_rank(layer *L) { L->in[0]->type.layout.rank = 3; }
+static void cv_x_too_small(layer *L) { L->in[0]->type.layout.dims[1] = 1; L->in[0]->bytes /= CV_H; }
+static void cv_out_rows(layer *L) { L->out->type.layout.dims[1] -= 1; L->out->bytes -= (size_t)(CV_B * CV_WO * N * 4); }
+static void cv_kernel_vs_dims(layer *L) { cv_params(L)[TFQ_CONV_PARAM_KW] = 4; }
+static void cv_stride_zero(layer *L) {
+  cv_params(L)[TFQ_CONV_PARAM_SH] = 0;
+  cv_geometry(L)->type.layout.dims[2] = 0;
+}
+static void cv_geometry_rank(layer *L) { cv_geometry(L)->type.layout.rank = 3; }
+static void cv_params_long(layer *L) {
+  fake_buffer *p = L->in[L->num_inputs - 2];
+  p->type.layout.dims[0] = 4;
+  p->bytes = 16;
+}
+static void cv_flatten_flag(layer *L) { cv_params(L)[TFQ_OP_PARAM_FLAGS] = TFQ_OP_FLAG_BIAS | TFQ_OP_FLAG_FLATTEN; }
+static void cv_header_k(layer *L) { ((int32_t *)input(L, "header")->data)[4] = 110; }
+
+static void test_conv(tfq_litert_context *ctx) {
+  check(!strcmp(tfq_litert_conv_op_name(), TFQ_CONV_OP_NAME), "conv op name");
+  test_conv_valid(ctx, 0, 0);
+  test_conv_valid(ctx, 1, 0);
+  test_conv_valid(ctx, 0, 1);
+  test_conv_valid(ctx, 1, 1);
+  expect_conv_error(ctx, cv_x_short, TFQ_ERR_BUFFER, "tensor x", "conv: x buffer short");
+  expect_conv_error(ctx, cv_x_channels, TFQ_ERR_BUFFER, "tensor x", "conv: x channels");
+  expect_conv_error(ctx, cv_x_rank, TFQ_ERR_SHAPE, "needs [B, H, W, 7]", "conv: x rank");
+  expect_conv_error(ctx, cv_x_too_small, TFQ_ERR_SHAPE, "Ho -1", "conv: x smaller than the kernel");
+  expect_conv_error(ctx, cv_out_rows, TFQ_ERR_SHAPE, "Ho 3, Wo 5", "conv: output rows");
+  expect_conv_error(ctx, cv_kernel_vs_dims, TFQ_ERR_FORMAT, "kernel 2x4", "conv: params vs geometry");
+  expect_conv_error(ctx, cv_stride_zero, TFQ_ERR_FORMAT, "strides 0x3", "conv: stride 0");
+  expect_conv_error(ctx, cv_geometry_rank, TFQ_ERR_FORMAT, "geometry tensor of rank 3", "conv: geometry rank");
+  expect_conv_error(ctx, cv_params_long, TFQ_ERR_FORMAT, "4 values", "conv: params length");
+  expect_conv_error(ctx, cv_flatten_flag, TFQ_ERR_FORMAT, "flags 3", "conv: flatten flag refused");
+  expect_conv_error(ctx, cv_header_k, TFQ_ERR_BUFFER, "K=110", "conv: header K disagrees with data");
+  layer G;  /* 7 inputs with an asymmetric header: the zero points are missing */
+  build_conv(&G, 0, TFQ_OP_FLAG_BIAS);
+  tfq_lrt_buffer gin[8], gout[1] = {G.out};
+  for (size_t i = 0; i < 8; i++) gin[i] = G.in[i];
+  gin[3] = G.in[4], gin[4] = G.in[5], gin[5] = G.in[6], gin[6] = G.in[7];
+  tfq_litert_clear_error(ctx);
+  tfq_litert_conv_kernel()->run(ctx, 7, gin, 1, gout);
+  check(tfq_litert_error(ctx, NULL, 0, NULL, NULL) == TFQ_ERR_FORMAT, "conv: asymmetric header, 7 inputs");
+  destroy(&G);
+  tfq_lrt_layout in[8], out[1];
+  memset(in, 0, sizeof in);
+  in[0].rank = 4, in[0].dims[0] = CV_B, in[0].dims[1] = CV_H, in[0].dims[2] = CV_W, in[0].dims[3] = CV_C;
+  in[1].rank = 2, in[1].dims[0] = N, in[1].dims[1] = 48;
+  in[7].rank = 4, in[7].dims[0] = CV_KH, in[7].dims[1] = CV_KW, in[7].dims[2] = CV_SH;
+  in[7].dims[3] = CV_SW;
+  tfq_litert_clear_error(ctx);
+  tfq_litert_conv_kernel()->get_output_layouts(ctx, 8, in, 1, out);
+  check(out[0].rank == 4 && out[0].dims[0] == CV_B && out[0].dims[1] == CV_HO &&
+            out[0].dims[2] == CV_WO && out[0].dims[3] == N &&
+            tfq_litert_error(ctx, NULL, 0, NULL, NULL) == TFQ_OK, "conv output layout");
+  in[7].rank = 2;
+  tfq_litert_conv_kernel()->get_output_layouts(ctx, 8, in, 1, out);
+  check(tfq_litert_error(ctx, NULL, 0, NULL, NULL) == TFQ_ERR_SHAPE, "conv layouts: geometry rank");
+}
+
 int main(void) {
   tfq_litert_api api = {fake_type, fake_size, fake_lock, fake_unlock};
   tfq_litert_api incomplete = api;
@@ -515,6 +672,7 @@ int main(void) {
   destroy(&b);
   test_output_layouts(ctx);
   test_dw(ctx);
+  test_conv(ctx);
   tfq_litert_context_destroy(ctx);
   printf("litert op: %d passed, %d failed\n", passes, failures);
   return failures ? 1 : 0;

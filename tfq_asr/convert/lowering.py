@@ -67,6 +67,9 @@ PARAMS_COUNT = 4                     # TFQ_OP_PARAMS_COUNT: version, activation,
 FLAG_BIAS, FLAG_FLATTEN, FLAG_FLOAT_ACT = 1, 2, 4  # TFQ_OP_FLAG_*
 ACT_NONE, ACT_RELU, ACT_RELU6, ACT_RELU_N1_TO_1, ACT_SWISH = 0, 1, 2, 3, 4  # tfq_op_activation
 DW_OP_NAME = "TFQ_DEPTHWISE_CONV_1D"  # litert_op.h TFQ_DW_OP_NAME
+CONV_OP_NAME = "TFQ_CONV_2D"           # litert_op.h TFQ_CONV_OP_NAME
+CONV_OP_VERSION = 1
+CONV_PARAMS_VERSION, CONV_PARAMS_COUNT = 1, 8  # TFQ_CONV_PARAMS_*
 DW_OP_VERSION = 1
 DW_PARAMS_VERSION, DW_PARAMS_COUNT = 1, 8  # version, activation, flags, layer, stride, dilation, pad l/r
 METADATA_NAME = "tfq_asr"
@@ -617,6 +620,98 @@ def _replace_depthwise(schema, model_obj, si, oi, key, qw: QuantizedWeight, fact
             "float_bytes": 4 * taps * channels}
 
 
+# The ops PatchDense's im2col converts to (im2col.py): crop, pad, the (position, phase) reshape,
+# one slice and reshape per tap, the concatenation.
+_CONCATENATION, _PAD, _RESHAPE, _STRIDED_SLICE = 2, 34, 22, 45
+_IM2COL_OPS = {_CONCATENATION, _PAD, _RESHAPE, _STRIDED_SLICE, _SLICE}
+
+
+def _is_constant(model_obj, tensor) -> bool:
+    data = model_obj.buffers[tensor.buffer].data
+    return data is not None and len(data) > 0
+
+
+def _in_layer_scope(name, layer: str) -> bool:
+    text = name.decode() if isinstance(name, bytes) else str(name)
+    return any(part.startswith(f"{layer}/") or f"/{layer}/" in part for part in text.split(";"))
+
+
+def _fuse_im2col(schema, model_obj, geometry: Mapping[str, tuple], fc_code: int, conv_code_of) -> list:
+    """Every TFQ_FULLY_CONNECTED of a convolution (geometry: layer -> (kh, kw, sh, sw)) whose
+    input is computed, only for it, by the im2col ops of its layer's scope from one tensor X
+    [B, H, W, C] becomes TFQ_CONV_2D on X, and those ops go: the op gathers the same patches
+    itself (copies, so the output is the same bit for bit).  A graph of another shape is left
+    as it is.  conv_code_of(): the custom opcode (created on first use).  Returns the layers."""
+    fused = []
+    for sg in model_obj.subgraphs:
+        producer = {int(t): i for i, op in enumerate(sg.operators) for t in op.outputs}
+        consumers: dict = {}
+        for i, op in enumerate(sg.operators):
+            for t in op.inputs:
+                consumers.setdefault(int(t), set()).add(i)
+        outputs = {int(t) for t in sg.outputs}
+        drop = set()
+        for oi, op in enumerate(sg.operators):
+            if op.opcodeIndex != fc_code:
+                continue
+            params_name = sg.tensors[op.inputs[-1]].name
+            layer = (params_name.decode() if isinstance(params_name, bytes) else params_name).rsplit("/", 1)[0]
+            if layer not in geometry:
+                continue
+            kh, kw, sh, sw = geometry[layer]
+            region, boundary, frontier = set(), set(), [int(op.inputs[0])]
+            while frontier:
+                t = frontier.pop()
+                p = producer.get(t)
+                if p is not None and p not in region and _builtin(model_obj, sg.operators[p]) in _IM2COL_OPS \
+                        and not model_obj.operatorCodes[sg.operators[p].opcodeIndex].customCode \
+                        and _in_layer_scope(sg.tensors[sg.operators[p].outputs[0]].name, layer):
+                    region.add(p)
+                    frontier += [int(i) for i in sg.operators[p].inputs
+                                 if i >= 0 and not _is_constant(model_obj, sg.tensors[i])]
+                elif p not in region:
+                    boundary.add(t)
+            if not region or len(boundary) != 1:
+                continue
+            x_index = boundary.pop()
+            x = sg.tensors[x_index]
+            y = sg.tensors[op.outputs[0]]
+            header = _array(model_obj, sg.tensors[op.inputs[-2]])
+            params = _array(model_obj, sg.tensors[op.inputs[-1]]).reshape(-1)
+            k = int(header[4]) if header is not None and len(header) > 5 else -1
+            xs, ys = [int(d) for d in x.shape], [int(d) for d in y.shape]
+            ok = len(xs) == 4 and xs[3] * kh * kw == k and xs[1] >= kh and xs[2] >= kw \
+                and not params[2] & FLAG_FLATTEN
+            want = [xs[0], (xs[1] - kh) // sh + 1, (xs[2] - kw) // sw + 1, ys[-1]] if ok else []
+            # The op's rows are (b, oh, ow); the converter may leave them as [Ho, 1, Wo, N] and
+            # reshape afterwards: the same order, so only RESHAPE consumers may see a new shape.
+            ok = ok and (ys == want or ([d for d in ys[:-1] if d != 1] == [d for d in want[:-1] if d != 1]
+                                        and all(_builtin(model_obj, sg.operators[c]) == _RESHAPE
+                                                for c in consumers.get(int(op.outputs[0]), ()))))
+            # every tensor the region computes is read only inside it (or by the op)
+            inner = {int(t) for p in region for t in sg.operators[p].outputs}
+            ok = ok and not inner & outputs and all(
+                consumers.get(t, set()) <= region | {oi} for t in inner)
+            if not ok:
+                continue
+            conv_params = np.array([CONV_PARAMS_VERSION, params[1], params[2], params[3], kh, kw, sh, sw], np.int32)
+            inputs = [int(i) for i in op.inputs]
+            inputs[0] = x_index
+            inputs[-1] = _add_tensor(schema, model_obj, sg, f"{layer}/tfq_conv_params", conv_params, _INT32)
+            # the geometry as dims for GetOutputLayouts; its kh*kw*sh*sw bytes are not read
+            inputs.append(_add_tensor(schema, model_obj, sg, f"{layer}/tfq_conv_geometry",
+                                      np.zeros((kh, kw, sh, sw), np.uint8), _UINT8))
+            op.inputs = np.array(inputs, np.int32)
+            op.opcodeIndex = conv_code_of()
+            y.shape = np.array(want, np.int32)
+            if y.shapeSignature is not None:
+                y.shapeSignature = np.array(want, np.int32)
+            drop |= region
+            fused.append(layer)
+        sg.operators = [op for i, op in enumerate(sg.operators) if i not in drop]
+    return fused
+
+
 def _custom_opcode(schema, model_obj, name: str, version: int) -> int:
     code = schema.OperatorCodeT()
     code.builtinCode = code.deprecatedBuiltinCode = _CUSTOM
@@ -759,7 +854,8 @@ def _float_activation_keys(quantized, activations, float_activations) -> set:
 def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_path, *,
                     input_shape=None, extra_metadata: dict | None = None,
                     activations: Mapping[str, str] | None = None, float_activations=(),
-                    depthwise: Mapping[str, QuantizedWeight] | None = None) -> dict:
+                    depthwise: Mapping[str, QuantizedWeight] | None = None,
+                    fuse_im2col: bool = True) -> dict:
     """Write ``out_path`` (.tflite) with every layer of ``quantized`` as TFQ_FULLY_CONNECTED.
 
     float_model: a tf_keras model (not modified); quantized: key -> QuantizedWeight of the
@@ -775,9 +871,13 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
     float_activations: shorthand, keys whose mode is "none".
     depthwise: "layer/depthwise_kernel" -> QuantizedWeight [taps, C] of DepthwiseConv1D layers:
     each becomes TFQ_DEPTHWISE_CONV_1D (packed taps, float activations, as its Keras layer).
+    fuse_im2col: a quantized VALID Conv2D becomes TFQ_CONV_2D, which gathers its patches
+    itself, instead of im2col ops feeding TFQ_FULLY_CONNECTED (the same numbers bit for bit;
+    False keeps the im2col ops, for comparison).
     Returns a report: {"path", "input_shape", "file_bytes", "layers": {name: {"bits", "bytes",
     "ops", "activation_mode", ...}}, "float_ops": number of FULLY_CONNECTED ops left in float}.
     """
+    import tf_keras as keras
     out_path = Path(out_path)
     if not out_path.parent.is_dir():
         raise LoweringError(f"{out_path}: the directory {out_path.parent} does not exist")
@@ -807,13 +907,24 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
             layers[key]["ops"] += 1
         else:
             layers[key] = dict(info, ops=1)
+    conv_code = []
+    def conv_code_of():
+        if not conv_code:
+            conv_code.append(_custom_opcode(schema, model_obj, CONV_OP_NAME, CONV_OP_VERSION))
+        return conv_code[0]
+    geometry = {n: tuple(layer.kernel_size) + tuple(layer.strides) for n in layers
+                if isinstance(layer := _get_layer(float_model, n), keras.layers.Conv2D)}
+    conv_layers = _fuse_im2col(schema, model_obj, geometry, custom_code, conv_code_of) if fuse_im2col else []
+    for name in conv_layers:
+        layers[name]["op"] = CONV_OP_NAME
     split = _split_long_depthwise(schema, model_obj)
     _garbage_collect(model_obj)
     md_buf = schema.BufferT()
     md_json = {**(extra_metadata or {}), "layers": layer_names, "op": OP_NAME,
                **({"depthwise_op": DW_OP_NAME,
                    "depthwise_layers": list(dict.fromkeys(_layer_of(m[2]) for m in dw_matches))}
-                  if dw_matches else {})}
+                  if dw_matches else {}),
+               **({"conv_op": CONV_OP_NAME, "conv_layers": conv_layers} if conv_layers else {})}
     md_buf.data = np.frombuffer(json.dumps(md_json).encode(), np.uint8)
     model_obj.buffers.append(md_buf)
     md = schema.MetadataT()

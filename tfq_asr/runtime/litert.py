@@ -39,6 +39,8 @@ OP_NAME = "TFQ_FULLY_CONNECTED"
 OP_VERSION = 1
 DW_OP_NAME = "TFQ_DEPTHWISE_CONV_1D"  # litert_op.h TFQ_DW_OP_NAME, same library and context
 DW_OP_VERSION = 1
+CONV_OP_NAME = "TFQ_CONV_2D"  # litert_op.h TFQ_CONV_OP_NAME, same library and context
+CONV_OP_VERSION = 1
 METADATA_NAME = "tfq_asr"   # JSON written by tfq_asr.convert.lowering: {"layers": [names...]}
 MAX_RANK = 8
 HW_CPU = 1
@@ -173,6 +175,8 @@ def _ops(required: bool):
         lib.tfq_litert_op_name.restype = ctypes.c_char_p
         lib.tfq_litert_depthwise_kernel.restype = ctypes.c_void_p
         lib.tfq_litert_depthwise_op_name.restype = ctypes.c_char_p
+        lib.tfq_litert_conv_kernel.restype = ctypes.c_void_p
+        lib.tfq_litert_conv_op_name.restype = ctypes.c_char_p
         lib.tfq_litert_context_create.argtypes = [ctypes.POINTER(_Api)]
         lib.tfq_litert_context_create.restype = ctypes.c_void_p
         lib.tfq_litert_context_destroy.argtypes = [ctypes.c_void_p]
@@ -182,7 +186,8 @@ def _ops(required: bool):
         lib.tfq_litert_clear_error.argtypes = [ctypes.c_void_p]
         lib.tfq_litert_clear_error.restype = None
         lib.tfq_status_str.argtypes, lib.tfq_status_str.restype = [ctypes.c_int], ctypes.c_char_p
-        for got, want in ((lib.tfq_litert_op_name(), OP_NAME), (lib.tfq_litert_depthwise_op_name(), DW_OP_NAME)):
+        for got, want in ((lib.tfq_litert_op_name(), OP_NAME), (lib.tfq_litert_depthwise_op_name(), DW_OP_NAME),
+                          (lib.tfq_litert_conv_op_name(), CONV_OP_NAME)):
             if got.decode() != want:
                 raise LiteRtError(f"{path}: op name {got!r}, expected {want}")
         _LIBS["ops"] = lib
@@ -233,7 +238,7 @@ class LiteRtModel:
         except Exception as e:  # not a flatbuffer at all
             raise LiteRtError(f"{self.path}: not a readable .tflite flatbuffer ({e})") from None
         self.layer_names: list[str] = list(self._info.get("layers", []))
-        self.uses_tfq_ops = bool({OP_NAME, DW_OP_NAME} & set(self._info["custom_ops"]))
+        self.uses_tfq_ops = bool({OP_NAME, DW_OP_NAME, CONV_OP_NAME} & set(self._info["custom_ops"]))
         self._open(signature)
 
     # -- setup ---------------------------------------------------------------------------
@@ -276,7 +281,8 @@ class LiteRtModel:
             if not self._ctx:
                 raise LiteRtError(f"{self.path}: cannot create the TFQ op context")
             for name, version, kernel in ((OP_NAME, OP_VERSION, ops.tfq_litert_kernel()),
-                                          (DW_OP_NAME, DW_OP_VERSION, ops.tfq_litert_depthwise_kernel())):
+                                          (DW_OP_NAME, DW_OP_VERSION, ops.tfq_litert_depthwise_kernel()),
+                                          (CONV_OP_NAME, CONV_OP_VERSION, ops.tfq_litert_conv_kernel())):
                 self._check(lib.LiteRtAddCustomOpKernelOption(opts, name.encode(), version, kernel, self._ctx),
                             f"LiteRtAddCustomOpKernelOption({name})")
         self._check(lib.LiteRtCreateCompiledModel(env, model, opts, ctypes.byref(compiled)),
@@ -509,7 +515,8 @@ class LiteRtModel:
             return
         index = layer.value
         name = self.layer_names[index] if 0 <= index < len(self.layer_names) else None
-        op = DW_OP_NAME if name in self._info.get("depthwise_layers", ()) else OP_NAME
+        op = DW_OP_NAME if name in self._info.get("depthwise_layers", ()) else \
+            CONV_OP_NAME if name in self._info.get("conv_layers", ()) else OP_NAME
         where = f"{op} layer {name!r} (#{index})" if name else (f"TFQ op layer #{index}" if index >= 0 else "a TFQ op")
         raise TfqOpError(f"{self.path}: {where}: {msg.value.decode()} "
                          f"({self._ops.tfq_status_str(status).decode()}); the outputs are invalid",

@@ -95,6 +95,33 @@ typedef enum tfq_op_activation {
 #define TFQ_DW_PARAM_PAD_LEFT 6
 #define TFQ_DW_PARAM_PAD_RIGHT 7
 
+/* ---- TFQ_CONV_2D -------------------------------------------------------------------------
+ * A VALID, channels-last 2-D convolution with a packed kernel: the op gathers the patches
+ * itself (im2col: tap (i, j) of output position (b, oh, ow) is x[b, oh*sh + i, ow*sw + j, :],
+ * laid out in (i, j, channel) order, the Keras kernel [kh, kw, C, N] reshaped to [kh*kw*C, N],
+ * which is the matrix the quantizer saw) and runs them through the fully connected path above
+ * (tfq_linear_q8, or tfq_linear_f32 with TFQ_OP_FLAG_FLOAT_ACT).  The patches are copies, so
+ * the result equals TFQ_FULLY_CONNECTED over the patches bit for bit (the graph the lowering
+ * replaces: slices, reshapes and a concatenation feeding the fully connected op).
+ * Inputs as TFQ_FULLY_CONNECTED's, with K = kh*kw*C in the header, plus one:
+ *   0 x float32 [B, H, W, C]; data; scales; zero points (asymmetric); bias float32 [N];
+ *   header; params int32 [TFQ_CONV_PARAMS_COUNT]; geometry uint8 [kh, kw, sh, sw]
+ * Output 0: float32 [B, Ho, Wo, N], Ho = (H - kh) / sh + 1, Wo = (W - kw) / sw + 1.
+ * GetOutputLayouts sees no tensor contents, so the last input carries the kernel size and
+ * strides as its dimensions (its kh*kw*sh*sw bytes are not read); Run checks them against the
+ * params. */
+#define TFQ_CONV_OP_NAME "TFQ_CONV_2D"
+#define TFQ_CONV_OP_VERSION 1
+#define TFQ_CONV_PARAMS_VERSION 1
+#define TFQ_CONV_PARAMS_COUNT 8
+/* TFQ_OP_PARAM_VERSION, _ACTIVATION, _FLAGS (TFQ_OP_FLAG_BIAS, TFQ_OP_FLAG_FLOAT_ACT), _LAYER,
+ * then: */
+#define TFQ_CONV_PARAM_KH 4
+#define TFQ_CONV_PARAM_KW 5
+#define TFQ_CONV_PARAM_SH 6
+#define TFQ_CONV_PARAM_SW 7
+#define TFQ_CONV_MAX_KERNEL 64   /* kh, kw at most this; sh, sw too */
+
 /* ---- The subset of the LiteRT C ABI (ai-edge-litert 2.3.0) the op sees ------------------- */
 /* Our own declarations with the layouts of the pinned runtime (litert/c/ in google-ai-edge/
  * LiteRT); opaque handles are void pointers, statuses ints (0 = ok). */
@@ -150,6 +177,9 @@ TFQ_API const char *tfq_litert_op_name(void);
 /* TFQ_DEPTHWISE_CONV_1D's table; the same context serves both ops. */
 TFQ_API const tfq_lrt_custom_kernel *tfq_litert_depthwise_kernel(void);
 TFQ_API const char *tfq_litert_depthwise_op_name(void);
+/* TFQ_CONV_2D's table; the same context serves all three ops. */
+TFQ_API const tfq_lrt_custom_kernel *tfq_litert_conv_kernel(void);
+TFQ_API const char *tfq_litert_conv_op_name(void);
 
 /* One context per compiled model (it holds the error slot and a workspace); NULL if api is
  * incomplete or memory is short.  Destroy it after the compiled model. */
