@@ -254,3 +254,23 @@ def test_api_convert_and_load_on_a_generic_model(tmp_path):
     np.testing.assert_allclose(outs[0], want, rtol=1e-3, atol=2e-2 * np.abs(want).max())
     assert m.input_names and m.output_names
     m.close()
+
+
+def test_int8_convs_option(model_dir, tmp_path):
+    """--int8-convs: the policy gets -convq8 (the subsampling convolution with >= 32 inputs per
+    patch runs TFQ_CONV_2D on int8 patches, the first one stays on float inputs); the file
+    transcribes; a LiteRT baseline refuses the option."""
+    from tfq_asr.streaming import Recognizer
+    path, rep = tmp_path / "q8.tflite", tmp_path / "q8.json"
+    proc = run_tool("convert.py", "--model", model_dir, "--policy", "w4", "--int8-convs", "--streaming",
+                    "--out", path, "--report", rep)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(rep.read_text())
+    assert report["policy"] == "w4-convq8"
+    convs = {k: v for k, v in report["layers"].items() if v.get("op") == "TFQ_CONV_2D"}
+    modes = {v["activation_mode"] for v in convs.values()}
+    assert len(convs) == 2 and modes == {"dynamic", "none"}, convs
+    r = Recognizer(path)
+    assert r.info["policy"] == "w4-convq8" and r.transcribe(_audio())
+    one_line_error(run_tool("convert.py", "--model", model_dir, "--policy", "litert-int8", "--int8-convs",
+                            "--streaming", "--out", tmp_path / "b.tflite"), "--int8-convs", "not a TFQ policy")

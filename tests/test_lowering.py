@@ -481,3 +481,40 @@ def test_corrupted_depthwise_params_raise_from_the_side_channel(tmp_path, what, 
         assert err.value.layer == (None if what == "version" else "dw")  # the layer index is in the params
     with LiteRtModel(good) as rt:
         assert np.isfinite(rt.run([x])[0]).all()
+
+
+def _conv_file(tmp_path) -> Path:
+    inp = keras.Input((17, 40, 4), batch_size=1, name="features")
+    model = keras.Model(inp, keras.layers.Conv2D(8, 3, strides=2, name="conv")(inp))
+    spec = WeightQuantSpec(bits=4)
+    qw = quantize_weight(model.get_layer("conv").get_weights()[0].reshape(-1, 8), spec)
+    good = tmp_path / "conv.tflite"
+    lower_to_tflite(model, {"conv": qw}, good, float_activations=["conv"])
+    return good
+
+
+@pytest.mark.parametrize("what,message", [
+    ("kernel", "kernel 3x2, strides 2x2 with a geometry tensor of rank 4 \\[3, 3, 2, 2\\]"),
+    ("version", "version 9"),
+    ("geometry", "geometry (tensor )?of rank 3"),
+])
+def test_corrupted_conv_params_raise_from_the_side_channel(tmp_path, what, message):
+    """TFQ_CONV_2D with params that disagree with its geometry input, a wrong params version or
+    a geometry tensor of the wrong rank: a TfqOpError saying so, never a crash."""
+    from tensorflow.lite.tools import flatbuffer_utils
+    good, bad = _conv_file(tmp_path), tmp_path / "bad.tflite"
+    if what == "geometry":
+        m = flatbuffer_utils.read_model_from_bytearray(bytearray(good.read_bytes()))
+        t = next(t for t in m.subgraphs[0].tensors if t.name.decode() == "conv/tfq_conv_geometry")
+        t.shape = np.array([3, 3, 4], np.int32)
+        m.buffers[t.buffer].data = np.zeros(36, np.uint8)
+        bad.write_bytes(lowering._serialize_external(m))
+    else:
+        _set_int32_tensor(good, bad, "conv/tfq_conv_params",
+                          lambda p: p.__setitem__(5 if what == "kernel" else 0, 2 if what == "kernel" else 9))
+    x = np.ones((1, 17, 40, 4), np.float32)
+    with LiteRtModel(bad) as rt:
+        with pytest.raises(TfqOpError, match=message):
+            rt.run([x])
+    with LiteRtModel(good) as rt:
+        assert np.isfinite(rt.run([x])[0]).all()

@@ -87,6 +87,70 @@ def test_dense_computes_the_integer_kernel_to_float_rounding():
         np.testing.assert_allclose(got, manual, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("kernel,strides", [((3, 3), (2, 2)), ((2, 5), (1, 3))])
+def test_convq8_conv2d_computes_int8_patches(tmp_path, kernel, strides):
+    """-convq8: a VALID Conv2D quantizes each output position's patch (kh*kw*C inputs, (i, j, c)
+    order) to int8 as a Dense row, times the integer kernel; TFQ_CONV_2D's int8 path computes
+    the same to float rounding; without the suffix, or with fewer than 32 inputs per patch, the
+    convolution keeps float inputs."""
+    from tfq_asr.convert.export import convert
+    from tfq_asr.runtime import load
+    keras.utils.set_random_seed(4)
+    inp = keras.Input((13, 21, 4), batch_size=1)
+    out = keras.layers.Conv2D(8, kernel, strides=strides, activation="relu", name="conv")(inp)
+    small = keras.layers.Conv2D(2, 2, name="small")(inp)  # 16 inputs per patch: float inputs
+    m = keras.Model(inp, [out, small])
+    x = np.random.default_rng(6).normal(size=(1, 13, 21, 4)).astype(np.float32)
+    q = quantize(m, "w4-sc16-asym-f16-convq8")
+    modes = {ql.layer: ql.activation for ql in quantized_layers(q)}
+    assert modes == {"conv": "dynamic", "small": "none"}
+    assert {ql.activation for ql in quantized_layers(quantize(m, "w4-sc16-asym-f16"))} == {"none"}
+    (ql,) = [ql for ql in quantized_layers(q) if ql.layer == "conv"]
+    kh, kw = kernel
+    sh, sw = strides
+    ho, wo = (13 - kh) // sh + 1, (21 - kw) // sw + 1
+    patches = np.stack([x[0, i * sh:i * sh + kh, j * sw:j * sw + kw, :].reshape(-1)
+                        for i in range(ho) for j in range(wo)])
+    qa, sa = quantize_activation_dynamic(patches)
+    manual = np.maximum((qa * sa) @ ql.weight.dequantize() + ql.bias, 0).reshape(ho, wo, 8)
+    got = q(x)[0].numpy()[0]
+    np.testing.assert_allclose(got, manual, rtol=1e-5, atol=1e-5 * np.abs(manual).max())
+    rep = convert(q, tmp_path / "c.tflite")
+    assert rep["layers"]["conv"]["op"] == "TFQ_CONV_2D" and rep["layers"]["conv"]["activation_mode"] == "dynamic"
+    assert rep["layers"]["small"]["activation_mode"] == "none"
+    with load(tmp_path / "c.tflite") as rt:
+        lowered = [o for o in rt.run(x) if o.shape[-1] == 8][0][0]
+    np.testing.assert_allclose(lowered, got, rtol=1e-5, atol=1e-5 * np.abs(got).max())
+    with tf.GradientTape() as tape:  # QAT: the straight-through gradient reaches the kernel
+        loss = sum(tf.reduce_sum(o) for o in q(x, training=True))
+    grads = tape.gradient(loss, q.trainable_weights)
+    assert all(g is not None for g in grads) and any(float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)
+
+
+def test_with_conv_activations_keeps_the_integer_weights():
+    """A quantized model's convolutions switched to int8 patches afterwards (a QAT checkpoint,
+    tools/convert.py --int8-convs): every integer weight, scale and zero point stays the same."""
+    from tfq_asr.quant.apply import policy_of, with_conv_activations
+    keras.utils.set_random_seed(8)
+    inp = keras.Input((9, 11, 4), batch_size=1)
+    y = keras.layers.Conv2D(6, 3, strides=2, name="conv")(inp)
+    m = keras.Model(inp, keras.layers.Dense(5, name="fc")(y))
+    q = quantize(m, "w2-sc16-asym-clipl2-f16")
+    q8 = with_conv_activations(q, "dynamic")
+    assert policy_of(q8).name == "w2-sc16-asym-clipl2-f16-convq8" and policy_of(q).conv_activations == "none"
+    before = {ql.layer: ql for ql in quantized_layers(q)}
+    for ql in quantized_layers(q8):
+        old = before[ql.layer]
+        assert np.array_equal(ql.weight.q, old.weight.q) and np.array_equal(ql.weight.scales, old.weight.scales)
+        assert np.array_equal(ql.weight.zero_points, old.weight.zero_points)
+        assert ql.activation == ("dynamic" if ql.layer in ("conv", "fc") else "none")
+    assert before["conv"].activation == "none"
+    x = np.random.default_rng(2).normal(size=(1, 9, 11, 4)).astype(np.float32)
+    assert not np.array_equal(q(x).numpy(), q8(x).numpy())  # the patches are quantized now
+    assert with_conv_activations(q8, "none") is not q8 and policy_of(with_conv_activations(q8, "none")).name == \
+        "w2-sc16-asym-clipl2-f16"
+
+
 def test_quantized_kernels_equal_numpy_fake_quant_bit_for_bit():
     m = every_layer_model()
     q = quantize(m, "w4-sc4-asym-clipl2-f16")

@@ -80,3 +80,10 @@ def test_activation_suffixes_and_round_trip():
     p = from_name("w2-sc64-asym-static-mixed")
     assert Policy.from_dict(p.to_dict()) == p
     assert "activations static" in p.describe()
+    assert from_name("w4").conv_activations == "none"
+    c = from_name("w2-sc64-asym-f16-convq8")
+    assert c.conv_activations == "dynamic" and c.activations == "dynamic"
+    assert Policy.from_dict(c.to_dict()) == c and "convolutions dynamic" in c.describe()
+    assert "conv_activations" not in from_name("w4").to_dict()  # older checkpoints read the same
+    with pytest.raises(ValueError, match="-convq8"):
+        from_name("w4-convq4")

@@ -25,6 +25,7 @@ The input model is never modified; the output (and --report) are written atomica
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -136,6 +137,10 @@ def main(argv=None):
     ap.add_argument("--float-convs", action="store_true",
                     help="keep quantized Conv2D kernels as builtin float convolutions (larger file; "
                     "XNNPACK's float convolution is faster than our float-activation kernel)")
+    ap.add_argument("--int8-convs", action="store_true",
+                    help="quantize the inputs of VALID Conv2D layers to int8 per patch too (the -convq8 policy "
+                    "suffix; default: convolutions are weight-only); with a quantized checkpoint its integer "
+                    "weights are kept and only the convolutions' inputs change (post-training)")
     ap.add_argument("--random-weights", action="store_true", help="allow a configuration name (random weights)")
     ap.add_argument("--report", type=Path, help="write the report as JSON here")
     ap.add_argument("--cache-dir", type=Path, default=Path("data/cache"))
@@ -179,6 +184,20 @@ def main(argv=None):
         kind, policy_name = "baseline", "fp32"
     if kind == "baseline" and method != "none":
         raise UserError(f"--policy {policy_name} is a LiteRT baseline: --calibration/--method do not apply")
+    if args.int8_convs:
+        if kind == "baseline":
+            raise UserError(f"--int8-convs: {policy_name} is not a TFQ policy (the LiteRT baselines choose "
+                            "their own activations)")
+        if kind == "policy" and policy.conv_activations != "dynamic":
+            policy = dataclasses.replace(policy, conv_activations="dynamic", name=policy.name + "-convq8")
+            policy_name = policy.name
+        elif kind == "checkpoint" and policy.conv_activations != "dynamic":
+            from tfq_asr.quant.apply import with_conv_activations
+            requantized = with_conv_activations(src.keras_model, "dynamic")
+            policy = requantized._tfq_policy  # noqa: SLF001
+            policy_name = policy.name
+            src = AsrModel(src.name, src.config, requantized,
+                           {**src.quantization, "policy": policy.to_dict()})
     if args.streaming and not src.config.streaming:
         raise UserError(f"--streaming: {src.name} is not a streaming configuration (chunk = 0)")
     src, lstm_steps = streaming_window(src, args.chunk_ms, args.left_context_ms, args.streaming)

@@ -530,6 +530,7 @@ static int tfq_op_output_layouts(void *user_data, size_t num_inputs, const tfq_l
   tfq_litert_context *ctx = (tfq_litert_context *)user_data;
   if (!ctx) return TFQ_LRT_STATUS_INVALID_ARGUMENT;
   pthread_mutex_lock(&ctx->lock);
+  ctx->current_layer = -1;  /* layouts come before any params are read: no layer to name */
   int st = TFQ_OK;
   if ((num_inputs != 6 && num_inputs != 7) || num_outputs != 1 || !inputs || !outputs) {
     tfq_record(ctx, TFQ_ERR_SHAPE, -1, "output layouts: %zu inputs and %zu outputs", num_inputs,
@@ -750,6 +751,7 @@ static int tfq_dw_output_layouts(void *user_data, size_t num_inputs, const tfq_l
   tfq_litert_context *ctx = (tfq_litert_context *)user_data;
   if (!ctx) return TFQ_LRT_STATUS_INVALID_ARGUMENT;
   pthread_mutex_lock(&ctx->lock);
+  ctx->current_layer = -1;  /* layouts come before any params are read: no layer to name */
   int st = TFQ_OK;
   if ((num_inputs != 6 && num_inputs != 7) || num_outputs != 1 || !inputs || !outputs ||
       inputs[0].rank != 4 || inputs[1].rank != 2 || inputs[num_inputs - 1].rank != 2) {
@@ -913,6 +915,7 @@ static int tfq_conv_output_layouts(void *user_data, size_t num_inputs,
   tfq_litert_context *ctx = (tfq_litert_context *)user_data;
   if (!ctx) return TFQ_LRT_STATUS_INVALID_ARGUMENT;
   pthread_mutex_lock(&ctx->lock);
+  ctx->current_layer = -1;  /* layouts come before any params are read: no layer to name */
   int st = TFQ_OK;
   const tfq_lrt_layout *gl = inputs && num_inputs ? &inputs[num_inputs - 1] : NULL;
   if ((num_inputs != 7 && num_inputs != 8) || num_outputs != 1 || !inputs || !outputs ||
@@ -975,6 +978,7 @@ tfq_litert_context *tfq_litert_context_create(const tfq_litert_api *api) {
   if (!ctx) return NULL;
   ctx->api = *api;
   ctx->layer = -1;
+  ctx->current_layer = -1;
   const char *off = getenv("TFQ_NO_REPACK");
   ctx->repack_off = off && off[0] && strcmp(off, "0") != 0;
   if (pthread_mutex_init(&ctx->lock, NULL) != 0) {

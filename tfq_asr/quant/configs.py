@@ -18,6 +18,8 @@ Layers no rule quantizes are left alone: no hidden 8-bit fake-quant anywhere.
 """
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
@@ -47,6 +49,34 @@ def weight_roles(layer) -> tuple[str, ...]:
 def default_activation(layer) -> str:
     """Dense layers run the int8 kernel; everything else keeps float activations."""
     return "dynamic" if isinstance(layer, keras.layers.Dense) else "none"
+
+
+def patch_conv(layer) -> bool:
+    """A Conv2D whose inputs can be quantized per patch (what TFQ_CONV_2D's int8 path does):
+    VALID, channels last, no dilation or groups, not depthwise."""
+    return (isinstance(layer, keras.layers.Conv2D) and not isinstance(layer, keras.layers.DepthwiseConv2D)
+            and layer.padding == "valid" and tuple(layer.dilation_rate) == (1, 1)
+            and getattr(layer, "groups", 1) == 1 and layer.data_format == "channels_last")
+
+
+def patch_inputs(layer) -> int:
+    """Inputs per patch of a Conv2D: kh * kw * input channels (the K of its matrix)."""
+    return int(np.prod(layer.kernel.shape[:-1]))
+
+
+def _patch_conv_call(self, inputs):
+    """Conv2D.call over int8 patches: each output position's kh*kw*C inputs, in (i, j, channel)
+    order (the kernel [kh, kw, C, N] read as [kh*kw*C, N]), quantize-dequantized per row as a
+    Dense layer's inputs are, times the (fake-quantized) kernel."""
+    kh, kw = self.kernel_size
+    sh, sw = self.strides
+    patches = tf.image.extract_patches(inputs, sizes=[1, kh, kw, 1], strides=[1, sh, sw, 1],
+                                       rates=[1, 1, 1, 1], padding="VALID")
+    y = tf.tensordot(fake_quant_activation_dynamic_tf(patches), tf.reshape(self.kernel, [-1, self.filters]),
+                     [[3], [0]])
+    if self.use_bias:
+        y = tf.nn.bias_add(y, self.bias)
+    return self.activation(y)
 
 
 def _owner(layer, role):
@@ -154,6 +184,14 @@ class TfqQuantizeWrapper(QuantizeWrapperV2):
 
     def call(self, inputs, training=None, **kwargs):
         mode = self.quantize_config.activation
+        if mode == "dynamic" and patch_conv(self.layer):
+            # per patch, not per input row: the wrapped layer computes over quantized patches
+            # for this call (tfmot calls layer.call after setting the fake-quantized kernel)
+            self.layer.call = types.MethodType(_patch_conv_call, self.layer)
+            try:
+                return super().call(inputs, training=training, **kwargs)
+            finally:
+                del self.layer.call
         if mode == "dynamic":
             inputs = fake_quant_activation_dynamic_tf(inputs)
         elif mode == "static":

@@ -10,6 +10,9 @@ Named presets: `w8`, `w4`, `w2` (symmetric, per output channel), with suffixes
   -mixed     the first layers (subsampling) and the CTC head stay at 8 bits per channel
   -static    Dense inputs quantized to int8 with calibrated ranges (default: dynamic per row)
   -wo        weight only: Dense inputs stay float (the kernels' float-activation path)
+  -convq8    VALID Conv2D inputs quantized to int8 per patch too (dynamic, as Dense rows; the
+             default keeps convolutions weight-only, on float activations); a convolution with
+             fewer than 32 inputs per patch stays on float inputs (int8 would be slower there)
 e.g. `w2-sc64-asym-clipl2-f16-mixed`. `fp32` quantizes nothing.
 
 A policy is a small serialisable object: a default spec plus ordered rules (first match wins)
@@ -27,8 +30,9 @@ from .numerics import WeightQuantSpec
 # Layers a `-mixed` preset keeps at 8 bits: the input convolutions see raw features and the CTC
 # head's errors go straight to the output; both are a small share of the weights.
 SENSITIVE_PATTERNS = ("subsample_*", "ctc_head")
-_SUFFIX = re.compile(r"^(pc|pt|sc(\d+)|asym|clipl1|clipl2|f16|mixed|static|wo)$")
+_SUFFIX = re.compile(r"^(pc|pt|sc(\d+)|asym|clipl1|clipl2|f16|mixed|static|wo|convq8)$")
 ACTIVATIONS = ("dynamic", "static", "none")
+CONV_ACTIVATIONS = ("none", "dynamic")
 
 
 @dataclass(frozen=True)
@@ -46,10 +50,14 @@ class Policy:
     default: WeightQuantSpec | None
     rules: tuple[Rule, ...] = field(default_factory=tuple)
     activations: str = "dynamic"   # int8 inputs of quantized Dense layers: dynamic | static | none
+    conv_activations: str = "none"  # inputs of quantized VALID Conv2D layers: none | dynamic (per patch)
 
     def __post_init__(self):
         if self.activations not in ACTIVATIONS:
             raise ValueError(f"policy {self.name!r}: activations={self.activations!r}, expected one of {ACTIVATIONS}")
+        if self.conv_activations not in CONV_ACTIVATIONS:
+            raise ValueError(f"policy {self.name!r}: conv_activations={self.conv_activations!r}, expected one "
+                             f"of {CONV_ACTIVATIONS}")
 
     def spec_for(self, layer_name: str, role: str | None = None) -> WeightQuantSpec | None:
         """Spec of one weight: rules match the layer name or "layer/role" (e.g. "lstm0/recurrent_kernel",
@@ -70,18 +78,21 @@ class Policy:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "default": None if self.default is None else self.default.to_dict(),
-                "rules": [r.to_dict() for r in self.rules], "activations": self.activations}
+                "rules": [r.to_dict() for r in self.rules], "activations": self.activations,
+                **({"conv_activations": self.conv_activations} if self.conv_activations != "none" else {})}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Policy":
         spec = lambda s: None if s is None else WeightQuantSpec.from_dict(s)  # noqa: E731
         return cls(name=d["name"], default=spec(d.get("default")),
                    rules=tuple(Rule(r["pattern"], spec(r["spec"])) for r in d.get("rules", [])),
-                   activations=d.get("activations", "dynamic"))
+                   activations=d.get("activations", "dynamic"),
+                   conv_activations=d.get("conv_activations", "none"))
 
     def describe(self) -> str:
         lines = [f"policy {self.name}: default {_short(self.default) if self.default else 'float'}, "
-                 f"activations {self.activations}"]
+                 f"activations {self.activations}"
+                 + (f", convolutions {self.conv_activations}" if self.conv_activations != "none" else "")]
         lines += [f"  {r.pattern}: {_short(r.spec) if r.spec else 'float'}" for r in self.rules]
         return "\n".join(lines)
 
@@ -110,12 +121,12 @@ def from_name(name: str) -> Policy:
         raise ValueError(f"policy {name!r}: expected w8, w4 or w2 followed by -suffixes (or fp32)")
     kw: dict = {"bits": int(m.group(1))}
     mixed = False
-    activations = "dynamic"
+    activations, conv_activations = "dynamic", "none"
     for s in suffixes:
         sm = _SUFFIX.match(s)
         if not sm:
             raise ValueError(f"policy {name!r}: unknown suffix -{s} "
-                             "(known: -pc -pt -scG -asym -clipl1 -clipl2 -f16 -mixed -static -wo)")
+                             "(known: -pc -pt -scG -asym -clipl1 -clipl2 -f16 -mixed -static -wo -convq8)")
         if s == "pt":
             kw["granularity"] = "tensor"
         elif s == "pc":
@@ -134,6 +145,8 @@ def from_name(name: str) -> Policy:
             activations = "static"
         elif s == "wo":
             activations = "none"
+        elif s == "convq8":
+            conv_activations = "dynamic"
     try:
         default = WeightQuantSpec(**kw)
     except ValueError as err:
@@ -142,4 +155,4 @@ def from_name(name: str) -> Policy:
     if mixed:
         eight = WeightQuantSpec(bits=8, scale_dtype=default.scale_dtype)
         rules = tuple(Rule(p, eight) for p in SENSITIVE_PATTERNS)
-    return Policy(name, default, rules, activations)
+    return Policy(name, default, rules, activations, conv_activations)

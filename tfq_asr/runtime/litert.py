@@ -342,8 +342,10 @@ class LiteRtModel:
         """Output shapes for the current input shapes."""
         n = len(self.output_names)
         layouts = (_Layout * n)()
-        self._check(self._lib.LiteRtGetCompiledModelOutputTensorLayouts(
-            self._compiled, self._signature, n, layouts, True), "LiteRtGetCompiledModelOutputTensorLayouts")
+        status = self._lib.LiteRtGetCompiledModelOutputTensorLayouts(self._compiled, self._signature, n, layouts, True)
+        if status != 0:  # a TFQ op's GetOutputLayouts may have said why (e.g. a bad geometry input)
+            self._raise_op_error()
+        self._check(status, "LiteRtGetCompiledModelOutputTensorLayouts")
         return [layouts[i].shape() for i in range(n)]
 
     # -- running -------------------------------------------------------------------------
