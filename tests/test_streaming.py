@@ -181,7 +181,8 @@ def test_benchmark_tool_reports_every_field(exported, tmp_path):
     wav = tmp_path / "a.wav"
     sf.write(wav, _audio(1.5), 16000)
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "benchmark.py"), "--model", str(out[None][0]),
-                           "--compare", str(out["w4-sc16"][0]), "--audio", str(wav), "--json", "--profile"],
+                           "--compare", str(out["w4-sc16"][0]), "--audio", str(wav), "--json", "--profile",
+                           "--rounds", "2"],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
@@ -198,6 +199,7 @@ def test_benchmark_tool_reports_every_field(exported, tmp_path):
     # the same audio through the C streaming core (tfq_transcribe, built by make native)
     assert all(r["c_rtf"] > 0 and r["c_audio_seconds"] == 1.5 for r in rows)
     assert rows[0]["c_rtf_ratio"] == 1.0
+    assert all(r["rounds"] == 2 for r in rows)  # the fastest of two interleaved rounds
 
 
 def test_lstm_kernels_are_packed_on_the_float_activation_path(tmp_path):
