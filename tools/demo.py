@@ -2,11 +2,12 @@
 """`make demo`: the bundled Conformer, float and quantized, lowered to streaming .tflite files
 (packed int4/int2 custom ops for the quantized bundles) and run through LiteRT on one thread
 over the bundled held-out utterances: transcripts, then a table of file size, WER, CER and
-real-time factor. The .tflite files are cached in build/demo/ (rebuilt when a bundle or the
+real-time factor (through the Python runner and the C streaming core). The .tflite files are cached in build/demo/ (rebuilt when a bundle or the
 lowering code changes)."""
 from __future__ import annotations
 
 import hashlib
+import tempfile
 import time
 from pathlib import Path
 
@@ -65,11 +66,15 @@ def main(argv=None):
     from tfq_asr.models import list_pretrained
     from tfq_asr.streaming import Recognizer
 
+    from benchmark import C_CORE, c_core_rtf, write_wavs
     utts = read_manifest(args.manifest)
     audio = [load_audio(u.path) for u in utts]
     seconds = sum(len(a) for a in audio) / 16000
     available = set(list_pretrained())
     table = []
+    tmp = tempfile.TemporaryDirectory(prefix="tfq-demo-")
+    # the same audio through the C streaming core (what the Android app runs), if it is built
+    wavs = write_wavs([Path(u.path) for u in utts], Path(tmp.name)) if C_CORE.is_file() else []
     for label, name, baseline in ROWS:
         if name not in available:
             print(f"({name} is not bundled; skipping {label})")
@@ -87,14 +92,17 @@ def main(argv=None):
             for u, h in zip(utts, hyps):
                 print(f"{Path(u.path).name}  [{u.engine}]\n  ref: {u.text}\n  hyp: {h}")
         rates = error_rates([u.text for u in utts], hyps)
-        table.append((label, name, path.stat().st_size, rates, compute / seconds))
+        c_rtf = c_core_rtf(path, wavs, args.threads, 40, 1)["c_rtf"] if wavs else None
+        table.append((label, name, path.stat().st_size, rates, compute / seconds, c_rtf))
+    tmp.cleanup()
     print()
     print(f"conformer-ctc-xs, streaming .tflite through LiteRT, {args.threads} thread(s), "
           f"{len(utts)} held-out utterances ({seconds:.1f} s), greedy decoding")
-    print("| policy | bundle | file bytes | WER % | CER % | RTF |")
-    print("|---|---|---:|---:|---:|---:|")
-    for label, name, size, rates, rtf in table:
-        print(f"| {label} | {name} | {size:,} | {rates['wer']:.2f} | {rates['cer']:.2f} | {rtf:.4f} |")
+    print("| policy | bundle | file bytes | WER % | CER % | RTF | RTF (C core) |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for label, name, size, rates, rtf, c_rtf in table:
+        c_text = f"{c_rtf:.4f}" if c_rtf is not None else "not built"
+        print(f"| {label} | {name} | {size:,} | {rates['wer']:.2f} | {rates['cer']:.2f} | {rtf:.4f} | {c_text} |")
 
 
 if __name__ == "__main__":
