@@ -415,23 +415,33 @@ static int tfq_linear_call(tfq_litert_context *ctx, tfq_packed_weights *w, const
   return TFQ_OK;
 }
 
+/* The counts every op checks first: one output, `sym` (symmetric) or sym + 1 (asymmetric)
+ * inputs, non-NULL arrays.  `what` prefixes the message ("" or "depthwise: ", ...). */
+static int tfq_check_arity(tfq_litert_context *ctx, const char *what, size_t num_inputs, size_t sym,
+                           const tfq_lrt_buffer *inputs, size_t num_outputs,
+                           const tfq_lrt_buffer *outputs) {
+  if (num_outputs != 1 || !outputs) {
+    tfq_record(ctx, TFQ_ERR_SHAPE, -1, "%sexpected 1 output, got %zu", what, num_outputs);
+    return TFQ_ERR_SHAPE;
+  }
+  if (num_inputs != sym && num_inputs != sym + 1) {
+    tfq_record(ctx, TFQ_ERR_SHAPE, -1, "%sexpected %zu (symmetric) or %zu (asymmetric) inputs, got %zu",
+               what, sym, sym + 1, num_inputs);
+    return TFQ_ERR_SHAPE;
+  }
+  if (!inputs) {
+    tfq_record(ctx, TFQ_ERR_NULL, -1, "%sno input buffers", what);
+    return TFQ_ERR_NULL;
+  }
+  return TFQ_OK;
+}
+
 /* The op body with ctx locked; returns a tfq_status (also recorded in ctx). */
 static int tfq_run_locked(tfq_litert_context *ctx, size_t num_inputs, const tfq_lrt_buffer *inputs,
                           size_t num_outputs, tfq_lrt_buffer *outputs, tfq_tensor *t,
                           tfq_tensor *out) {
-  if (num_outputs != 1 || !outputs) {
-    tfq_record(ctx, TFQ_ERR_SHAPE, -1, "expected 1 output, got %zu", num_outputs);
-    return TFQ_ERR_SHAPE;
-  }
-  if (num_inputs != 6 && num_inputs != 7) {
-    tfq_record(ctx, TFQ_ERR_SHAPE, -1, "expected 6 (symmetric) or 7 (asymmetric) inputs, got %zu",
-               num_inputs);
-    return TFQ_ERR_SHAPE;
-  }
-  if (!inputs) {
-    tfq_record(ctx, TFQ_ERR_NULL, -1, "no input buffers");
-    return TFQ_ERR_NULL;
-  }
+  int st0 = tfq_check_arity(ctx, "", num_inputs, 6, inputs, num_outputs, outputs);
+  if (st0 != TFQ_OK) return st0;
   /* Output first, so that it can be filled with NaN whatever fails later. */
   if (!tfq_open(ctx, out, outputs[0], TFQ_LRT_LOCK_WRITE, "output", TFQ_LRT_ELEMENT_FLOAT32, 0))
     return ctx->status;
@@ -656,19 +666,8 @@ static void tfq_dw_rows(const float *x, float *y, const float *taps, const float
 static int tfq_dw_run_locked(tfq_litert_context *ctx, size_t num_inputs,
                              const tfq_lrt_buffer *inputs, size_t num_outputs,
                              tfq_lrt_buffer *outputs, tfq_tensor *t, tfq_tensor *out) {
-  if (num_outputs != 1 || !outputs) {
-    tfq_record(ctx, TFQ_ERR_SHAPE, -1, "depthwise: expected 1 output, got %zu", num_outputs);
-    return TFQ_ERR_SHAPE;
-  }
-  if (num_inputs != 6 && num_inputs != 7) {
-    tfq_record(ctx, TFQ_ERR_SHAPE, -1, "depthwise: expected 6 (symmetric) or 7 (asymmetric) "
-               "inputs, got %zu", num_inputs);
-    return TFQ_ERR_SHAPE;
-  }
-  if (!inputs) {
-    tfq_record(ctx, TFQ_ERR_NULL, -1, "depthwise: no input buffers");
-    return TFQ_ERR_NULL;
-  }
+  int st0 = tfq_check_arity(ctx, "depthwise: ", num_inputs, 6, inputs, num_outputs, outputs);
+  if (st0 != TFQ_OK) return st0;
   if (!tfq_open(ctx, out, outputs[0], TFQ_LRT_LOCK_WRITE, "output", TFQ_LRT_ELEMENT_FLOAT32, 0) ||
       !tfq_open(ctx, &t[5], inputs[num_inputs - 1], TFQ_LRT_LOCK_READ, "params",
                 TFQ_LRT_ELEMENT_INT32, 0))
@@ -799,19 +798,8 @@ static void tfq_im2col(const float *x, float *rows, int64_t b_count, int64_t h, 
 static int tfq_conv_run_locked(tfq_litert_context *ctx, size_t num_inputs,
                                const tfq_lrt_buffer *inputs, size_t num_outputs,
                                tfq_lrt_buffer *outputs, tfq_tensor *t, tfq_tensor *out) {
-  if (num_outputs != 1 || !outputs) {
-    tfq_record(ctx, TFQ_ERR_SHAPE, -1, "conv: expected 1 output, got %zu", num_outputs);
-    return TFQ_ERR_SHAPE;
-  }
-  if (num_inputs != 7 && num_inputs != 8) {
-    tfq_record(ctx, TFQ_ERR_SHAPE, -1, "conv: expected 7 (symmetric) or 8 (asymmetric) inputs, "
-               "got %zu", num_inputs);
-    return TFQ_ERR_SHAPE;
-  }
-  if (!inputs) {
-    tfq_record(ctx, TFQ_ERR_NULL, -1, "conv: no input buffers");
-    return TFQ_ERR_NULL;
-  }
+  int st0 = tfq_check_arity(ctx, "conv: ", num_inputs, 7, inputs, num_outputs, outputs);
+  if (st0 != TFQ_OK) return st0;
   /* The geometry tensor: only its dims are used, so its type is looked up, never its bytes. */
   tfq_lrt_tensor_type geo;
   if (!inputs[num_inputs - 1] ||

@@ -340,12 +340,9 @@ static void test_output_layouts(tfq_litert_context *ctx) {
 /* ---- TFQ_DEPTHWISE_CONV_1D: the FC layer's weights as K = 70 taps over N = 9 channels ---- */
 enum { DW_W = 80 };
 
-/* The layer of build() turned into a depthwise op: x [1, 1, DW_W, N], params [W_out, 8]. */
-static void build_dw(layer *L, int symmetric, int32_t stride, int32_t dil, int32_t pad_l,
-                     int32_t pad_r) {
-  build(L, symmetric);
-  int32_t w_out = (DW_W + pad_l + pad_r - dil * (K - 1) - 1) / stride + 1;
-  int32_t dx[4] = {1, 1, DW_W, N}, dy[4] = {1, 1, w_out, N}, dp[2] = {w_out, TFQ_DW_PARAMS_COUNT};
+/* The layer of build() with a 4-D x of dims dx (new random values), an output of dims dy, and
+ * its params input released (the caller puts the op's own in its place). */
+static void reshape_4d(layer *L, const int32_t *dx, const int32_t *dy) {
   release(L->in[0]);
   release(L->out);
   release(L->in[L->num_inputs - 1]);
@@ -353,6 +350,15 @@ static void build_dw(layer *L, int symmetric, int32_t stride, int32_t dil, int32
   for (size_t i = 0; i < L->in[0]->bytes / 4; i++)
     ((float *)L->in[0]->data)[i] = (float)(rnd() % 2001) / 100.0f - 10.0f;
   L->out = make(TFQ_LRT_ELEMENT_FLOAT32, 4, dy, 4);
+}
+
+/* The layer of build() turned into a depthwise op: x [1, 1, DW_W, N], params [W_out, 8]. */
+static void build_dw(layer *L, int symmetric, int32_t stride, int32_t dil, int32_t pad_l,
+                     int32_t pad_r) {
+  build(L, symmetric);
+  int32_t w_out = (DW_W + pad_l + pad_r - dil * (K - 1) - 1) / stride + 1;
+  int32_t dx[4] = {1, 1, DW_W, N}, dy[4] = {1, 1, w_out, N}, dp[2] = {w_out, TFQ_DW_PARAMS_COUNT};
+  reshape_4d(L, dx, dy);
   fake_buffer *params = make(TFQ_LRT_ELEMENT_INT32, 2, dp, 4);
   int32_t row[TFQ_DW_PARAMS_COUNT] = {TFQ_DW_PARAMS_VERSION, TFQ_ACT_NONE, TFQ_OP_FLAG_BIAS, 7,
                                       stride, dil, pad_l, pad_r};
@@ -460,13 +466,7 @@ static void build_conv(layer *L, int symmetric, int32_t flags) {
   build(L, symmetric);
   int32_t dx[4] = {CV_B, CV_H, CV_W, CV_C}, dy[4] = {CV_B, CV_HO, CV_WO, N};
   int32_t dp[1] = {TFQ_CONV_PARAMS_COUNT}, dg[4] = {CV_KH, CV_KW, CV_SH, CV_SW};
-  release(L->in[0]);
-  release(L->out);
-  release(L->in[L->num_inputs - 1]);
-  L->in[0] = make(TFQ_LRT_ELEMENT_FLOAT32, 4, dx, 4);
-  for (size_t i = 0; i < L->in[0]->bytes / 4; i++)
-    ((float *)L->in[0]->data)[i] = (float)(rnd() % 2001) / 100.0f - 10.0f;
-  L->out = make(TFQ_LRT_ELEMENT_FLOAT32, 4, dy, 4);
+  reshape_4d(L, dx, dy);
   fake_buffer *params = make(TFQ_LRT_ELEMENT_INT32, 1, dp, 4);
   int32_t row[TFQ_CONV_PARAMS_COUNT] = {TFQ_CONV_PARAMS_VERSION, TFQ_ACT_RELU, flags, 7,
                                         CV_KH, CV_KW, CV_SH, CV_SW};
