@@ -132,3 +132,16 @@ def test_offline_tflite_through_transcribe_and_evaluate(tiny_model_dir, tiny_cor
         assert_one_line_error(proc, "longer than this offline file's fixed input")
     assert_one_line_error(run_tool("convert.py", "--model", tiny_model_dir, "--policy", "litert-int3",
                                    "--out", tmp_path / "x.tflite"), "unknown baseline")
+
+
+def test_a_failing_op_is_a_one_line_error(tiny_model_dir, tmp_path, wav):
+    """A file whose packed layer is corrupted loads but fails while running: transcribe.py
+    says which file and layer in one line and exits 1 (not a traceback)."""
+    from tests.test_lowering import corrupt_header
+    good, bad = tmp_path / "w4.tflite", tmp_path / "bad.tflite"
+    proc = run_tool("convert.py", "--model", tiny_model_dir, "--policy", "w4", "--streaming", "--out", good)
+    assert proc.returncode == 0, proc.stderr
+    corrupt_header(good, bad, "block0_ff1_dense1", 2, 3)  # 3 bits: no such format
+    proc = run_tool("transcribe.py", "--model", bad, wav)
+    assert proc.returncode == 1
+    assert_one_line_error(proc, str(bad), "block0_ff1_dense1", "bits 3")

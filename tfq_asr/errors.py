@@ -1,5 +1,6 @@
-"""One error type for problems a user can fix (bad file, option, model name), and the CLI wrapper
-that turns it into a one-line message and a non-zero exit instead of a traceback."""
+"""One error type for problems a user can fix (bad file, option, model name), one for model
+files that fail while running, and the CLI wrapper that turns either into a one-line message
+and a non-zero exit (2 and 1) instead of a traceback."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,11 @@ import sys
 
 class UserError(Exception):
     """A problem with the user's input; the message names the file, option or layer."""
+
+
+class RuntimeFailure(RuntimeError):
+    """A model file that loaded but failed to run (LiteRT or a TFQ op said why); the message
+    names the file (and the layer where an op failed)."""
 
 
 def _silence_native_stderr() -> None:
@@ -34,6 +40,9 @@ def cli_main(main, argv=None) -> None:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except RuntimeFailure as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

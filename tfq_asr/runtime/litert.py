@@ -32,6 +32,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from tfq_asr.convert.packing import aligned_zeros
+from tfq_asr.errors import RuntimeFailure
 
 LIBRARY_ENV = "TFQ_LITERT_LIB"
 DEFAULT_OP_LIBRARY = Path(__file__).resolve().parents[2] / "build" / "native" / "libtfq_litert.so"
@@ -66,7 +67,7 @@ def status_name(status: int) -> str:
     return f"{_STATUS.get(status, 'unknown status')} (LiteRtStatus {status})"
 
 
-class LiteRtError(RuntimeError):
+class LiteRtError(RuntimeFailure):
     """A LiteRT call failed; the message names the file and the call."""
 
 
