@@ -466,3 +466,47 @@ def test_aarch64_transcript_under_qemu_equals_x86(native, model, wavs):
     assert ref[0]["text"] == arm[0]["text"]
     rtf = lambda lines: sum(l["rtf"] * l["seconds"] for l in lines) / sum(l["seconds"] for l in lines)
     print(f"RTF x86-64 {rtf(x86):.4f}, aarch64 under qemu {rtf(arm):.4f} (reference kernels {rtf(ref):.4f})")
+
+
+def test_interleaved_streams_on_one_recognizer(native, model, wavs, python_text):
+    """Streams of one recognizer share its state buffers: chunks of two utterances fed in
+    turn (each step saves the other stream's state and loads its own) give each utterance's
+    own transcript, and a stream destroyed while resident leaves the next one a clean start."""
+    import soundfile as sf
+    lib = ctypes.CDLL(str(native / "libtfq_stream.so"))
+    vp, cp = ctypes.c_void_p, ctypes.c_char_p
+    lib.tfq_recognizer_open.argtypes = [cp, cp, ctypes.c_int, ctypes.POINTER(vp), cp, ctypes.c_size_t]
+    lib.tfq_recognizer_close.argtypes = [vp]
+    lib.tfq_stream_create.argtypes = [vp, ctypes.POINTER(vp), cp, ctypes.c_size_t]
+    lib.tfq_stream_accept.argtypes = [vp, vp, ctypes.c_size_t]
+    lib.tfq_stream_finish.argtypes = [vp, ctypes.POINTER(cp)]
+    lib.tfq_stream_destroy.argtypes = [vp]
+    err = ctypes.create_string_buffer(512)
+    r = vp()
+    assert lib.tfq_recognizer_open(str(model).encode(), str(_litert_x86()).encode(), 1, ctypes.byref(r),
+                                   err, len(err)) == 0, err.value
+    files = list(wavs.values())[:3]
+    audio = [np.ascontiguousarray(sf.read(f, dtype="float32")[0]) for f in files]
+    try:
+        abandoned = vp()  # fed, then destroyed while its state is resident
+        assert lib.tfq_stream_create(r, ctypes.byref(abandoned), err, len(err)) == 0
+        assert lib.tfq_stream_accept(abandoned, audio[2].ctypes.data, 16000) == 0
+        lib.tfq_stream_destroy(abandoned)
+        streams = [vp(), vp()]
+        for s in streams:
+            assert lib.tfq_stream_create(r, ctypes.byref(s), err, len(err)) == 0
+        piece, pos = 3000, [0, 0]
+        while any(p < len(a) for p, a in zip(pos, audio[:2])):
+            for i in range(2):
+                n = min(piece, len(audio[i]) - pos[i])
+                if n > 0:
+                    chunk = audio[i][pos[i]:pos[i] + n]
+                    assert lib.tfq_stream_accept(streams[i], chunk.ctypes.data, n) == 0
+                    pos[i] += n
+        for i, s in enumerate(streams):
+            text = cp()
+            assert lib.tfq_stream_finish(s, ctypes.byref(text)) == 0
+            assert text.value.decode() == python_text[files[i]], files[i]
+            lib.tfq_stream_destroy(s)
+    finally:
+        lib.tfq_recognizer_close(r)

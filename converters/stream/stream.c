@@ -129,6 +129,9 @@ struct tfq_recognizer {
   state_map *states;
   size_t n_states;
   lrt_handle *in_buffers, *out_buffers;
+  /* The stream whose state sits in the state input buffers (NULL: none).  Its own `state`
+   * arrays are stale while it is resident; it is saved there when another stream runs. */
+  struct tfq_stream *resident;
 };
 
 struct tfq_stream {
@@ -136,7 +139,7 @@ struct tfq_stream {
   tfq_frontend *fe;
   float *pending;        /* [chunk_frames, n_mels] */
   int n_pending;
-  float **state;         /* per state: the current value */
+  float **state;         /* per state: the current value (unless the stream is resident) */
   char *text;
   size_t text_len, text_cap;
   long last;
@@ -748,6 +751,7 @@ static int fail_stream(tfq_stream *s, int status, const char *fmt, ...) {
 
 void tfq_stream_destroy(tfq_stream *s) {
   if (!s) return;
+  if (s->r && s->r->resident == s) s->r->resident = NULL;
   tfq_frontend_destroy(s->fe);
   free(s->pending);
   if (s->state)
@@ -806,8 +810,17 @@ static int run_step(tfq_stream *s) {
   tfq_recognizer *r = s->r;
   memcpy(r->ins[r->features_in].data, s->pending,
          sizeof(float) * (size_t)r->chunk_frames * (size_t)r->fp.n_mels);
-  for (size_t i = 0; i < r->n_states; i++)
-    memcpy(r->ins[r->states[i].input].data, s->state[i], sizeof(float) * r->states[i].elements);
+  /* Steps of one stream in a row keep its state in the input buffers (one copy per state and
+   * step, output to input, instead of two through s->state: megabytes for Conformer M).  Another
+   * stream's step first saves the resident stream's state and loads its own. */
+  if (r->resident != s) {
+    for (size_t i = 0; i < r->n_states; i++) {
+      size_t bytes = sizeof(float) * r->states[i].elements;
+      if (r->resident) memcpy(r->resident->state[i], r->ins[r->states[i].input].data, bytes);
+      memcpy(r->ins[r->states[i].input].data, s->state[i], bytes);
+    }
+    r->resident = s;
+  }
   tfq_litert_clear_error(r->ctx);
   int st = r->api.RunCompiledModel(r->compiled, 0, r->n_ins, r->in_buffers, r->n_outs, r->out_buffers);
   if (st != 0)
@@ -839,8 +852,9 @@ static int run_step(tfq_stream *s) {
       return fail_stream(s, TFQ_STREAM_ERR_MEMORY, "%s: out of memory for the transcript", r->path);
     s->last = (long)best;
   }
-  for (size_t i = 0; i < r->n_states; i++)
-    memcpy(s->state[i], r->outs[r->states[i].output].data, sizeof(float) * r->states[i].elements);
+  for (size_t i = 0; i < r->n_states; i++)  /* s stays resident: its next step reads these */
+    memcpy(r->ins[r->states[i].input].data, r->outs[r->states[i].output].data,
+           sizeof(float) * r->states[i].elements);
   s->n_pending = 0;
   return TFQ_OK;
 }
