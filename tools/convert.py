@@ -192,9 +192,9 @@ def main(argv=None):
             policy = dataclasses.replace(policy, conv_activations="dynamic", name=policy.name + "-convq8")
             policy_name = policy.name
         elif kind == "checkpoint" and policy.conv_activations != "dynamic":
-            from tfq_asr.quant.apply import with_conv_activations
+            from tfq_asr.quant.apply import policy_of, with_conv_activations
             requantized = with_conv_activations(src.keras_model, "dynamic")
-            policy = requantized._tfq_policy  # noqa: SLF001
+            policy = policy_of(requantized)
             policy_name = policy.name
             src = AsrModel(src.name, src.config, requantized,
                            {**src.quantization, "policy": policy.to_dict()})

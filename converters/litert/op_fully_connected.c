@@ -295,8 +295,8 @@ static const uint8_t *tfq_expanded_rows(tfq_litert_context *ctx, const tfq_packe
 }
 
 /* Open the header (t[4]), data (t[1]), scales (t[2]), zero points (t[3]) and bias (t[6]) of a
- * packed layer, check each against the header and fill *w.  Shared by both ops; returns a
- * tfq_status, recorded in ctx. */
+ * packed layer, check each against the header and fill *w, then open x (t[0], float32; its
+ * shape is each op's to check).  Shared by the three ops; returns a tfq_status, recorded in ctx. */
 static int tfq_load_weights(tfq_litert_context *ctx, size_t num_inputs, const tfq_lrt_buffer *inputs,
                             tfq_tensor *t, int32_t flags, int32_t layer, tfq_packed_weights *w) {
   int asym = num_inputs == 7;
@@ -381,6 +381,8 @@ static int tfq_load_weights(tfq_litert_context *ctx, size_t num_inputs, const tf
     tfq_record(ctx, st, layer, "zero points outside 0..%d", (1 << w->bits) - 1);
     return st;
   }
+  if (!tfq_open(ctx, &t[0], inputs[0], TFQ_LRT_LOCK_READ, "x", TFQ_LRT_ELEMENT_FLOAT32, 0))
+    return ctx->status;
   return TFQ_OK;
 }
 
@@ -472,8 +474,6 @@ static int tfq_run_locked(tfq_litert_context *ctx, size_t num_inputs, const tfq_
   tfq_packed_weights w;
   int st = tfq_load_weights(ctx, num_inputs, inputs, t, flags, layer, &w);
   if (st != TFQ_OK) return st;
-  if (!tfq_open(ctx, &t[0], inputs[0], TFQ_LRT_LOCK_READ, "x", TFQ_LRT_ELEMENT_FLOAT32, 0))
-    return ctx->status;
   char shape[128];
   const tfq_lrt_layout *xl = &t[0].type.layout;
   if (xl->rank < 1 || xl->dims[xl->rank - 1] != w.k) {
@@ -704,8 +704,6 @@ static int tfq_dw_run_locked(tfq_litert_context *ctx, size_t num_inputs,
   tfq_packed_weights w;
   int st = tfq_load_weights(ctx, num_inputs, inputs, t, flags, layer, &w);
   if (st != TFQ_OK) return st;
-  if (!tfq_open(ctx, &t[0], inputs[0], TFQ_LRT_LOCK_READ, "x", TFQ_LRT_ELEMENT_FLOAT32, 0))
-    return ctx->status;
   const tfq_lrt_layout *xl = &t[0].type.layout, *ol = &out->type.layout;
   char shape[128], oshape[128];
   if (xl->rank != 4 || xl->dims[3] != w.n) {
@@ -843,8 +841,6 @@ static int tfq_conv_run_locked(tfq_litert_context *ctx, size_t num_inputs,
   tfq_packed_weights w;
   int st = tfq_load_weights(ctx, num_inputs, inputs, t, flags, layer, &w);
   if (st != TFQ_OK) return st;
-  if (!tfq_open(ctx, &t[0], inputs[0], TFQ_LRT_LOCK_READ, "x", TFQ_LRT_ELEMENT_FLOAT32, 0))
-    return ctx->status;
   const tfq_lrt_layout *xl = &t[0].type.layout, *ol = &out->type.layout;
   char shape[128], oshape[128];
   if (xl->rank != 4 || (int64_t)xl->dims[3] * kh * kw != w.k) {

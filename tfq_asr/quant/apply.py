@@ -13,13 +13,13 @@ import tensorflow_model_optimization as tfmot
 from ..errors import UserError
 from .configs import (TfqQuantizeConfig, TfqQuantizeWrapper, custom_objects, default_activation, get_kernel,
                       matrix_shape, patch_conv, patch_inputs, weight_roles)
+from .numerics import QuantizedWeight, quantize_weight
+from .policy import Policy, from_name
 
 # -convq8 leaves a convolution with fewer inputs per patch on float activations (the first one
 # over 1-channel features: 9): the int8 kernels pad K to 32, so int8 would cost 3.5x the work
 # there (measured 37 us against 15 us float for the xs subsampling's first convolution).
 MIN_INT8_PATCH_INPUTS = 32
-from .numerics import QuantizedWeight, quantize_weight
-from .policy import Policy, from_name
 
 
 def as_policy(policy) -> Policy:
@@ -148,11 +148,7 @@ def with_conv_activations(q, mode: str):
         return q
     base = policy.name.replace("-convq8", "")
     new_policy = replace(policy, conv_activations=mode, name=base + ("-convq8" if mode == "dynamic" else ""))
-    structure = keras.models.clone_model(
-        q, clone_function=lambda layer: (layer.layer.__class__.from_config(layer.layer.get_config())
-                                         if isinstance(layer, TfqQuantizeWrapper)
-                                         else layer.__class__.from_config(layer.get_config())))
-    new = quantize(structure, new_policy)
+    new = quantize(_unwrapped_clone(q), new_policy)
     for layer in new.layers:
         if layer.weights:
             copy_layer_weights(q.get_layer(layer.name), layer)
@@ -188,13 +184,18 @@ def quantized_layers(q) -> list[QuantizedLayer]:
     return out
 
 
-def float_twin(q):
-    """A plain float Keras model computing with the quantized model's dequantized kernels
-    (activations unquantized): what a float runtime would run, and what lowering converts."""
-    twin = keras.models.clone_model(
+def _unwrapped_clone(q):
+    """The quantized model's architecture with plain layers (new, unset weights)."""
+    return keras.models.clone_model(
         q, clone_function=lambda layer: (layer.layer.__class__.from_config(layer.layer.get_config())
                                          if isinstance(layer, TfqQuantizeWrapper)
                                          else layer.__class__.from_config(layer.get_config())))
+
+
+def float_twin(q):
+    """A plain float Keras model computing with the quantized model's dequantized kernels
+    (activations unquantized): what a float runtime would run, and what lowering converts."""
+    twin = _unwrapped_clone(q)
     deq = {(ql.layer, ql.role): ql.weight.dequantize() for ql in quantized_layers(q)}
     for layer in q.layers:
         src = layer.layer if isinstance(layer, TfqQuantizeWrapper) else layer

@@ -52,11 +52,10 @@ def default_activation(layer) -> str:
 
 
 def patch_conv(layer) -> bool:
-    """A Conv2D whose inputs can be quantized per patch (what TFQ_CONV_2D's int8 path does):
-    VALID, channels last, no dilation or groups, not depthwise."""
-    return (isinstance(layer, keras.layers.Conv2D) and not isinstance(layer, keras.layers.DepthwiseConv2D)
-            and layer.padding == "valid" and tuple(layer.dilation_rate) == (1, 1)
-            and getattr(layer, "groups", 1) == 1 and layer.data_format == "channels_last")
+    """A Conv2D whose inputs can be quantized per patch: one that lowers to TFQ_CONV_2D (VALID,
+    channels last, no dilation or groups, not depthwise; the lowering's own check)."""
+    from ..convert.im2col import why_not_patch_dense
+    return why_not_patch_dense(layer) is None
 
 
 def patch_inputs(layer) -> int:
