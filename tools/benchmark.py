@@ -184,6 +184,8 @@ def main(argv=None):
     for m in models:
         if not m.is_file():
             raise UserError(f"--model {m}: no such file")
+    if args.rounds < 1:
+        raise UserError(f"--rounds {args.rounds}: must be at least 1")
     audio = audio_paths(args.audio)
     if args.child:
         print(json.dumps(measure(models[0], audio, args.threads, args.feed_ms, args.repeat, args.long_audio,
@@ -194,8 +196,6 @@ def main(argv=None):
         print(f"note: {C_CORE} not built (make native): no C core column", file=sys.stderr)
     tmp = tempfile.TemporaryDirectory(prefix="tfq-bench-")
     wavs = write_wavs(audio, Path(tmp.name)) if use_c else []
-    if args.rounds < 1:
-        raise UserError(f"--rounds {args.rounds}: must be at least 1")
     rounds: list[list[dict]] = [[] for _ in models]
     for round_index in range(args.rounds):  # all models once per round: slow spells hit them alike
         for i, m in enumerate(models):
