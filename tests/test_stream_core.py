@@ -187,10 +187,14 @@ def test_frontend_equals_python_log_mel(native, chunking):
     np.testing.assert_array_max_ulp(ours, ref, maxulp=1)
 
 
-@pytest.mark.parametrize("n_fft", [2, 3, 8, 50, 97, 400, 401, 512, 1000])
+@pytest.mark.parametrize("n_fft", [2, 3, 6, 8, 12, 50, 97, 98, 105, 400, 401, 512, 594, 1000,
+                                   16383, 16384])
 def test_frontend_any_fft_length(native, n_fft):
     """The half-length transform of even lengths and the plain one of odd lengths against
-    numpy's rfft, in float64, with the same window and mel basis as the C side."""
+    numpy's rfft, in float64, with the same window and mel basis as the C side.  The lengths
+    have each kind of FFT pass both first (no twiddles) and later: radix 2 (12, 400), 3 (105,
+    594 = 2 * 27 * 11), 4 (512), 5 (50, 400) and a generic prime (98 = 2 * 7 * 7,
+    105 = 3 * 5 * 7, 16383 = 3 * 43 * 127)."""
     win = min(n_fft, 400)
     hop = max(1, win // 2)
     fe = CFrontend(native / "libtfq_stream.so", n_fft=n_fft, win=win, hop=hop, n_mels=8,
