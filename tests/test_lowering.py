@@ -23,7 +23,7 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from tfq_asr.convert import lowering
+from tfq_asr.convert import lowering, op_blob
 from tfq_asr.convert.lowering import LoweringError, lower_to_tflite, write_atomically
 from tfq_asr.models import build_model, get_config
 from tfq_asr.models.layers import Scale
@@ -181,7 +181,7 @@ def test_buffers_are_external_and_64_byte_aligned(tmp_path):
     external = [m.Buffers(i) for i in range(m.BuffersLength()) if m.Buffers(i).Offset() > 1]
     assert external and all(b.Offset() % 64 == 0 for b in external)
     names = {m.Subgraphs(0).Tensors(i).Name().decode() for i in range(m.Subgraphs(0).TensorsLength())}
-    assert "d1/tfq_data" in names and not any("d1/" in n and "MatMul" in n for n in names)
+    assert "d1/tfq_blob" in names and not any("d1/" in n and "MatMul" in n for n in names)
 
 
 # ---- Conformer ------------------------------------------------------------------------------
@@ -279,15 +279,22 @@ def test_bad_requests_fail_early(tmp_path):
 
 # ---- errors from the op's side channel ------------------------------------------------------
 
-def corrupt_header(src: Path, dst: Path, layer: str, index: int, value: int) -> None:
+def edit_blob(src: Path, dst: Path, layer: str, words: dict) -> None:
+    """A copy of a lowered file whose layer's blob has other descriptor words ({index: value},
+    op_blob.py)."""
     from tensorflow.lite.tools import flatbuffer_utils
     m = flatbuffer_utils.read_model_from_bytearray(bytearray(src.read_bytes()))
-    sg = m.subgraphs[0]
-    t = next(t for t in sg.tensors if t.name.decode() == f"{layer}/tfq_header")
-    header = np.frombuffer(np.asarray(m.buffers[t.buffer].data, np.uint8).tobytes(), np.int32).copy()
-    header[index] = value
-    m.buffers[t.buffer].data = np.frombuffer(header.tobytes(), np.uint8)
+    t = next(t for t in m.subgraphs[0].tensors if t.name.decode() == f"{layer}/tfq_blob")
+    raw = np.asarray(m.buffers[t.buffer].data, np.uint8).copy()
+    descriptor = raw[:4 * op_blob.WORDS].view(np.int32)
+    for index, value in words.items():
+        descriptor[index] = value
+    m.buffers[t.buffer].data = raw
     dst.write_bytes(lowering._serialize_external(m))
+
+
+def corrupt_header(src: Path, dst: Path, layer: str, index: int, value: int) -> None:
+    edit_blob(src, dst, layer, {op_blob.HEADER_WORD + index: value})
 
 
 @pytest.fixture(scope="module")
@@ -298,22 +305,33 @@ def lowered_stack(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("index,value,message", [
-    (4, 64 + 40, r"tensor data has shape \[24, 32\], the header \(K=104"),  # K vs data size
-    (4, 63, r"x has shape \[1, 5, 64\], the header says K = 63"),           # K vs x, same rows
-    (5, 1 << 30, "out of range"),                                          # oversized N
-    (6, 0, "G 0"),                                                         # group size 0
-    (2, 3, "bits 3"),
-    (0, 0, "magic"),
+H, S = op_blob.HEADER_WORD, op_blob.SECTIONS_WORD
+
+
+@pytest.mark.parametrize("word,value,message,named", [
+    (H + 4, 64 + 40, r"the data section has 768 bytes, the header \(K=104", True),  # K vs data size
+    (H + 4, 63, r"x has shape \[1, 5, 64\], the header says K = 63", True),        # K vs x, same rows
+    (H + 5, 1 << 30, "out of range", True),                                       # oversized N
+    (H + 6, 0, "G 0", True),                                                      # group size 0
+    (H + 2, 3, "bits 3", True),
+    (H + 0, 0, "magic or version", True),
+    (S + 1, 700, "the data section has 700 bytes, the header", True),              # short data
+    (op_blob.PARAMS_WORD + 5, 3, "params: value 5 is 3; this op reads 4 values", True),
+    # the descriptor itself, read before the params name the layer
+    (S + 1, 1 << 20, "the data section at offset 128 with 1048576 bytes", False),  # past the end
+    (S + 2, 100, "the scales section at offset 100 .* not 64-byte aligned", False),
+    (S + 2, 128, "the scales section at offset 128 .* overlaps", False),          # on the data
+    (27, 5, "reserved word 27 is 5", False),
+    (1, 2, "version 2; expected", False),                                          # blob version
 ])
-def test_corrupted_header_raises_from_the_side_channel(tmp_path, lowered_stack, index, value, message):
+def test_corrupted_blob_raises_from_the_side_channel(tmp_path, lowered_stack, word, value, message, named):
     bad = tmp_path / "bad.tflite"
-    corrupt_header(lowered_stack, bad, "d2", index, value)
+    edit_blob(lowered_stack, bad, "d2", {word: value})
     x = np.ones((1, 5, 40), np.float32)
     with LiteRtModel(bad) as rt:
         with pytest.raises(TfqOpError, match=message) as err:
             rt.run([x])
-        assert err.value.layer == "d2" and str(bad) in str(err.value)
+        assert err.value.layer == ("d2" if named else None) and str(bad) in str(err.value)
     with LiteRtModel(lowered_stack) as rt:  # the intact file still runs
         assert np.isfinite(rt.run([x])[0]).all()
 
@@ -376,6 +394,12 @@ def test_op_schema_matches_the_c_header():
     assert int(conv["TFQ_CONV_PARAMS_VERSION"]) == lowering.CONV_PARAMS_VERSION
     assert int(conv["TFQ_CONV_PARAMS_COUNT"]) == lowering.CONV_PARAMS_COUNT
     assert [int(conv[f"TFQ_CONV_PARAM_{n}"]) for n in ("KH", "KW", "SH", "SW")] == [4, 5, 6, 7]
+    blob = dict(re.findall(r"#define (TFQ_BLOB_\w+) (\S+)", text))
+    assert int(blob["TFQ_BLOB_MAGIC"], 16) == op_blob.MAGIC
+    assert [int(blob[f"TFQ_BLOB_{n}"]) for n in ("VERSION", "WORDS", "HEADER", "PARAMS", "PARAMS_MAX", "SECTIONS",
+                                                 "SECTION_COUNT", "ALIGN")] == [
+        op_blob.VERSION, op_blob.WORDS, op_blob.HEADER_WORD, op_blob.PARAMS_WORD, op_blob.PARAMS_MAX,
+        op_blob.SECTIONS_WORD, len(op_blob.SECTIONS), op_blob.ALIGN]
     assert {k: int(v) for k, v in enums.items()} == {
         "TFQ_ACT_NONE": lowering.ACT_NONE, "TFQ_ACT_RELU": lowering.ACT_RELU,
         "TFQ_ACT_RELU6": lowering.ACT_RELU6, "TFQ_ACT_RELU_N1_TO_1": lowering.ACT_RELU_N1_TO_1,
@@ -449,31 +473,20 @@ def test_depthwise_taps_that_match_no_op_are_an_error(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def _set_int32_tensor(src: Path, dst: Path, name: str, edit) -> None:
-    from tensorflow.lite.tools import flatbuffer_utils
-    m = flatbuffer_utils.read_model_from_bytearray(bytearray(src.read_bytes()))
-    t = next(t for t in m.subgraphs[0].tensors if t.name.decode() == name)
-    v = np.frombuffer(np.asarray(m.buffers[t.buffer].data, np.uint8).tobytes(), np.int32).copy()
-    edit(v.reshape([int(d) for d in t.shape]))
-    m.buffers[t.buffer].data = np.frombuffer(v.tobytes(), np.uint8)
-    dst.write_bytes(lowering._serialize_external(m))
+P = op_blob.PARAMS_WORD
 
 
-@pytest.mark.parametrize("what,edit,message", [
-    ("stride 0", lambda p: p.__setitem__((slice(None), 4), 0), "stride 0"),
-    ("rows differ", lambda p: p.__setitem__((1, 6), 3), "row 1 differs"),
-    ("width", lambda p: p.__setitem__((slice(None), 6), 2), r"W_out"),
-    ("version", lambda p: p.__setitem__((slice(None), 0), 9), "version 9"),
-    ("taps", None, r"tensor data has shape \[24, 4\], the header \(K=40, N=24, G=15, 2-bit\) needs \[24, 10\]"),
+@pytest.mark.parametrize("what,words,message", [
+    ("stride 0", {P + 4: 0}, "stride 0"),
+    ("width", {P + 6: 2}, r"W_out"),
+    ("version", {P + 0: 9}, "version 9"),
+    ("taps", {H + 4: 40}, r"the data section has 96 bytes, the header \(K=40, N=24, G=15, 2-bit\) needs 240"),
 ])
-def test_corrupted_depthwise_params_raise_from_the_side_channel(tmp_path, what, edit, message):
+def test_corrupted_depthwise_params_raise_from_the_side_channel(tmp_path, what, words, message):
     model, dw = depthwise_model(*DW_CASES["15-valid-w2-asym"])
     good, bad = tmp_path / "good.tflite", tmp_path / "bad.tflite"
     lower_to_tflite(model, {}, good, depthwise=dw)
-    if edit is None:
-        corrupt_header(good, bad, "dw", 4, 40)
-    else:
-        _set_int32_tensor(good, bad, "dw/tfq_dw_params", edit)
+    edit_blob(good, bad, "dw", words)
     x = np.ones((1, 29, 24), np.float32)
     with LiteRtModel(bad) as rt:
         with pytest.raises(TfqOpError, match=message) as err:
@@ -510,8 +523,7 @@ def test_corrupted_conv_params_raise_from_the_side_channel(tmp_path, what, messa
         m.buffers[t.buffer].data = np.zeros(36, np.uint8)
         bad.write_bytes(lowering._serialize_external(m))
     else:
-        _set_int32_tensor(good, bad, "conv/tfq_conv_params",
-                          lambda p: p.__setitem__(5 if what == "kernel" else 0, 2 if what == "kernel" else 9))
+        edit_blob(good, bad, "conv", {P + 5: 2} if what == "kernel" else {P: 9})
     x = np.ones((1, 17, 40, 4), np.float32)
     with LiteRtModel(bad) as rt:
         with pytest.raises(TfqOpError, match=message):

@@ -127,3 +127,36 @@ def test_dense_rows_keep_the_weights_and_drop_the_padding(bits, k):
     np.testing.assert_array_equal(d.data, p.data[:, :d.data.shape[1]])
     assert d.size().data == d.data.size < p.size().data or k % 32 == 0
     np.testing.assert_array_equal(unpack_weights(d)[0], q)
+
+
+@pytest.mark.parametrize("bits,symmetric", FORMATS)
+@pytest.mark.parametrize("lead", [(7,), (1, 7), (13,)])
+def test_op_blob_holds_every_section_aligned(bits, symmetric, lead):
+    """The op blob (litert_op.h): the descriptor words, each section's bytes at a 64-byte
+    aligned offset in order, the leading dims kept and the byte count padded up to a multiple
+    of them; with_params changes the params only."""
+    from tfq_asr.convert import op_blob
+    from tfq_asr.convert.packing import dense_rows
+    rng = np.random.default_rng(bits + 10 * symmetric)
+    q, scales, zp = _random_layer(rng, 70, 7, 32, bits, symmetric)
+    p = dense_rows(pack_weights(q, bits, symmetric, 32, scales, zp))
+    bias = rng.normal(size=7).astype(np.float32)
+    blob = op_blob.build(p, [1, 2, 5, 9], bias, lead)
+    assert blob.dtype == np.uint8 and blob.shape[:-1] == lead and blob.size % int(np.prod(lead)) == 0
+    words = blob.reshape(-1)[:4 * op_blob.WORDS].view(np.int32)
+    assert words[0] == op_blob.MAGIC and words[1] == op_blob.VERSION and not words[26:].any()
+    offsets = words[op_blob.SECTIONS_WORD::2][:4]
+    present = [o for o in offsets if o]
+    assert all(o % 64 == 0 for o in present) and present == sorted(present) and present[0] >= 128
+    parts = op_blob.read(blob)
+    np.testing.assert_array_equal(parts.header, p.header())
+    assert list(parts.params) == [1, 2, 5, 9, 0, 0, 0, 0] and parts.lead_dims == lead
+    assert parts.sections["data"] == p.data.tobytes() and parts.sections["scales"] == p.scales.tobytes()
+    assert parts.sections["zero_points"] == (None if symmetric else p.zero_points.tobytes())
+    assert parts.sections["bias"] == bias.tobytes()
+    assert op_blob.build(p, [1, 2, 0, 9], None, lead).size < blob.size  # no bias section
+    other = op_blob.with_params(blob, [1, 3, 5, 9, 4])
+    assert other.shape == blob.shape and list(op_blob.read(other).params) == [1, 3, 5, 9, 4, 0, 0, 0]
+    assert op_blob.read(other).sections == parts.sections and list(op_blob.read(blob).params)[1] == 2
+    with pytest.raises(ValueError, match="at most 8"):
+        op_blob.build(p, list(range(9)), bias, lead)

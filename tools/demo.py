@@ -25,7 +25,8 @@ ROWS = (("fp32", "conformer-ctc-xs", None),
         ("w4 (QAT)", "conformer-ctc-xs-w4", None),
         ("w2 (QAT)", "conformer-ctc-xs-w2", None))
 CODE = ("tfq_asr/convert/export.py", "tfq_asr/convert/lowering.py", "tfq_asr/convert/packing.py",
-        "tfq_asr/models/streaming.py", "tfq_asr/convert/baselines.py", "tfq_asr/convert/im2col.py")
+        "tfq_asr/convert/op_blob.py", "tfq_asr/models/streaming.py", "tfq_asr/convert/baselines.py",
+        "tfq_asr/convert/im2col.py")
 
 
 def _digest(model_dir: Path, baseline) -> str:

@@ -1,7 +1,8 @@
 /* TFQ_FULLY_CONNECTED, TFQ_DEPTHWISE_CONV_1D and TFQ_CONV_2D for LiteRT (the contracts are in
- * include/tfq/litert_op.h): look up every input through the runtime's tensor-buffer functions,
- * check types, shapes and byte sizes against the header, then one tfq_linear_q8/_f32 call (or
- * the depthwise loop over cached float taps) and the fused activation. */
+ * include/tfq/litert_op.h): look up x, the layer's blob and the output through the runtime's
+ * tensor-buffer functions, check types, shapes, the blob's sections and byte sizes against its
+ * header, then one tfq_linear_q8/_f32 call (or the depthwise loop over cached float taps) and
+ * the fused activation. */
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -11,7 +12,7 @@
 
 #include "tfq/litert_op.h"
 
-#define TFQ_MAX_INPUTS 7
+#define TFQ_MAX_INPUTS 3  /* x, blob and TFQ_CONV_2D's geometry */
 #define TFQ_CHECKED_SLOTS 256  /* layers whose zero points were scanned once (per context) */
 #define TFQ_REPACK_SLOTS 4096  /* layers with a column-interleaved copy (per context) */
 
@@ -66,8 +67,19 @@ typedef struct tfq_tensor {
   int locked;
 } tfq_tensor;
 
-static const char *const tfq_input_names[TFQ_MAX_INPUTS] = {
-    "x", "data", "scales", "zero_points", "bias", "header", "params"};
+/* A blob's descriptor, read (litert_op.h): copies of its header and params, and where its
+ * sections lie inside the tensor (NULL, 0 for a section the layer lacks). */
+enum { TFQ_SEC_DATA, TFQ_SEC_SCALES, TFQ_SEC_ZERO_POINTS, TFQ_SEC_BIAS };
+typedef struct tfq_blob {
+  int32_t header[TFQ_HEADER_COUNT];
+  int32_t params[TFQ_BLOB_PARAMS_MAX];
+  const uint8_t *section[TFQ_BLOB_SECTION_COUNT];
+  size_t bytes[TFQ_BLOB_SECTION_COUNT];
+  const tfq_lrt_layout *layout;  /* the blob tensor's */
+} tfq_blob;
+
+static const char *const tfq_section_names[TFQ_BLOB_SECTION_COUNT] = {
+    "data", "scales", "zero points", "bias"};
 
 static void tfq_record(tfq_litert_context *ctx, int status, int32_t layer, const char *fmt, ...) {
   if (ctx->status != TFQ_OK) return;  /* keep the first error */
@@ -149,10 +161,6 @@ static int tfq_open(tfq_litert_context *ctx, tfq_tensor *t, tfq_lrt_buffer buffe
   }
   t->locked = 1;
   return 1;
-}
-
-static int tfq_dims_are(const tfq_tensor *t, int32_t d0, int32_t d1) {
-  return t->type.layout.rank == 2 && t->type.layout.dims[0] == d0 && t->type.layout.dims[1] == d1;
 }
 
 static void tfq_activate(float *y, size_t count, int act) {
@@ -294,34 +302,89 @@ static const uint8_t *tfq_expanded_rows(tfq_litert_context *ctx, const tfq_packe
   return copy;
 }
 
-/* Open the header (t[4]), data (t[1]), scales (t[2]), zero points (t[3]) and bias (t[6]) of a
- * packed layer, check each against the header and fill *w, then open x (t[0], float32; its
- * shape is each op's to check).  Shared by the three ops; returns a tfq_status, recorded in ctx. */
-static int tfq_load_weights(tfq_litert_context *ctx, size_t num_inputs, const tfq_lrt_buffer *inputs,
-                            tfq_tensor *t, int32_t flags, int32_t layer, tfq_packed_weights *w) {
-  int asym = num_inputs == 7;
-  size_t i_bias = 3 + (size_t)asym, i_header = i_bias + 1;
-  if (!tfq_open(ctx, &t[4], inputs[i_header], TFQ_LRT_LOCK_READ, "header", TFQ_LRT_ELEMENT_INT32, 0))
-    return ctx->status;
+/* Open input 1, the blob, into t and read its descriptor into *b: magic, version, reserved
+ * words zero, every section 64-byte aligned, after the words, in order, not overlapping and
+ * inside the tensor.  Returns 1, or 0 with the error recorded. */
+static int tfq_open_blob(tfq_litert_context *ctx, tfq_tensor *t, tfq_lrt_buffer buffer,
+                         tfq_blob *b) {
+  memset(b, 0, sizeof *b);
+  if (!tfq_open(ctx, t, buffer, TFQ_LRT_LOCK_READ, "blob", TFQ_LRT_ELEMENT_UINT8, 0)) return 0;
+  const size_t words_bytes = 4u * TFQ_BLOB_WORDS;
+  if (t->count < words_bytes) {
+    tfq_record(ctx, TFQ_ERR_FORMAT, -1, "blob: %zu bytes, less than its %zu-byte descriptor",
+               t->count, words_bytes);
+    return 0;
+  }
+  int32_t w[TFQ_BLOB_WORDS];
+  memcpy(w, t->addr, sizeof w);  /* the tensor is 64-byte aligned, but memcpy needs no proof */
+  if (w[0] != TFQ_BLOB_MAGIC || w[1] != TFQ_BLOB_VERSION) {
+    tfq_record(ctx, TFQ_ERR_FORMAT, -1, "blob: magic 0x%08x, version %d; expected 0x%08x, "
+               "version %d", (unsigned)w[0], (int)w[1], (unsigned)TFQ_BLOB_MAGIC,
+               TFQ_BLOB_VERSION);
+    return 0;
+  }
+  for (int i = TFQ_BLOB_SECTIONS + 2 * TFQ_BLOB_SECTION_COUNT; i < TFQ_BLOB_WORDS; i++)
+    if (w[i] != 0) {
+      tfq_record(ctx, TFQ_ERR_FORMAT, -1, "blob: reserved word %d is %d, not 0", i, (int)w[i]);
+      return 0;
+    }
+  memcpy(b->header, w + TFQ_BLOB_HEADER, sizeof b->header);
+  memcpy(b->params, w + TFQ_BLOB_PARAMS, sizeof b->params);
+  size_t end = words_bytes;
+  for (int s = 0; s < TFQ_BLOB_SECTION_COUNT; s++) {
+    int32_t off = w[TFQ_BLOB_SECTIONS + 2 * s], len = w[TFQ_BLOB_SECTIONS + 2 * s + 1];
+    if (off == 0 && len == 0) continue;
+    if (off < 0 || len <= 0 || off % TFQ_BLOB_ALIGN != 0 || (size_t)off < end ||
+        (size_t)off > t->count || (size_t)len > t->count - (size_t)off) {
+      tfq_record(ctx, TFQ_ERR_BUFFER, -1, "blob: the %s section at offset %d with %d bytes is "
+                 "not %d-byte aligned, overlaps what precedes it or ends past the blob's %zu "
+                 "bytes", tfq_section_names[s], (int)off, (int)len, TFQ_BLOB_ALIGN, t->count);
+      return 0;
+    }
+    b->section[s] = (const uint8_t *)t->addr + off;
+    b->bytes[s] = (size_t)len;
+    end = (size_t)off + (size_t)len;
+  }
+  b->layout = &t->type.layout;
+  return 1;
+}
+
+/* The op's params, after the ones every op has (version, activation, flags, layer), must be 0
+ * beyond `used` values: a value the op ignores is a file it does not understand. */
+static int tfq_unused_params_zero(tfq_litert_context *ctx, const tfq_blob *b, int used,
+                                  int32_t layer, const char *what) {
+  for (int i = used; i < TFQ_BLOB_PARAMS_MAX; i++)
+    if (b->params[i] != 0) {
+      tfq_record(ctx, TFQ_ERR_FORMAT, layer, "%sparams: value %d is %d; this op reads %d values",
+                 what, i, (int)b->params[i], used);
+      return 0;
+    }
+  return 1;
+}
+
+/* Fill *w from the blob's header and sections, each checked against the header, then open x
+ * (t[0], float32; its shape is each op's to check).  Shared by the three ops; returns a
+ * tfq_status, recorded in ctx. */
+static int tfq_load_weights(tfq_litert_context *ctx, const tfq_lrt_buffer *inputs, tfq_tensor *t,
+                            const tfq_blob *b, int32_t flags, int32_t layer,
+                            tfq_packed_weights *w) {
   memset(w, 0, sizeof *w);
   /* Format version 2 keeps dense rows in the file: read its header as version 1's. */
-  const int32_t *hp = (const int32_t *)t[4].addr;
-  int dense = t[4].count == TFQ_HEADER_COUNT && hp[1] == TFQ_FORMAT_VERSION_DENSE;
+  int dense = b->header[1] == TFQ_FORMAT_VERSION_DENSE;
   int32_t header[TFQ_HEADER_COUNT];
-  if (dense) {
-    memcpy(header, hp, sizeof header);
-    header[1] = TFQ_FORMAT_VERSION;
-    hp = header;
-  }
-  int st = tfq_weights_from_header(w, hp, t[4].count);
+  memcpy(header, b->header, sizeof header);
+  if (dense) header[1] = TFQ_FORMAT_VERSION;
+  int st = tfq_weights_from_header(w, header, TFQ_HEADER_COUNT);
   if (st != TFQ_OK) {
-    tfq_record(ctx, st, layer, "header: wrong magic, version or length (%zu values)", t[4].count);
+    tfq_record(ctx, st, layer, "header: wrong magic or version");
     return st;
   }
+  int has_zp = b->section[TFQ_SEC_ZERO_POINTS] != NULL;
   if ((w->bits != 4 && w->bits != 2) || (w->symmetric != 0 && w->symmetric != 1) ||
-      (w->scale_is_f16 != 0 && w->scale_is_f16 != 1) || w->symmetric == asym) {
+      (w->scale_is_f16 != 0 && w->scale_is_f16 != 1) || w->symmetric == has_zp) {
     tfq_record(ctx, TFQ_ERR_FORMAT, layer, "header: bits %d, symmetric %d, scale_is_f16 %d with "
-               "%zu inputs", (int)w->bits, (int)w->symmetric, (int)w->scale_is_f16, num_inputs);
+               "%s zero-point section", (int)w->bits, (int)w->symmetric, (int)w->scale_is_f16,
+               has_zp ? "a" : "no");
     return TFQ_ERR_FORMAT;
   }
   if (w->k < 1 || w->k > TFQ_MAX_K || w->n < 1 || w->n > TFQ_MAX_N || w->group_size < 1) {
@@ -329,44 +392,30 @@ static int tfq_load_weights(tfq_litert_context *ctx, size_t num_inputs, const tf
                (int)w->n, (int)w->group_size);
     return TFQ_ERR_SHAPE;
   }
-  int32_t groups = tfq_num_groups(w->k, w->group_size);
-  int32_t row = (int32_t)(dense ? tfq_row_bytes_dense(w->k, w->bits) : tfq_row_bytes(w->k, w->bits));
-  /* data, scales, zero points, bias against the header. */
-  if (!tfq_open(ctx, &t[1], inputs[1], TFQ_LRT_LOCK_READ, "data", TFQ_LRT_ELEMENT_UINT8, 0) ||
-      !tfq_open(ctx, &t[2], inputs[2], TFQ_LRT_LOCK_READ, "scales",
-                w->scale_is_f16 ? TFQ_LRT_ELEMENT_FLOAT16 : TFQ_LRT_ELEMENT_FLOAT32, 0) ||
-      (asym && !tfq_open(ctx, &t[3], inputs[3], TFQ_LRT_LOCK_READ, "zero_points",
-                         TFQ_LRT_ELEMENT_UINT8, 0)) ||
-      !tfq_open(ctx, &t[6], inputs[i_bias], TFQ_LRT_LOCK_READ, "bias", TFQ_LRT_ELEMENT_FLOAT32, 0))
-    return ctx->status;
-  char shape[128];
-  const tfq_tensor *bad = NULL;
-  int32_t want0 = 0, want1 = 0;
-  if (!tfq_dims_are(&t[1], w->n, row)) bad = &t[1], want0 = w->n, want1 = row;
-  else if (!tfq_dims_are(&t[2], groups, w->n)) bad = &t[2], want0 = groups, want1 = w->n;
-  else if (asym && !tfq_dims_are(&t[3], groups, w->n)) bad = &t[3], want0 = groups, want1 = w->n;
-  if (bad) {
-    tfq_shape_str(&bad->type.layout, shape, sizeof shape);
-    tfq_record(ctx, TFQ_ERR_BUFFER, layer, "tensor %s has shape %s, the header (K=%d, N=%d, "
-               "G=%d, %d-bit) needs [%d, %d]", tfq_input_names[bad - t], shape, (int)w->k,
-               (int)w->n, (int)w->group_size, (int)w->bits, (int)want0, (int)want1);
-    return TFQ_ERR_BUFFER;
-  }
-  if ((flags & TFQ_OP_FLAG_BIAS) && t[6].count != (size_t)w->n) {
-    tfq_record(ctx, TFQ_ERR_BUFFER, layer, "bias has %zu values, N = %d", t[6].count, (int)w->n);
-    return TFQ_ERR_BUFFER;
-  }
-  w->data = (const uint8_t *)t[1].addr;
-  w->data_bytes = t[1].count;
-  w->scales = t[2].addr;
-  w->scales_bytes = t[2].count * (w->scale_is_f16 ? 2u : 4u);
-  if (asym) {
-    w->zero_points = (const uint8_t *)t[3].addr;
-    w->zero_points_bytes = t[3].count;
-  }
+  /* Each section's size from the header (64-bit: N * row bytes reaches 2^39). */
+  uint64_t n = (uint64_t)w->n, groups = (uint64_t)tfq_num_groups(w->k, w->group_size);
+  uint64_t row = dense ? tfq_row_bytes_dense(w->k, w->bits) : tfq_row_bytes(w->k, w->bits);
+  uint64_t want[TFQ_BLOB_SECTION_COUNT] = {
+      n * row, groups * n * (w->scale_is_f16 ? 2u : 4u), w->symmetric ? 0 : groups * n,
+      (flags & TFQ_OP_FLAG_BIAS) ? 4 * n : 0};
+  for (int s = 0; s < TFQ_BLOB_SECTION_COUNT; s++)
+    if ((uint64_t)b->bytes[s] != want[s]) {
+      tfq_record(ctx, TFQ_ERR_BUFFER, layer, "blob: the %s section has %zu bytes, the header "
+                 "(K=%d, N=%d, G=%d, %d-bit%s) needs %llu", tfq_section_names[s], b->bytes[s],
+                 (int)w->k, (int)w->n, (int)w->group_size, (int)w->bits,
+                 s == TFQ_SEC_BIAS ? ((flags & TFQ_OP_FLAG_BIAS) ? ", bias" : ", no bias") : "",
+                 (unsigned long long)want[s]);
+      return TFQ_ERR_BUFFER;
+    }
+  w->data = b->section[TFQ_SEC_DATA];
+  w->data_bytes = b->bytes[TFQ_SEC_DATA];
+  w->scales = b->section[TFQ_SEC_SCALES];
+  w->scales_bytes = b->bytes[TFQ_SEC_SCALES];
+  w->zero_points = b->section[TFQ_SEC_ZERO_POINTS];
+  w->zero_points_bytes = b->bytes[TFQ_SEC_ZERO_POINTS];
   if (flags & TFQ_OP_FLAG_BIAS) {
-    w->bias = (const float *)t[6].addr;
-    w->bias_count = t[6].count;
+    w->bias = (const float *)(const void *)b->section[TFQ_SEC_BIAS];  /* 64-byte aligned */
+    w->bias_count = (size_t)w->n;
   }
   /* The kernels (and the checks below) read padded rows; dense rows of a K that is a multiple
    * of 32 already are padded rows, and run from the file's memory without a copy. */
@@ -417,18 +466,19 @@ static int tfq_linear_call(tfq_litert_context *ctx, tfq_packed_weights *w, const
   return TFQ_OK;
 }
 
-/* The counts every op checks first: one output, `sym` (symmetric) or sym + 1 (asymmetric)
- * inputs, non-NULL arrays.  `what` prefixes the message ("" or "depthwise: ", ...). */
-static int tfq_check_arity(tfq_litert_context *ctx, const char *what, size_t num_inputs, size_t sym,
+/* The counts every op checks first: one output, `want` inputs, non-NULL arrays.  `what`
+ * prefixes the message ("" or "depthwise: ", ...). */
+static int tfq_check_arity(tfq_litert_context *ctx, const char *what, size_t num_inputs, size_t want,
                            const tfq_lrt_buffer *inputs, size_t num_outputs,
                            const tfq_lrt_buffer *outputs) {
   if (num_outputs != 1 || !outputs) {
     tfq_record(ctx, TFQ_ERR_SHAPE, -1, "%sexpected 1 output, got %zu", what, num_outputs);
     return TFQ_ERR_SHAPE;
   }
-  if (num_inputs != sym && num_inputs != sym + 1) {
-    tfq_record(ctx, TFQ_ERR_SHAPE, -1, "%sexpected %zu (symmetric) or %zu (asymmetric) inputs, got %zu",
-               what, sym, sym + 1, num_inputs);
+  if (num_inputs != want) {
+    /* Files written before the blob had one input per buffer (6 to 8). */
+    tfq_record(ctx, TFQ_ERR_SHAPE, -1, "%sexpected %zu inputs (x, blob%s), got %zu", what, want,
+               want == 3 ? ", geometry" : "", num_inputs);
     return TFQ_ERR_SHAPE;
   }
   if (!inputs) {
@@ -438,43 +488,60 @@ static int tfq_check_arity(tfq_litert_context *ctx, const char *what, size_t num
   return TFQ_OK;
 }
 
+/* Output and blob of a call (output first, so that it can be filled with NaN whatever fails
+ * later), then the params every op has: `version` and at most `used` values (the rest 0), the
+ * layer index (from here on named in errors), an activation and no flag outside `allowed`.
+ * Returns 1, or 0 with the error recorded. */
+static int tfq_open_op(tfq_litert_context *ctx, const char *what, const tfq_lrt_buffer *inputs,
+                       tfq_lrt_buffer *outputs, tfq_tensor *t, tfq_tensor *out, tfq_blob *b,
+                       int32_t version, int used, int32_t allowed) {
+  if (!tfq_open(ctx, out, outputs[0], TFQ_LRT_LOCK_WRITE, "output", TFQ_LRT_ELEMENT_FLOAT32, 0) ||
+      !tfq_open_blob(ctx, &t[1], inputs[1], b))
+    return 0;
+  if (b->params[TFQ_OP_PARAM_VERSION] != version) {
+    tfq_record(ctx, TFQ_ERR_FORMAT, -1, "%sparams: version %d, expected %d", what,
+               (int)b->params[TFQ_OP_PARAM_VERSION], (int)version);
+    return 0;
+  }
+  int32_t layer = b->params[TFQ_OP_PARAM_LAYER];
+  ctx->current_layer = layer;
+  if (!tfq_unused_params_zero(ctx, b, used, layer, what)) return 0;
+  int32_t act = b->params[TFQ_OP_PARAM_ACTIVATION], flags = b->params[TFQ_OP_PARAM_FLAGS];
+  if (act < 0 || act >= TFQ_ACT_COUNT || (flags & ~allowed)) {
+    tfq_record(ctx, TFQ_ERR_FORMAT, layer, "%sparams: unknown activation %d or flags %d", what,
+               (int)act, (int)flags);
+    return 0;
+  }
+  return 1;
+}
+
 /* The op body with ctx locked; returns a tfq_status (also recorded in ctx). */
 static int tfq_run_locked(tfq_litert_context *ctx, size_t num_inputs, const tfq_lrt_buffer *inputs,
                           size_t num_outputs, tfq_lrt_buffer *outputs, tfq_tensor *t,
                           tfq_tensor *out) {
-  int st0 = tfq_check_arity(ctx, "", num_inputs, 6, inputs, num_outputs, outputs);
+  int st0 = tfq_check_arity(ctx, "", num_inputs, 2, inputs, num_outputs, outputs);
   if (st0 != TFQ_OK) return st0;
-  /* Output first, so that it can be filled with NaN whatever fails later. */
-  if (!tfq_open(ctx, out, outputs[0], TFQ_LRT_LOCK_WRITE, "output", TFQ_LRT_ELEMENT_FLOAT32, 0))
+  tfq_blob blob;
+  if (!tfq_open_op(ctx, "", inputs, outputs, t, out, &blob, TFQ_OP_PARAMS_VERSION,
+                   TFQ_OP_PARAMS_COUNT, TFQ_OP_FLAG_BIAS | TFQ_OP_FLAG_FLATTEN | TFQ_OP_FLAG_FLOAT_ACT))
     return ctx->status;
-  size_t i_params = num_inputs - 1;
-  /* The small params tensor first: it names the layer. */
-  if (!tfq_open(ctx, &t[5], inputs[i_params], TFQ_LRT_LOCK_READ, "params", TFQ_LRT_ELEMENT_INT32, 0))
-    return ctx->status;
-  const int32_t *params = (const int32_t *)t[5].addr;
-  if (t[5].count < TFQ_OP_PARAMS_COUNT || params[TFQ_OP_PARAM_VERSION] != TFQ_OP_PARAMS_VERSION) {
-    tfq_record(ctx, TFQ_ERR_FORMAT, -1, "params: %zu values, version %d; expected %d values, "
-               "version %d", t[5].count, t[5].count ? (int)params[0] : -1, TFQ_OP_PARAMS_COUNT,
-               TFQ_OP_PARAMS_VERSION);
-    return ctx->status;
-  }
-  int32_t layer = params[TFQ_OP_PARAM_LAYER];
-  ctx->current_layer = layer;
-  int32_t act = params[TFQ_OP_PARAM_ACTIVATION], flags = params[TFQ_OP_PARAM_FLAGS];
-  if (act < 0 || act >= TFQ_ACT_COUNT || (flags & ~(TFQ_OP_FLAG_BIAS | TFQ_OP_FLAG_FLATTEN | TFQ_OP_FLAG_FLOAT_ACT))) {
-    tfq_record(ctx, TFQ_ERR_FORMAT, layer, "params: unknown activation %d or flags %d", (int)act,
-               (int)flags);
-    return ctx->status;
-  }
-  if (((flags & TFQ_OP_FLAG_FLATTEN) != 0) != (t[5].type.layout.rank == 2)) {
-    tfq_record(ctx, TFQ_ERR_FORMAT, layer, "params: the flatten flag needs a params tensor of "
-               "rank 2, and only then");
-    return ctx->status;
-  }
+  int32_t layer = blob.params[TFQ_OP_PARAM_LAYER];
+  int32_t act = blob.params[TFQ_OP_PARAM_ACTIVATION], flags = blob.params[TFQ_OP_PARAM_FLAGS];
   tfq_packed_weights w;
-  int st = tfq_load_weights(ctx, num_inputs, inputs, t, flags, layer, &w);
+  int st = tfq_load_weights(ctx, inputs, t, &blob, flags, layer, &w);
   if (st != TFQ_OK) return st;
+  /* The blob's dims that GetOutputLayouts read: [N, rest], or [1, N, rest] to flatten. */
   char shape[128];
+  const tfq_lrt_layout *bl = blob.layout;
+  int flatten = (flags & TFQ_OP_FLAG_FLATTEN) != 0;
+  if (bl->rank != (flatten ? 3u : 2u) || bl->dims[bl->rank - 2] != w.n ||
+      (flatten && bl->dims[0] != 1)) {
+    tfq_shape_str(bl, shape, sizeof shape);
+    tfq_record(ctx, TFQ_ERR_FORMAT, layer, "blob has dims %s; N = %d %s needs [%s%d, rest]",
+               shape, (int)w.n, flatten ? "with the flatten flag" : "without the flatten flag",
+               flatten ? "1, " : "", (int)w.n);
+    return TFQ_ERR_FORMAT;
+  }
   const tfq_lrt_layout *xl = &t[0].type.layout;
   if (xl->rank < 1 || xl->dims[xl->rank - 1] != w.k) {
     tfq_shape_str(xl, shape, sizeof shape);
@@ -534,7 +601,8 @@ static int tfq_op_run(void *user_data, size_t num_inputs, const tfq_lrt_buffer *
   return tfq_op_call(tfq_run_locked, user_data, num_inputs, inputs, num_outputs, outputs);
 }
 
-/* Output layout from the input layouts: x's dims with the last one N = dims[0] of data. */
+/* Output layout from the input layouts: x's dims with the last one N, or [M, N]; N and the
+ * flatten choice are the blob's dims ([N, rest] or [1, N, rest]). */
 static int tfq_op_output_layouts(void *user_data, size_t num_inputs, const tfq_lrt_layout *inputs,
                                  size_t num_outputs, tfq_lrt_layout *outputs) {
   tfq_litert_context *ctx = (tfq_litert_context *)user_data;
@@ -542,19 +610,19 @@ static int tfq_op_output_layouts(void *user_data, size_t num_inputs, const tfq_l
   pthread_mutex_lock(&ctx->lock);
   ctx->current_layer = -1;  /* layouts come before any params are read: no layer to name */
   int st = TFQ_OK;
-  if ((num_inputs != 6 && num_inputs != 7) || num_outputs != 1 || !inputs || !outputs) {
-    tfq_record(ctx, TFQ_ERR_SHAPE, -1, "output layouts: %zu inputs and %zu outputs", num_inputs,
-               num_outputs);
+  if (num_inputs != 2 || num_outputs != 1 || !inputs || !outputs) {
+    tfq_record(ctx, TFQ_ERR_SHAPE, -1, "output layouts: %zu inputs and %zu outputs (expected 2 "
+               "inputs, x and blob, and 1 output)", num_inputs, num_outputs);
     st = TFQ_ERR_SHAPE;
-  } else if (inputs[0].rank < 1 || inputs[0].rank > TFQ_LRT_MAX_RANK || inputs[1].rank != 2) {
-    tfq_record(ctx, TFQ_ERR_SHAPE, -1, "output layouts: x of rank %u, data of rank %u",
+  } else if (inputs[0].rank < 1 || inputs[0].rank > TFQ_LRT_MAX_RANK ||
+             (inputs[1].rank != 2 && inputs[1].rank != 3)) {
+    tfq_record(ctx, TFQ_ERR_SHAPE, -1, "output layouts: x of rank %u, blob of rank %u",
                (unsigned)inputs[0].rank, (unsigned)inputs[1].rank);
     st = TFQ_ERR_SHAPE;
   } else {
-    /* The flatten flag lives in a tensor, which this callback cannot read: the lowering marks
-     * it in the layout of the params input instead (a [1, COUNT] params tensor flattens). */
     const tfq_lrt_layout *x = &inputs[0];
-    int flatten = inputs[num_inputs - 1].rank == 2;
+    int flatten = inputs[1].rank == 3;
+    int32_t n = inputs[1].dims[inputs[1].rank - 2];
     tfq_lrt_layout o;
     memset(&o, 0, sizeof o);
     if (flatten) {
@@ -564,11 +632,11 @@ static int tfq_op_output_layouts(void *user_data, size_t num_inputs, const tfq_l
       size_t m = (ok && k > 0) ? count / (size_t)k : 0;
       o.rank = 2;
       o.dims[0] = m > INT32_MAX ? -1 : (int32_t)m;
-      o.dims[1] = inputs[1].dims[0];
+      o.dims[1] = n;
     } else {
       o.rank = x->rank;
       for (unsigned r = 0; r < x->rank; r++) o.dims[r] = x->dims[r];
-      o.dims[x->rank - 1] = inputs[1].dims[0];
+      o.dims[x->rank - 1] = n;
     }
     outputs[0] = o;
   }
@@ -666,43 +734,34 @@ static void tfq_dw_rows(const float *x, float *y, const float *taps, const float
 static int tfq_dw_run_locked(tfq_litert_context *ctx, size_t num_inputs,
                              const tfq_lrt_buffer *inputs, size_t num_outputs,
                              tfq_lrt_buffer *outputs, tfq_tensor *t, tfq_tensor *out) {
-  int st0 = tfq_check_arity(ctx, "depthwise: ", num_inputs, 6, inputs, num_outputs, outputs);
+  int st0 = tfq_check_arity(ctx, "depthwise: ", num_inputs, 2, inputs, num_outputs, outputs);
   if (st0 != TFQ_OK) return st0;
-  if (!tfq_open(ctx, out, outputs[0], TFQ_LRT_LOCK_WRITE, "output", TFQ_LRT_ELEMENT_FLOAT32, 0) ||
-      !tfq_open(ctx, &t[5], inputs[num_inputs - 1], TFQ_LRT_LOCK_READ, "params",
-                TFQ_LRT_ELEMENT_INT32, 0))
+  tfq_blob blob;
+  if (!tfq_open_op(ctx, "depthwise ", inputs, outputs, t, out, &blob, TFQ_DW_PARAMS_VERSION,
+                   TFQ_DW_PARAMS_COUNT, TFQ_OP_FLAG_BIAS))
     return ctx->status;
-  const int32_t *params = (const int32_t *)t[5].addr;
-  const tfq_lrt_layout *pl = &t[5].type.layout;
-  if (pl->rank != 2 || pl->dims[1] != TFQ_DW_PARAMS_COUNT || pl->dims[0] < 1 ||
-      params[TFQ_OP_PARAM_VERSION] != TFQ_DW_PARAMS_VERSION) {
-    tfq_record(ctx, TFQ_ERR_FORMAT, -1, "depthwise params: rank %u, version %d; expected "
-               "[W_out, %d] of version %d", (unsigned)pl->rank,
-               t[5].count ? (int)params[0] : -1, TFQ_DW_PARAMS_COUNT, TFQ_DW_PARAMS_VERSION);
-    return TFQ_ERR_FORMAT;
-  }
+  const int32_t *params = blob.params;
   int32_t layer = params[TFQ_OP_PARAM_LAYER];
-  ctx->current_layer = layer;
-  for (int32_t r = 1; r < pl->dims[0]; r++)
-    if (memcmp(params, params + (size_t)r * TFQ_DW_PARAMS_COUNT,
-               TFQ_DW_PARAMS_COUNT * sizeof *params) != 0) {
-      tfq_record(ctx, TFQ_ERR_FORMAT, layer, "depthwise params: row %d differs from row 0",
-                 (int)r);
-      return TFQ_ERR_FORMAT;
-    }
   int32_t act = params[TFQ_OP_PARAM_ACTIVATION], flags = params[TFQ_OP_PARAM_FLAGS];
   int32_t stride = params[TFQ_DW_PARAM_STRIDE], dil = params[TFQ_DW_PARAM_DILATION];
   int32_t pad_l = params[TFQ_DW_PARAM_PAD_LEFT], pad_r = params[TFQ_DW_PARAM_PAD_RIGHT];
-  if (act < 0 || act >= TFQ_ACT_COUNT || (flags & ~TFQ_OP_FLAG_BIAS) || stride < 1 ||
-      stride > 1024 || dil < 1 || dil > 1024 || pad_l < 0 || pad_l > 65536 || pad_r < 0 ||
-      pad_r > 65536) {
+  if (stride < 1 || stride > 1024 || dil < 1 || dil > 1024 || pad_l < 0 || pad_l > 65536 ||
+      pad_r < 0 || pad_r > 65536) {
     tfq_record(ctx, TFQ_ERR_FORMAT, layer, "depthwise params: activation %d, flags %d, stride %d, "
                "dilation %d, padding %d/%d", (int)act, (int)flags, (int)stride, (int)dil,
                (int)pad_l, (int)pad_r);
     return TFQ_ERR_FORMAT;
   }
+  const tfq_lrt_layout *bl = blob.layout;
+  if (bl->rank != 2 || bl->dims[0] < 1) {
+    char bshape[128];
+    tfq_shape_str(bl, bshape, sizeof bshape);
+    tfq_record(ctx, TFQ_ERR_FORMAT, layer, "depthwise: blob has dims %s, expected [W_out, rest]",
+               bshape);
+    return TFQ_ERR_FORMAT;
+  }
   tfq_packed_weights w;
-  int st = tfq_load_weights(ctx, num_inputs, inputs, t, flags, layer, &w);
+  int st = tfq_load_weights(ctx, inputs, t, &blob, flags, layer, &w);
   if (st != TFQ_OK) return st;
   const tfq_lrt_layout *xl = &t[0].type.layout, *ol = &out->type.layout;
   char shape[128], oshape[128];
@@ -715,15 +774,15 @@ static int tfq_dw_run_locked(tfq_litert_context *ctx, size_t num_inputs,
   int64_t width = xl->dims[2];
   int64_t out_w = tfq_dw_out_width(width, w.k, stride, dil, pad_l, pad_r);
   size_t rows = (size_t)xl->dims[0] * (size_t)xl->dims[1];
-  if (out_w != pl->dims[0] || ol->rank != 4 || ol->dims[0] != xl->dims[0] ||
+  if (out_w != bl->dims[0] || ol->rank != 4 || ol->dims[0] != xl->dims[0] ||
       ol->dims[1] != xl->dims[1] || ol->dims[2] != out_w || ol->dims[3] != w.n ||
       out->count != rows * (size_t)out_w * (size_t)w.n) {
     tfq_shape_str(xl, shape, sizeof shape);
     tfq_shape_str(ol, oshape, sizeof oshape);
     tfq_record(ctx, TFQ_ERR_SHAPE, layer, "depthwise: output %s for x %s, %d taps, stride %d, "
-               "dilation %d, padding %d/%d (W_out %lld, params rows %d)", oshape, shape,
+               "dilation %d, padding %d/%d (W_out %lld, the blob's first dim %d)", oshape, shape,
                (int)w.k, (int)stride, (int)dil, (int)pad_l, (int)pad_r, (long long)out_w,
-               (int)pl->dims[0]);
+               (int)bl->dims[0]);
     return TFQ_ERR_SHAPE;
   }
   if (out->count == 0) return TFQ_OK;
@@ -742,7 +801,7 @@ static int tfq_dw_run(void *user_data, size_t num_inputs, const tfq_lrt_buffer *
   return tfq_op_call(tfq_dw_run_locked, user_data, num_inputs, inputs, num_outputs, outputs);
 }
 
-/* [B, H, W_out, C]: W_out is the params tensor's row count, C the data tensor's rows. */
+/* [B, H, W_out, C]: W_out is the blob's first dim, C x's last. */
 static int tfq_dw_output_layouts(void *user_data, size_t num_inputs, const tfq_lrt_layout *inputs,
                                  size_t num_outputs, tfq_lrt_layout *outputs) {
   tfq_litert_context *ctx = (tfq_litert_context *)user_data;
@@ -750,11 +809,12 @@ static int tfq_dw_output_layouts(void *user_data, size_t num_inputs, const tfq_l
   pthread_mutex_lock(&ctx->lock);
   ctx->current_layer = -1;  /* layouts come before any params are read: no layer to name */
   int st = TFQ_OK;
-  if ((num_inputs != 6 && num_inputs != 7) || num_outputs != 1 || !inputs || !outputs ||
-      inputs[0].rank != 4 || inputs[1].rank != 2 || inputs[num_inputs - 1].rank != 2) {
-    tfq_record(ctx, TFQ_ERR_SHAPE, -1, "depthwise output layouts: %zu inputs, %zu outputs, "
-               "x of rank %u", num_inputs, num_outputs,
-               inputs && num_inputs ? (unsigned)inputs[0].rank : 0u);
+  if (num_inputs != 2 || num_outputs != 1 || !inputs || !outputs || inputs[0].rank != 4 ||
+      inputs[1].rank != 2) {
+    tfq_record(ctx, TFQ_ERR_SHAPE, -1, "depthwise output layouts: %zu inputs (expected x and "
+               "blob), %zu outputs, x of rank %u, blob of rank %u", num_inputs, num_outputs,
+               inputs && num_inputs ? (unsigned)inputs[0].rank : 0u,
+               inputs && num_inputs > 1 ? (unsigned)inputs[1].rank : 0u);
     st = TFQ_ERR_SHAPE;
   } else {
     tfq_lrt_layout o;
@@ -762,8 +822,8 @@ static int tfq_dw_output_layouts(void *user_data, size_t num_inputs, const tfq_l
     o.rank = 4;
     o.dims[0] = inputs[0].dims[0];
     o.dims[1] = inputs[0].dims[1];
-    o.dims[2] = inputs[num_inputs - 1].dims[0];
-    o.dims[3] = inputs[1].dims[0];
+    o.dims[2] = inputs[1].dims[0];
+    o.dims[3] = inputs[0].dims[3];
     outputs[0] = o;
   }
   pthread_mutex_unlock(&ctx->lock);
@@ -796,30 +856,20 @@ static void tfq_im2col(const float *x, float *rows, int64_t b_count, int64_t h, 
 static int tfq_conv_run_locked(tfq_litert_context *ctx, size_t num_inputs,
                                const tfq_lrt_buffer *inputs, size_t num_outputs,
                                tfq_lrt_buffer *outputs, tfq_tensor *t, tfq_tensor *out) {
-  int st0 = tfq_check_arity(ctx, "conv: ", num_inputs, 7, inputs, num_outputs, outputs);
+  int st0 = tfq_check_arity(ctx, "conv: ", num_inputs, 3, inputs, num_outputs, outputs);
   if (st0 != TFQ_OK) return st0;
   /* The geometry tensor: only its dims are used, so its type is looked up, never its bytes. */
   tfq_lrt_tensor_type geo;
-  if (!inputs[num_inputs - 1] ||
-      ctx->api.get_tensor_type(inputs[num_inputs - 1], &geo) != TFQ_LRT_STATUS_OK) {
+  if (!inputs[2] || ctx->api.get_tensor_type(inputs[2], &geo) != TFQ_LRT_STATUS_OK) {
     tfq_record(ctx, TFQ_ERR_NULL, -1, "conv: no geometry tensor");
     return TFQ_ERR_NULL;
   }
-  num_inputs--;  /* from here on the inputs of TFQ_FULLY_CONNECTED */
-  if (!tfq_open(ctx, out, outputs[0], TFQ_LRT_LOCK_WRITE, "output", TFQ_LRT_ELEMENT_FLOAT32, 0) ||
-      !tfq_open(ctx, &t[5], inputs[num_inputs - 1], TFQ_LRT_LOCK_READ, "params",
-                TFQ_LRT_ELEMENT_INT32, 0))
+  tfq_blob blob;
+  if (!tfq_open_op(ctx, "conv ", inputs, outputs, t, out, &blob, TFQ_CONV_PARAMS_VERSION,
+                   TFQ_CONV_PARAMS_COUNT, TFQ_OP_FLAG_BIAS | TFQ_OP_FLAG_FLOAT_ACT))
     return ctx->status;
-  const int32_t *params = (const int32_t *)t[5].addr;
-  if (t[5].count != TFQ_CONV_PARAMS_COUNT || t[5].type.layout.rank != 1 ||
-      params[TFQ_OP_PARAM_VERSION] != TFQ_CONV_PARAMS_VERSION) {
-    tfq_record(ctx, TFQ_ERR_FORMAT, -1, "conv params: %zu values of rank %u, version %d; "
-               "expected [%d] of version %d", t[5].count, (unsigned)t[5].type.layout.rank,
-               t[5].count ? (int)params[0] : -1, TFQ_CONV_PARAMS_COUNT, TFQ_CONV_PARAMS_VERSION);
-    return TFQ_ERR_FORMAT;
-  }
+  const int32_t *params = blob.params;
   int32_t layer = params[TFQ_OP_PARAM_LAYER];
-  ctx->current_layer = layer;
   int32_t kh = params[TFQ_CONV_PARAM_KH], kw = params[TFQ_CONV_PARAM_KW];
   int32_t sh = params[TFQ_CONV_PARAM_SH], sw = params[TFQ_CONV_PARAM_SW];
   const tfq_lrt_layout *gl = &geo.layout;
@@ -833,14 +883,16 @@ static int tfq_conv_run_locked(tfq_litert_context *ctx, size_t num_inputs,
     return TFQ_ERR_FORMAT;
   }
   int32_t act = params[TFQ_OP_PARAM_ACTIVATION], flags = params[TFQ_OP_PARAM_FLAGS];
-  if (act < 0 || act >= TFQ_ACT_COUNT || (flags & ~(TFQ_OP_FLAG_BIAS | TFQ_OP_FLAG_FLOAT_ACT))) {
-    tfq_record(ctx, TFQ_ERR_FORMAT, layer, "conv params: unknown activation %d or flags %d",
-               (int)act, (int)flags);
+  tfq_packed_weights w;
+  int st = tfq_load_weights(ctx, inputs, t, &blob, flags, layer, &w);
+  if (st != TFQ_OK) return st;
+  if (blob.layout->rank != 2 || blob.layout->dims[0] != w.n) {
+    char bshape[128];
+    tfq_shape_str(blob.layout, bshape, sizeof bshape);
+    tfq_record(ctx, TFQ_ERR_FORMAT, layer, "conv: blob has dims %s, N = %d needs [%d, rest]",
+               bshape, (int)w.n, (int)w.n);
     return TFQ_ERR_FORMAT;
   }
-  tfq_packed_weights w;
-  int st = tfq_load_weights(ctx, num_inputs, inputs, t, flags, layer, &w);
-  if (st != TFQ_OK) return st;
   const tfq_lrt_layout *xl = &t[0].type.layout, *ol = &out->type.layout;
   char shape[128], oshape[128];
   if (xl->rank != 4 || (int64_t)xl->dims[3] * kh * kw != w.k) {
@@ -892,7 +944,8 @@ static int tfq_conv_run(void *user_data, size_t num_inputs, const tfq_lrt_buffer
   return tfq_op_call(tfq_conv_run_locked, user_data, num_inputs, inputs, num_outputs, outputs);
 }
 
-/* [B, Ho, Wo, N] from x [B, H, W, C], the geometry dims [kh, kw, sh, sw] and data [N, .]. */
+/* [B, Ho, Wo, N] from x [B, H, W, C], the geometry dims [kh, kw, sh, sw] and the blob's
+ * [N, rest]. */
 static int tfq_conv_output_layouts(void *user_data, size_t num_inputs,
                                    const tfq_lrt_layout *inputs, size_t num_outputs,
                                    tfq_lrt_layout *outputs) {
@@ -901,13 +954,14 @@ static int tfq_conv_output_layouts(void *user_data, size_t num_inputs,
   pthread_mutex_lock(&ctx->lock);
   ctx->current_layer = -1;  /* layouts come before any params are read: no layer to name */
   int st = TFQ_OK;
-  const tfq_lrt_layout *gl = inputs && num_inputs ? &inputs[num_inputs - 1] : NULL;
-  if ((num_inputs != 7 && num_inputs != 8) || num_outputs != 1 || !inputs || !outputs ||
-      inputs[0].rank != 4 || inputs[1].rank != 2 || gl->rank != 4 || gl->dims[0] < 1 ||
-      gl->dims[1] < 1 || gl->dims[2] < 1 || gl->dims[3] < 1) {
-    tfq_record(ctx, TFQ_ERR_SHAPE, -1, "conv output layouts: %zu inputs, %zu outputs, x of "
-               "rank %u, geometry of rank %u", num_inputs, num_outputs,
-               inputs && num_inputs ? (unsigned)inputs[0].rank : 0u, gl ? (unsigned)gl->rank : 0u);
+  const tfq_lrt_layout *gl = inputs && num_inputs == 3 ? &inputs[2] : NULL;
+  if (num_inputs != 3 || num_outputs != 1 || !inputs || !outputs || inputs[0].rank != 4 ||
+      inputs[1].rank != 2 || gl->rank != 4 || gl->dims[0] < 1 || gl->dims[1] < 1 ||
+      gl->dims[2] < 1 || gl->dims[3] < 1) {
+    tfq_record(ctx, TFQ_ERR_SHAPE, -1, "conv output layouts: %zu inputs (expected x, blob and "
+               "geometry), %zu outputs, x of rank %u, geometry of rank %u", num_inputs,
+               num_outputs, inputs && num_inputs ? (unsigned)inputs[0].rank : 0u,
+               gl ? (unsigned)gl->rank : 0u);
     st = TFQ_ERR_SHAPE;
   } else {
     tfq_lrt_layout o;

@@ -82,9 +82,13 @@ static uint32_t rnd(void) {
 enum { K = 70, N = 9, G = 32, M0 = 3, M1 = 5 };
 
 typedef struct layer {
-  fake_buffer *in[8];  /* 8: TFQ_CONV_2D's geometry tensor */
+  fake_buffer *in[3];  /* x, blob, and TFQ_CONV_2D's geometry */
   size_t num_inputs;
   fake_buffer *out;
+  int32_t *words;      /* the blob's descriptor (litert_op.h) */
+  uint8_t *data, *zp;  /* the sections, as the direct kernel calls take them in w */
+  float *scales, *bias;
+  size_t data_bytes;
   tfq_packed_weights w;
 } layer;
 
@@ -92,73 +96,105 @@ typedef struct layer {
  * validation checks again on the float-activation path). */
 static int32_t extra_flags = 0;
 
+static size_t align64(size_t n) { return (n + 63) / 64 * 64; }
+
+/* (Re)build L's blob from its sections and the header/params words it already has (or, on the
+ * first call, hdr and params), with leading dims lead[0..rank-1]. */
+static void set_blob(layer *L, const int32_t *hdr, const int32_t *params, int rank,
+                     const int32_t *lead) {
+  int32_t words[TFQ_BLOB_WORDS];
+  if (L->words) memcpy(words, L->words, sizeof words);
+  else memset(words, 0, sizeof words);
+  words[0] = TFQ_BLOB_MAGIC, words[1] = TFQ_BLOB_VERSION;
+  if (hdr) memcpy(words + TFQ_BLOB_HEADER, hdr, TFQ_HEADER_COUNT * sizeof(int32_t));
+  if (params) memcpy(words + TFQ_BLOB_PARAMS, params, TFQ_BLOB_PARAMS_MAX * sizeof(int32_t));
+  int32_t groups = tfq_num_groups(K, G);
+  const void *src[4] = {L->data, L->scales, L->zp, L->bias};
+  size_t len[4] = {L->data_bytes, (size_t)groups * N * 4, L->zp ? (size_t)groups * N : 0,
+                   (size_t)N * 4};
+  size_t pos = 4 * TFQ_BLOB_WORDS;
+  for (int i = 0; i < 4; i++) {
+    if (!len[i]) {
+      words[TFQ_BLOB_SECTIONS + 2 * i] = words[TFQ_BLOB_SECTIONS + 2 * i + 1] = 0;
+      continue;
+    }
+    pos = align64(pos);
+    words[TFQ_BLOB_SECTIONS + 2 * i] = (int32_t)pos;
+    words[TFQ_BLOB_SECTIONS + 2 * i + 1] = (int32_t)len[i];
+    pos += len[i];
+  }
+  int32_t dims[TFQ_LRT_MAX_RANK];
+  size_t lead_count = 1;
+  for (int r = 0; r < rank; r++) dims[r] = lead[r], lead_count *= (size_t)lead[r];
+  dims[rank] = (int32_t)((pos + lead_count - 1) / lead_count);
+  release(L->in[1]);
+  L->in[1] = make(TFQ_LRT_ELEMENT_UINT8, rank + 1, dims, 1);
+  uint8_t *b = (uint8_t *)L->in[1]->data;
+  memcpy(b, words, sizeof words);
+  for (int i = 0; i < 4; i++)
+    if (len[i]) memcpy(b + words[TFQ_BLOB_SECTIONS + 2 * i], src[i], len[i]);
+  L->words = (int32_t *)L->in[1]->data;
+}
+
 /* A valid int4 layer (x [M0, M1, K]) with relu, bias, and zero points when asymmetric. */
 static void build(layer *L, int symmetric) {
   memset(L, 0, sizeof *L);
   int32_t groups = tfq_num_groups(K, G), row = (int32_t)tfq_row_bytes(K, 4);
-  int32_t dx[3] = {M0, M1, K}, dd[2] = {N, row}, ds[2] = {groups, N}, dn[1] = {N};
-  int32_t dh[1] = {TFQ_HEADER_COUNT}, dp[1] = {TFQ_OP_PARAMS_COUNT}, dy[3] = {M0, M1, N};
+  int32_t dx[3] = {M0, M1, K}, dy[3] = {M0, M1, N};
   fake_buffer *x = make(TFQ_LRT_ELEMENT_FLOAT32, 3, dx, 4);
-  fake_buffer *data = make(TFQ_LRT_ELEMENT_UINT8, 2, dd, 1);
-  fake_buffer *scales = make(TFQ_LRT_ELEMENT_FLOAT32, 2, ds, 4);
-  fake_buffer *zp = symmetric ? NULL : make(TFQ_LRT_ELEMENT_UINT8, 2, ds, 1);
-  fake_buffer *bias = make(TFQ_LRT_ELEMENT_FLOAT32, 1, dn, 4);
-  fake_buffer *header = make(TFQ_LRT_ELEMENT_INT32, 1, dh, 4);
-  fake_buffer *params = make(TFQ_LRT_ELEMENT_INT32, 1, dp, 4);
   L->out = make(TFQ_LRT_ELEMENT_FLOAT32, 3, dy, 4);
+  L->data_bytes = (size_t)N * (size_t)row;
+  L->data = (uint8_t *)malloc(L->data_bytes);
+  L->scales = (float *)malloc(sizeof(float) * (size_t)groups * N);
+  L->zp = symmetric ? NULL : (uint8_t *)malloc((size_t)groups * N);
+  L->bias = (float *)malloc(sizeof(float) * N);
   for (size_t i = 0; i < x->bytes / 4; i++) ((float *)x->data)[i] = (float)(rnd() % 2001) / 100.0f - 10.0f;
-  for (size_t i = 0; i < data->bytes; i++) ((uint8_t *)data->data)[i] = (uint8_t)rnd();
+  for (size_t i = 0; i < L->data_bytes; i++) L->data[i] = (uint8_t)rnd();
   for (int32_t n = 0; n < N; n++)  /* zero the padding nibbles K..K_pad-1 */
     for (int32_t k = K; k < tfq_k_pad(K); k++)
-      ((uint8_t *)data->data)[n * row + k / 2] &= (uint8_t)(k % 2 ? 0x0F : 0xF0);
-  for (size_t i = 0; i < scales->bytes / 4; i++) ((float *)scales->data)[i] = 0.001f * (float)(1 + rnd() % 100);
-  if (zp) for (size_t i = 0; i < zp->bytes; i++) ((uint8_t *)zp->data)[i] = (uint8_t)(rnd() % 16);
-  for (int32_t n = 0; n < N; n++) ((float *)bias->data)[n] = (float)n - 4.0f;
+      L->data[n * row + k / 2] &= (uint8_t)(k % 2 ? 0x0F : 0xF0);
+  for (int32_t i = 0; i < groups * N; i++) L->scales[i] = 0.001f * (float)(1 + rnd() % 100);
+  if (L->zp) for (int32_t i = 0; i < groups * N; i++) L->zp[i] = (uint8_t)(rnd() % 16);
+  for (int32_t n = 0; n < N; n++) L->bias[n] = (float)n - 4.0f;
   int32_t h[TFQ_HEADER_COUNT] = {TFQ_HEADER_MAGIC, TFQ_FORMAT_VERSION, 4, symmetric, K, N, G, 0};
-  memcpy(header->data, h, sizeof h);
-  int32_t p[TFQ_OP_PARAMS_COUNT] = {TFQ_OP_PARAMS_VERSION, TFQ_ACT_RELU, TFQ_OP_FLAG_BIAS | extra_flags, 7};
-  memcpy(params->data, p, sizeof p);
-  size_t i = 0;
-  L->in[i++] = x;
-  L->in[i++] = data;
-  L->in[i++] = scales;
-  if (zp) L->in[i++] = zp;
-  L->in[i++] = bias;
-  L->in[i++] = header;
-  L->in[i++] = params;
-  L->num_inputs = i;
+  int32_t p[TFQ_BLOB_PARAMS_MAX] = {TFQ_OP_PARAMS_VERSION, TFQ_ACT_RELU, TFQ_OP_FLAG_BIAS | extra_flags, 7};
+  int32_t lead[1] = {N};
+  L->in[0] = x;
+  set_blob(L, h, p, 1, lead);
+  L->num_inputs = 2;
   tfq_packed_weights *w = &L->w;
   w->bits = 4, w->symmetric = symmetric, w->k = K, w->n = N, w->group_size = G;
-  w->data = (const uint8_t *)data->data, w->data_bytes = data->bytes;
-  w->scales = scales->data, w->scales_bytes = scales->bytes;
-  if (zp) w->zero_points = (const uint8_t *)zp->data, w->zero_points_bytes = zp->bytes;
-  w->bias = (const float *)bias->data, w->bias_count = N;
+  w->data = L->data, w->data_bytes = L->data_bytes;
+  w->scales = L->scales, w->scales_bytes = sizeof(float) * (size_t)groups * N;
+  if (L->zp) w->zero_points = L->zp, w->zero_points_bytes = (size_t)groups * N;
+  w->bias = L->bias, w->bias_count = N;
 }
 
 static void destroy(layer *L) {
-  for (int i = 0; i < 8; i++) release(L->in[i]);
+  for (int i = 0; i < 3; i++) release(L->in[i]);
   release(L->out);
+  free(L->data), free(L->scales), free(L->zp), free(L->bias);
 }
 
-static fake_buffer *input(layer *L, const char *name) {
-  int sym = L->num_inputs == 6;
-  const char *names[7] = {"x", "data", "scales", sym ? "bias" : "zero_points",
-                          sym ? "header" : "bias", sym ? "params" : "header", "params"};
-  for (size_t i = 0; i < L->num_inputs; i++)
-    if (!strcmp(names[i], name)) return L->in[i];
-  return NULL;
-}
+static int32_t *header_of(layer *L) { return L->words + TFQ_BLOB_HEADER; }
+static int32_t *params_of(layer *L) { return L->words + TFQ_BLOB_PARAMS; }
+static int32_t *section_of(layer *L, int i) { return L->words + TFQ_BLOB_SECTIONS + 2 * i; }
 
-static int run(tfq_litert_context *ctx, layer *L, size_t num_inputs) {
-  const tfq_lrt_custom_kernel *k = tfq_litert_kernel();
-  tfq_lrt_buffer in[7], out[1] = {L->out};
-  for (size_t i = 0; i < 7; i++) in[i] = L->in[i];
+/* Run op k on L's first num_inputs inputs; every lock must be released. */
+static int run_op(const tfq_lrt_custom_kernel *k, tfq_litert_context *ctx, layer *L,
+                  size_t num_inputs, const char *what) {
+  tfq_lrt_buffer in[3], out[1] = {L->out};
+  for (size_t i = 0; i < 3; i++) in[i] = L->in[i];
   tfq_litert_clear_error(ctx);
   k->run(ctx, num_inputs, in, 1, out);
   int balanced = L->out->locks == 0;
-  for (size_t i = 0; i < 7; i++) balanced &= !L->in[i] || L->in[i]->locks == 0;
-  check(balanced, "every lock released");
+  for (size_t i = 0; i < 3; i++) balanced &= !L->in[i] || L->in[i]->locks == 0;
+  check(balanced, what);
   return tfq_litert_error(ctx, NULL, 0, NULL, NULL);
+}
+
+static int run(tfq_litert_context *ctx, layer *L, size_t num_inputs) {
+  return run_op(tfq_litert_kernel(), ctx, L, num_inputs, "every lock released");
 }
 
 static int all_nan(const fake_buffer *f) {
@@ -205,23 +241,24 @@ static void test_valid_dense(tfq_litert_context *ctx, int symmetric) {
   rng = seed;
   build(&D, symmetric);
   size_t from = tfq_row_bytes(K, 4), to = tfq_row_bytes_dense(K, 4);
-  int32_t dd[2] = {N, (int32_t)to};
-  fake_buffer *dense = make(TFQ_LRT_ELEMENT_UINT8, 2, dd, 1);
-  for (int32_t r = 0; r < N; r++)
-    memcpy((uint8_t *)dense->data + r * to, (uint8_t *)D.in[1]->data + r * from, to);
-  release(D.in[1]);
-  D.in[1] = dense;
-  ((int32_t *)input(&D, "header")->data)[1] = TFQ_FORMAT_VERSION_DENSE;
+  uint8_t *dense = (uint8_t *)malloc((size_t)N * to);
+  for (int32_t r = 0; r < N; r++) memcpy(dense + r * to, D.data + r * from, to);
+  free(D.data);
+  D.data = dense, D.data_bytes = (size_t)N * to;
+  int32_t lead[1] = {N};
+  header_of(&D)[1] = TFQ_FORMAT_VERSION_DENSE;
+  set_blob(&D, NULL, NULL, 1, lead);
   int sp = run(ctx, &P, P.num_inputs), sd = run(ctx, &D, D.num_inputs);
   check(sp == TFQ_OK && sd == TFQ_OK && memcmp(P.out->data, D.out->data, P.out->bytes) == 0,
         "dense rows (format version 2) give the padded layer's output bit for bit");
   check(run(ctx, &D, D.num_inputs) == TFQ_OK && memcmp(P.out->data, D.out->data, P.out->bytes) == 0,
         "dense rows: the cached expansion gives the same output");
-  ((int32_t *)input(&P, "header")->data)[1] = TFQ_FORMAT_VERSION_DENSE;  /* padded width, v2 */
+  header_of(&P)[1] = TFQ_FORMAT_VERSION_DENSE;  /* padded width, v2 */
   char msg[512];
   int st = run(ctx, &P, P.num_inputs);
   tfq_litert_error(ctx, msg, sizeof msg, NULL, NULL);
-  check(st == TFQ_ERR_BUFFER && strstr(msg, "needs [9, 35]"), "dense header with padded rows refused");
+  check(st == TFQ_ERR_BUFFER && strstr(msg, "the data section has 432 bytes") && strstr(msg, "needs 315"),
+        "dense header with padded rows refused");
   destroy(&P);
   destroy(&D);
 }
@@ -231,14 +268,12 @@ static void test_valid_dense(tfq_litert_context *ctx, int symmetric) {
 static void test_valid_float(tfq_litert_context *ctx, int symmetric, int flatten) {
   layer L;
   build(&L, symmetric);
-  int32_t *p = (int32_t *)input(&L, "params")->data;
-  p[TFQ_OP_PARAM_FLAGS] |= TFQ_OP_FLAG_FLOAT_ACT;
+  params_of(&L)[TFQ_OP_PARAM_FLAGS] |= TFQ_OP_FLAG_FLOAT_ACT;
   int32_t m = M0 * M1;
   if (flatten) {
-    fake_buffer *params = input(&L, "params");
-    params->type.layout.rank = 2, params->type.layout.dims[0] = 1;
-    params->type.layout.dims[1] = TFQ_OP_PARAMS_COUNT;
-    p[TFQ_OP_PARAM_FLAGS] |= TFQ_OP_FLAG_FLATTEN;
+    int32_t lead[2] = {1, N};
+    params_of(&L)[TFQ_OP_PARAM_FLAGS] |= TFQ_OP_FLAG_FLATTEN;
+    set_blob(&L, NULL, NULL, 2, lead);
     L.out->type.layout.rank = 2, L.out->type.layout.dims[0] = m, L.out->type.layout.dims[1] = N;
   }
   int st = run(ctx, &L, L.num_inputs);
@@ -296,26 +331,37 @@ static void expect_error(tfq_litert_context *ctx, int symmetric, breaker brk, si
   destroy(&L);
 }
 
-static void header_k(layer *L) { ((int32_t *)input(L, "header")->data)[4] = K + 40; }
-static void header_k_same_row(layer *L) { ((int32_t *)input(L, "header")->data)[4] = K + 5; }
-static void header_magic(layer *L) { ((int32_t *)input(L, "header")->data)[0] = 0; }
-static void header_n_huge(layer *L) { ((int32_t *)input(L, "header")->data)[5] = 1 << 30; }
-static void header_g_zero(layer *L) { ((int32_t *)input(L, "header")->data)[6] = 0; }
-static void header_bits(layer *L) { ((int32_t *)input(L, "header")->data)[2] = 3; }
-static void header_f16(layer *L) { ((int32_t *)input(L, "header")->data)[7] = 1; }
-static void header_sym_flip(layer *L) { ((int32_t *)input(L, "header")->data)[3] ^= 1; }
+static void header_k(layer *L) { header_of(L)[4] = K + 40; }
+static void header_k_same_row(layer *L) { header_of(L)[4] = K + 5; }
+static void header_magic(layer *L) { header_of(L)[0] = 0; }
+static void header_n_huge(layer *L) { header_of(L)[5] = 1 << 30; }
+static void header_g_zero(layer *L) { header_of(L)[6] = 0; }
+static void header_bits(layer *L) { header_of(L)[2] = 3; }
+static void header_f16(layer *L) { header_of(L)[7] = 1; }
+static void header_sym_flip(layer *L) { header_of(L)[3] ^= 1; }
 static void x_wrong_k(layer *L) { L->in[0]->type.layout.dims[2] = K - 1; }
 static void x_short(layer *L) { L->in[0]->bytes -= 4; }
 static void x_negative(layer *L) { L->in[0]->type.layout.dims[0] = -1; }
-static void data_short_rows(layer *L) { L->in[1]->type.layout.dims[0] = N - 1; L->in[1]->bytes -= tfq_row_bytes(K, 4); }
-static void scales_int(layer *L) { L->in[2]->type.element_type = TFQ_LRT_ELEMENT_INT32; }
+static void data_short(layer *L) { section_of(L, 0)[1] -= (int32_t)tfq_row_bytes(K, 4); }
+static void scales_misaligned(layer *L) { section_of(L, 1)[0] += 4; }
+static void scales_overlap(layer *L) { section_of(L, 1)[0] = section_of(L, 0)[0]; }
+static void bias_past_end(layer *L) { section_of(L, 3)[0] += 64 * 64; }
+static void blob_magic(layer *L) { L->words[0] = 7; }
+static void blob_reserved(layer *L) { L->words[TFQ_BLOB_WORDS - 1] = 1; }
+static void blob_short(layer *L) { L->in[1]->type.layout.dims[1] = 100 / N; L->in[1]->bytes = 100; }
+static void blob_type(layer *L) { L->in[1]->type.element_type = TFQ_LRT_ELEMENT_INT32; }
+static void blob_rows(layer *L) { L->in[1]->type.layout.dims[0] = 1; L->in[1]->type.layout.dims[1] *= N; }
 static void out_wrong(layer *L) { L->out->type.layout.dims[0] = 1; }
-static void params_version(layer *L) { ((int32_t *)input(L, "params")->data)[0] = 9; }
-static void params_act(layer *L) { ((int32_t *)input(L, "params")->data)[1] = 99; }
-static void params_unknown_flag(layer *L) { ((int32_t *)input(L, "params")->data)[2] |= 8; }
-static void params_flatten(layer *L) { ((int32_t *)input(L, "params")->data)[2] |= TFQ_OP_FLAG_FLATTEN; }
-static void bias_short(layer *L) { fake_buffer *b = input(L, "bias"); b->type.layout.dims[0] = N - 1; b->bytes -= 4; }
-static void zp_out_of_range(layer *L) { ((uint8_t *)input(L, "zero_points")->data)[3] = 16; }
+static void params_version(layer *L) { params_of(L)[0] = 9; }
+static void params_act(layer *L) { params_of(L)[1] = 99; }
+static void params_unknown_flag(layer *L) { params_of(L)[2] |= 8; }
+static void params_flatten(layer *L) { params_of(L)[2] |= TFQ_OP_FLAG_FLATTEN; }
+static void params_unused(layer *L) { params_of(L)[6] = 1; }
+static void bias_short(layer *L) { section_of(L, 3)[1] -= 4; }
+static void bias_flag_off(layer *L) { params_of(L)[2] &= ~TFQ_OP_FLAG_BIAS; }
+static void zp_out_of_range(layer *L) {
+  ((uint8_t *)L->in[1]->data)[section_of(L, 2)[0] + 3] = 16;
+}
 static void nothing(layer *L) { (void)L; }
 
 static void test_output_layouts(tfq_litert_context *ctx) {
@@ -323,59 +369,50 @@ static void test_output_layouts(tfq_litert_context *ctx) {
   tfq_lrt_layout in[6], out[1];
   memset(in, 0, sizeof in);
   in[0].rank = 3, in[0].dims[0] = 2, in[0].dims[1] = 5, in[0].dims[2] = K;
-  in[1].rank = 2, in[1].dims[0] = N, in[1].dims[1] = 48;
-  in[5].rank = 1, in[5].dims[0] = TFQ_OP_PARAMS_COUNT;
+  in[1].rank = 2, in[1].dims[0] = N, in[1].dims[1] = 80;  /* blob [N, rest] */
   tfq_litert_clear_error(ctx);
-  k->get_output_layouts(ctx, 6, in, 1, out);
+  k->get_output_layouts(ctx, 2, in, 1, out);
   check(out[0].rank == 3 && out[0].dims[0] == 2 && out[0].dims[1] == 5 && out[0].dims[2] == N,
         "output layout [2, 5, N]");
-  in[5].rank = 2, in[5].dims[0] = 1, in[5].dims[1] = TFQ_OP_PARAMS_COUNT;
-  k->get_output_layouts(ctx, 6, in, 1, out);
+  in[1].rank = 3, in[1].dims[0] = 1, in[1].dims[1] = N, in[1].dims[2] = 80;  /* [1, N, rest] */
+  k->get_output_layouts(ctx, 2, in, 1, out);
   check(out[0].rank == 2 && out[0].dims[0] == 10 && out[0].dims[1] == N, "flattened layout [10, N]");
   check(tfq_litert_error(ctx, NULL, 0, NULL, NULL) == TFQ_OK, "no layout error");
-  k->get_output_layouts(ctx, 4, in, 1, out);
+  k->get_output_layouts(ctx, 6, in, 1, out);  /* a file from before the blob */
   check(tfq_litert_error(ctx, NULL, 0, NULL, NULL) == TFQ_ERR_SHAPE, "layouts: wrong input count");
+  tfq_litert_clear_error(ctx);
+  in[1].rank = 1;
+  k->get_output_layouts(ctx, 2, in, 1, out);
+  check(tfq_litert_error(ctx, NULL, 0, NULL, NULL) == TFQ_ERR_SHAPE, "layouts: blob of rank 1");
 }
 
 /* ---- TFQ_DEPTHWISE_CONV_1D: the FC layer's weights as K = 70 taps over N = 9 channels ---- */
 enum { DW_W = 80 };
 
-/* The layer of build() with a 4-D x of dims dx (new random values), an output of dims dy, and
- * its params input released (the caller puts the op's own in its place). */
+/* The layer of build() with a 4-D x of dims dx (new random values) and an output of dims dy. */
 static void reshape_4d(layer *L, const int32_t *dx, const int32_t *dy) {
   release(L->in[0]);
   release(L->out);
-  release(L->in[L->num_inputs - 1]);
   L->in[0] = make(TFQ_LRT_ELEMENT_FLOAT32, 4, dx, 4);
   for (size_t i = 0; i < L->in[0]->bytes / 4; i++)
     ((float *)L->in[0]->data)[i] = (float)(rnd() % 2001) / 100.0f - 10.0f;
   L->out = make(TFQ_LRT_ELEMENT_FLOAT32, 4, dy, 4);
 }
 
-/* The layer of build() turned into a depthwise op: x [1, 1, DW_W, N], params [W_out, 8]. */
+/* The layer of build() turned into a depthwise op: x [1, 1, DW_W, N], blob [W_out, rest]. */
 static void build_dw(layer *L, int symmetric, int32_t stride, int32_t dil, int32_t pad_l,
                      int32_t pad_r) {
   build(L, symmetric);
   int32_t w_out = (DW_W + pad_l + pad_r - dil * (K - 1) - 1) / stride + 1;
-  int32_t dx[4] = {1, 1, DW_W, N}, dy[4] = {1, 1, w_out, N}, dp[2] = {w_out, TFQ_DW_PARAMS_COUNT};
+  int32_t dx[4] = {1, 1, DW_W, N}, dy[4] = {1, 1, w_out, N}, lead[1] = {w_out};
   reshape_4d(L, dx, dy);
-  fake_buffer *params = make(TFQ_LRT_ELEMENT_INT32, 2, dp, 4);
-  int32_t row[TFQ_DW_PARAMS_COUNT] = {TFQ_DW_PARAMS_VERSION, TFQ_ACT_NONE, TFQ_OP_FLAG_BIAS, 7,
-                                      stride, dil, pad_l, pad_r};
-  for (int32_t r = 0; r < w_out; r++)
-    memcpy((int32_t *)params->data + r * TFQ_DW_PARAMS_COUNT, row, sizeof row);
-  L->in[L->num_inputs - 1] = params;
+  int32_t p[TFQ_BLOB_PARAMS_MAX] = {TFQ_DW_PARAMS_VERSION, TFQ_ACT_NONE, TFQ_OP_FLAG_BIAS, 7,
+                                    stride, dil, pad_l, pad_r};
+  set_blob(L, NULL, p, 1, lead);
 }
 
 static int run_dw(tfq_litert_context *ctx, layer *L) {
-  tfq_lrt_buffer in[7], out[1] = {L->out};
-  for (size_t i = 0; i < 7; i++) in[i] = L->in[i];
-  tfq_litert_clear_error(ctx);
-  tfq_litert_depthwise_kernel()->run(ctx, L->num_inputs, in, 1, out);
-  int balanced = L->out->locks == 0;
-  for (size_t i = 0; i < 7; i++) balanced &= !L->in[i] || L->in[i]->locks == 0;
-  check(balanced, "depthwise: every lock released");
-  return tfq_litert_error(ctx, NULL, 0, NULL, NULL);
+  return run_op(tfq_litert_depthwise_kernel(), ctx, L, L->num_inputs, "depthwise: every lock released");
 }
 
 static void test_dw_valid(tfq_litert_context *ctx, int symmetric, int32_t stride, int32_t dil,
@@ -417,16 +454,19 @@ static void expect_dw_error(tfq_litert_context *ctx, void (*brk)(layer *), int s
   destroy(&L);
 }
 
-static int32_t *dw_params(layer *L) { return (int32_t *)L->in[L->num_inputs - 1]->data; }
 static void dw_x_short(layer *L) { L->in[0]->bytes -= 4; }
 static void dw_x_channels(layer *L) { L->in[0]->type.layout.dims[3] = N + 1; }
 static void dw_x_rank(layer *L) { L->in[0]->type.layout.rank = 3; }
 static void dw_out_width(layer *L) { L->out->type.layout.dims[2] -= 1; }
-static void dw_row_differs(layer *L) { dw_params(L)[TFQ_DW_PARAMS_COUNT + 6] = 1; }
-static void dw_stride_zero(layer *L) { for (int r = 0; r < 11; r++) dw_params(L)[r * TFQ_DW_PARAMS_COUNT + 4] = 0; }
-static void dw_pad_huge(layer *L) { for (int r = 0; r < 11; r++) dw_params(L)[r * TFQ_DW_PARAMS_COUNT + 7] = 1 << 20; }
-static void dw_params_rank(layer *L) { L->in[L->num_inputs - 1]->type.layout.rank = 1; }
-static void dw_taps_long(layer *L) { ((int32_t *)input(L, "header")->data)[4] = DW_W + 1; }
+static void dw_blob_rows(layer *L) {  /* the same bytes as [1, W_out * rest] */
+  L->in[1]->type.layout.dims[1] *= L->in[1]->type.layout.dims[0];
+  L->in[1]->type.layout.dims[0] = 1;
+}
+static void dw_stride_zero(layer *L) { params_of(L)[4] = 0; }
+static void dw_pad_huge(layer *L) { params_of(L)[7] = 1 << 20; }
+static void dw_blob_rank(layer *L) { L->in[1]->type.layout.rank = 1; L->in[1]->type.layout.dims[0] *= L->in[1]->type.layout.dims[1]; }
+static void dw_taps_long(layer *L) { header_of(L)[4] = DW_W + 1; }
+static void dw_flatten(layer *L) { params_of(L)[2] |= TFQ_OP_FLAG_FLATTEN; }
 
 static void test_dw(tfq_litert_context *ctx) {
   check(!strcmp(tfq_litert_depthwise_op_name(), TFQ_DW_OP_NAME), "depthwise op name");
@@ -438,22 +478,22 @@ static void test_dw(tfq_litert_context *ctx) {
   expect_dw_error(ctx, dw_x_channels, TFQ_ERR_BUFFER, "tensor x", "depthwise: x channels");
   expect_dw_error(ctx, dw_x_rank, TFQ_ERR_SHAPE, "expected [B, H, W, 9]", "depthwise: x rank");
   expect_dw_error(ctx, dw_out_width, TFQ_ERR_SHAPE, "W_out 11", "depthwise: output width");
-  expect_dw_error(ctx, dw_row_differs, TFQ_ERR_FORMAT, "row 1 differs", "depthwise: params rows");
+  expect_dw_error(ctx, dw_blob_rows, TFQ_ERR_SHAPE, "the blob's first dim 1)", "depthwise: blob rows vs W_out");
+  expect_dw_error(ctx, dw_flatten, TFQ_ERR_FORMAT, "flags 3", "depthwise: flatten flag refused");
   expect_dw_error(ctx, dw_stride_zero, TFQ_ERR_FORMAT, "stride 0", "depthwise: stride 0");
   expect_dw_error(ctx, dw_pad_huge, TFQ_ERR_FORMAT, "padding 0/1048576", "depthwise: huge padding");
-  expect_dw_error(ctx, dw_params_rank, TFQ_ERR_FORMAT, "[W_out, 8]", "depthwise: params rank");
+  expect_dw_error(ctx, dw_blob_rank, TFQ_ERR_FORMAT, "expected [W_out, rest]", "depthwise: blob rank");
   expect_dw_error(ctx, dw_taps_long, TFQ_ERR_SHAPE, "81 taps", "depthwise: more taps than x is wide");
-  tfq_lrt_layout in[7], out[1];
+  tfq_lrt_layout in[2], out[1];
   memset(in, 0, sizeof in);
   in[0].rank = 4, in[0].dims[0] = 1, in[0].dims[1] = 1, in[0].dims[2] = DW_W, in[0].dims[3] = N;
-  in[1].rank = 2, in[1].dims[0] = N, in[1].dims[1] = 48;
-  in[6].rank = 2, in[6].dims[0] = 11, in[6].dims[1] = TFQ_DW_PARAMS_COUNT;
+  in[1].rank = 2, in[1].dims[0] = 11, in[1].dims[1] = 90;  /* blob [W_out, rest] */
   tfq_litert_clear_error(ctx);
-  tfq_litert_depthwise_kernel()->get_output_layouts(ctx, 7, in, 1, out);
+  tfq_litert_depthwise_kernel()->get_output_layouts(ctx, 2, in, 1, out);
   check(out[0].rank == 4 && out[0].dims[2] == 11 && out[0].dims[3] == N &&
             tfq_litert_error(ctx, NULL, 0, NULL, NULL) == TFQ_OK, "depthwise output layout");
   in[0].rank = 3;
-  tfq_litert_depthwise_kernel()->get_output_layouts(ctx, 7, in, 1, out);
+  tfq_litert_depthwise_kernel()->get_output_layouts(ctx, 2, in, 1, out);
   check(tfq_litert_error(ctx, NULL, 0, NULL, NULL) == TFQ_ERR_SHAPE, "depthwise layouts: x rank");
 }
 
@@ -461,29 +501,21 @@ static void test_dw(tfq_litert_context *ctx) {
 enum { CV_B = 2, CV_H = 7, CV_W = 17, CV_C = 7, CV_KH = 2, CV_KW = 5, CV_SH = 2, CV_SW = 3 };
 enum { CV_HO = (CV_H - CV_KH) / CV_SH + 1, CV_WO = (CV_W - CV_KW) / CV_SW + 1 };
 
-/* The layer of build() as a convolution: x [B, H, W, C], params [8], geometry [kh, kw, sh, sw]. */
+/* The layer of build() as a convolution: x [B, H, W, C], conv params, geometry [kh, kw, sh, sw]. */
 static void build_conv(layer *L, int symmetric, int32_t flags) {
   build(L, symmetric);
   int32_t dx[4] = {CV_B, CV_H, CV_W, CV_C}, dy[4] = {CV_B, CV_HO, CV_WO, N};
-  int32_t dp[1] = {TFQ_CONV_PARAMS_COUNT}, dg[4] = {CV_KH, CV_KW, CV_SH, CV_SW};
+  int32_t dg[4] = {CV_KH, CV_KW, CV_SH, CV_SW};
   reshape_4d(L, dx, dy);
-  fake_buffer *params = make(TFQ_LRT_ELEMENT_INT32, 1, dp, 4);
-  int32_t row[TFQ_CONV_PARAMS_COUNT] = {TFQ_CONV_PARAMS_VERSION, TFQ_ACT_RELU, flags, 7,
-                                        CV_KH, CV_KW, CV_SH, CV_SW};
-  memcpy(params->data, row, sizeof row);
-  L->in[L->num_inputs - 1] = params;
-  L->in[L->num_inputs++] = make(TFQ_LRT_ELEMENT_UINT8, 4, dg, 1);
+  int32_t p[TFQ_BLOB_PARAMS_MAX] = {TFQ_CONV_PARAMS_VERSION, TFQ_ACT_RELU, flags, 7,
+                                    CV_KH, CV_KW, CV_SH, CV_SW};
+  memcpy(params_of(L), p, sizeof p);
+  L->in[2] = make(TFQ_LRT_ELEMENT_UINT8, 4, dg, 1);
+  L->num_inputs = 3;
 }
 
 static int run_conv(tfq_litert_context *ctx, layer *L) {
-  tfq_lrt_buffer in[8], out[1] = {L->out};
-  for (size_t i = 0; i < 8; i++) in[i] = L->in[i];
-  tfq_litert_clear_error(ctx);
-  tfq_litert_conv_kernel()->run(ctx, L->num_inputs, in, 1, out);
-  int balanced = L->out->locks == 0;
-  for (size_t i = 0; i < 8; i++) balanced &= !L->in[i] || L->in[i]->locks == 0;
-  check(balanced, "conv: every lock released");
-  return tfq_litert_error(ctx, NULL, 0, NULL, NULL);
+  return run_op(tfq_litert_conv_kernel(), ctx, L, L->num_inputs, "conv: every lock released");
 }
 
 /* The op equals the fully connected path over patches gathered here by a plain loop, bit for
@@ -544,8 +576,8 @@ static void expect_conv_error(tfq_litert_context *ctx, void (*brk)(layer *), int
   destroy(&L);
 }
 
-static int32_t *cv_params(layer *L) { return (int32_t *)L->in[L->num_inputs - 2]->data; }
-static fake_buffer *cv_geometry(layer *L) { return L->in[L->num_inputs - 1]; }
+static int32_t *cv_params(layer *L) { return params_of(L); }
+static fake_buffer *cv_geometry(layer *L) { return L->in[2]; }
 static void cv_x_short(layer *L) { L->in[0]->bytes -= 4; }
 static void cv_x_channels(layer *L) { L->in[0]->type.layout.dims[3] = CV_C + 1; }
 static void cv_x_rank(layer *L) { L->in[0]->type.layout.rank = 3; }
@@ -557,13 +589,9 @@ static void cv_stride_zero(layer *L) {
   cv_geometry(L)->type.layout.dims[2] = 0;
 }
 static void cv_geometry_rank(layer *L) { cv_geometry(L)->type.layout.rank = 3; }
-static void cv_params_long(layer *L) {
-  fake_buffer *p = L->in[L->num_inputs - 2];
-  p->type.layout.dims[0] = 4;
-  p->bytes = 16;
-}
+static void cv_blob_rows(layer *L) { L->in[1]->type.layout.dims[0] = 1; L->in[1]->type.layout.dims[1] *= N; }
 static void cv_flatten_flag(layer *L) { cv_params(L)[TFQ_OP_PARAM_FLAGS] = TFQ_OP_FLAG_BIAS | TFQ_OP_FLAG_FLATTEN; }
-static void cv_header_k(layer *L) { ((int32_t *)input(L, "header")->data)[4] = 110; }
+static void cv_header_k(layer *L) { header_of(L)[4] = 110; }
 
 static void test_conv(tfq_litert_context *ctx) {
   check(!strcmp(tfq_litert_conv_op_name(), TFQ_CONV_OP_NAME), "conv op name");
@@ -579,31 +607,27 @@ static void test_conv(tfq_litert_context *ctx) {
   expect_conv_error(ctx, cv_kernel_vs_dims, TFQ_ERR_FORMAT, "kernel 2x4", "conv: params vs geometry");
   expect_conv_error(ctx, cv_stride_zero, TFQ_ERR_FORMAT, "strides 0x3", "conv: stride 0");
   expect_conv_error(ctx, cv_geometry_rank, TFQ_ERR_FORMAT, "geometry tensor of rank 3", "conv: geometry rank");
-  expect_conv_error(ctx, cv_params_long, TFQ_ERR_FORMAT, "4 values", "conv: params length");
+  expect_conv_error(ctx, cv_blob_rows, TFQ_ERR_FORMAT, "N = 9 needs [9, rest]", "conv: blob dims vs N");
   expect_conv_error(ctx, cv_flatten_flag, TFQ_ERR_FORMAT, "flags 3", "conv: flatten flag refused");
   expect_conv_error(ctx, cv_header_k, TFQ_ERR_BUFFER, "K=110", "conv: header K disagrees with data");
-  layer G;  /* 7 inputs with an asymmetric header: the zero points are missing */
+  layer G;  /* the geometry input missing */
   build_conv(&G, 0, TFQ_OP_FLAG_BIAS);
-  tfq_lrt_buffer gin[8], gout[1] = {G.out};
-  for (size_t i = 0; i < 8; i++) gin[i] = G.in[i];
-  gin[3] = G.in[4], gin[4] = G.in[5], gin[5] = G.in[6], gin[6] = G.in[7];
-  tfq_litert_clear_error(ctx);
-  tfq_litert_conv_kernel()->run(ctx, 7, gin, 1, gout);
-  check(tfq_litert_error(ctx, NULL, 0, NULL, NULL) == TFQ_ERR_FORMAT, "conv: asymmetric header, 7 inputs");
+  G.num_inputs = 2;
+  check(run_conv(ctx, &G) == TFQ_ERR_SHAPE, "conv: 2 inputs");
   destroy(&G);
-  tfq_lrt_layout in[8], out[1];
+  tfq_lrt_layout in[3], out[1];
   memset(in, 0, sizeof in);
   in[0].rank = 4, in[0].dims[0] = CV_B, in[0].dims[1] = CV_H, in[0].dims[2] = CV_W, in[0].dims[3] = CV_C;
-  in[1].rank = 2, in[1].dims[0] = N, in[1].dims[1] = 48;
-  in[7].rank = 4, in[7].dims[0] = CV_KH, in[7].dims[1] = CV_KW, in[7].dims[2] = CV_SH;
-  in[7].dims[3] = CV_SW;
+  in[1].rank = 2, in[1].dims[0] = N, in[1].dims[1] = 80;
+  in[2].rank = 4, in[2].dims[0] = CV_KH, in[2].dims[1] = CV_KW, in[2].dims[2] = CV_SH;
+  in[2].dims[3] = CV_SW;
   tfq_litert_clear_error(ctx);
-  tfq_litert_conv_kernel()->get_output_layouts(ctx, 8, in, 1, out);
+  tfq_litert_conv_kernel()->get_output_layouts(ctx, 3, in, 1, out);
   check(out[0].rank == 4 && out[0].dims[0] == CV_B && out[0].dims[1] == CV_HO &&
             out[0].dims[2] == CV_WO && out[0].dims[3] == N &&
             tfq_litert_error(ctx, NULL, 0, NULL, NULL) == TFQ_OK, "conv output layout");
-  in[7].rank = 2;
-  tfq_litert_conv_kernel()->get_output_layouts(ctx, 8, in, 1, out);
+  in[2].rank = 2;
+  tfq_litert_conv_kernel()->get_output_layouts(ctx, 3, in, 1, out);
   check(tfq_litert_error(ctx, NULL, 0, NULL, NULL) == TFQ_ERR_SHAPE, "conv layouts: geometry rank");
 }
 
@@ -626,26 +650,35 @@ int main(void) {
   /* Every validation path, on the int8 path and again on the float-activation path. */
   for (int pass = 0; pass < 2; pass++) {
     extra_flags = pass ? TFQ_OP_FLAG_FLOAT_ACT : 0;
-    expect_error(ctx, 1, header_k, 0, TFQ_ERR_BUFFER, "tensor data has shape [9, 48], the header (K=110", "header K disagrees with data");
+    expect_error(ctx, 1, header_k, 0, TFQ_ERR_BUFFER, "the data section has 432 bytes, the header (K=110", "header K disagrees with data");
     expect_error(ctx, 1, header_k_same_row, 0, TFQ_ERR_SHAPE, "x has shape [3, 5, 70], the header says K = 75", "header K disagrees with x");
     expect_error(ctx, 1, header_magic, 0, TFQ_ERR_FORMAT, "header", "bad magic");
     expect_error(ctx, 1, header_n_huge, 0, TFQ_ERR_SHAPE, "out of range", "huge N");
     expect_error(ctx, 1, header_g_zero, 0, TFQ_ERR_SHAPE, "G 0", "zero group size");
     expect_error(ctx, 1, header_bits, 0, TFQ_ERR_FORMAT, "bits 3", "3 bits");
-    expect_error(ctx, 1, header_f16, 0, TFQ_ERR_FORMAT, "tensor scales: element type 1, expected 10", "f16 header, f32 scales");
-    expect_error(ctx, 1, header_sym_flip, 0, TFQ_ERR_FORMAT, "6 inputs", "asymmetric header, 6 inputs");
-    expect_error(ctx, 0, header_sym_flip, 0, TFQ_ERR_FORMAT, "7 inputs", "symmetric header, 7 inputs");
-    expect_error(ctx, 1, nothing, 1, TFQ_ERR_SHAPE, "got 5", "5 inputs");
+    expect_error(ctx, 1, header_f16, 0, TFQ_ERR_BUFFER, "the scales section has 108 bytes", "f16 header, f32 scales");
+    expect_error(ctx, 1, header_sym_flip, 0, TFQ_ERR_FORMAT, "symmetric 0, scale_is_f16 0 with no zero-point section", "asymmetric header, no zero points");
+    expect_error(ctx, 0, header_sym_flip, 0, TFQ_ERR_FORMAT, "symmetric 1, scale_is_f16 0 with a zero-point section", "symmetric header with zero points");
+    expect_error(ctx, 1, nothing, 1, TFQ_ERR_SHAPE, "expected 2 inputs (x, blob), got 1", "1 input");
     expect_error(ctx, 1, x_wrong_k, 0, TFQ_ERR_SHAPE, "K = 70", "x last dim != K");
     expect_error(ctx, 1, x_short, 0, TFQ_ERR_BUFFER, "tensor x", "x buffer short");
     expect_error(ctx, 1, x_negative, 0, TFQ_ERR_SHAPE, "invalid shape", "negative dim");
-    expect_error(ctx, 1, data_short_rows, 0, TFQ_ERR_BUFFER, "tensor data has shape [8, 48]", "data rows");
-    expect_error(ctx, 1, scales_int, 0, TFQ_ERR_FORMAT, "tensor scales", "int scales");
+    expect_error(ctx, 1, data_short, 0, TFQ_ERR_BUFFER, "the data section has 384 bytes", "data short");
+    expect_error(ctx, 1, scales_misaligned, 0, TFQ_ERR_BUFFER, "the scales section at offset 580", "scales misaligned");
+    expect_error(ctx, 1, scales_overlap, 0, TFQ_ERR_BUFFER, "the scales section at offset 128", "scales on top of the data");
+    expect_error(ctx, 1, bias_past_end, 0, TFQ_ERR_BUFFER, "the bias section at offset", "bias past the blob's end");
+    expect_error(ctx, 1, blob_magic, 0, TFQ_ERR_FORMAT, "blob: magic 0x00000007", "blob magic");
+    expect_error(ctx, 1, blob_reserved, 0, TFQ_ERR_FORMAT, "reserved word 31 is 1", "blob reserved word");
+    expect_error(ctx, 1, blob_short, 0, TFQ_ERR_FORMAT, "99 bytes, less than its 128-byte descriptor", "blob shorter than its descriptor");
+    expect_error(ctx, 1, blob_type, 0, TFQ_ERR_FORMAT, "tensor blob: element type 2", "blob of int32");
+    expect_error(ctx, 1, blob_rows, 0, TFQ_ERR_FORMAT, "without the flatten flag needs [9, rest]", "blob dims vs N");
     expect_error(ctx, 1, out_wrong, 0, TFQ_ERR_SHAPE, "output has shape", "output shape");
     expect_error(ctx, 1, params_version, 0, TFQ_ERR_FORMAT, "version 9", "params version");
     expect_error(ctx, 1, params_act, 0, TFQ_ERR_FORMAT, "activation 99", "params activation");
-    expect_error(ctx, 1, params_flatten, 0, TFQ_ERR_FORMAT, "flatten", "flatten flag vs rank");
-    expect_error(ctx, 1, bias_short, 0, TFQ_ERR_BUFFER, "bias", "bias short");
+    expect_error(ctx, 1, params_flatten, 0, TFQ_ERR_FORMAT, "with the flatten flag needs [1, 9, rest]", "flatten flag vs blob rank");
+    expect_error(ctx, 1, params_unused, 0, TFQ_ERR_FORMAT, "value 6 is 1; this op reads 4 values", "unused params nonzero");
+    expect_error(ctx, 1, bias_short, 0, TFQ_ERR_BUFFER, "the bias section has 32 bytes", "bias short");
+    expect_error(ctx, 1, bias_flag_off, 0, TFQ_ERR_BUFFER, "no bias) needs 0", "bias section without the flag");
     expect_error(ctx, 0, zp_out_of_range, 0, TFQ_ERR_ZERO_POINT, "zero points", "zero point 16");
     expect_error(ctx, 1, params_unknown_flag, 0, TFQ_ERR_FORMAT, pass ? "flags 13" : "flags 9", "unknown flag bit 8");
   }
@@ -657,11 +690,10 @@ int main(void) {
   x_wrong_k(&b);
   header_magic(&a);
   const tfq_lrt_custom_kernel *k = tfq_litert_kernel();
-  tfq_lrt_buffer ia[7], ib[7], oa[1] = {a.out}, ob[1] = {b.out};
-  for (int i = 0; i < 7; i++) ia[i] = a.in[i], ib[i] = b.in[i];
+  tfq_lrt_buffer ia[2] = {a.in[0], a.in[1]}, ib[2] = {b.in[0], b.in[1]}, oa[1] = {a.out}, ob[1] = {b.out};
   tfq_litert_clear_error(ctx);
-  k->run(ctx, 6, ib, 1, ob);
-  k->run(ctx, 6, ia, 1, oa);
+  k->run(ctx, 2, ib, 1, ob);
+  k->run(ctx, 2, ia, 1, oa);
   char msg[512];
   int32_t layer_index;
   int64_t calls;

@@ -16,8 +16,10 @@ Steps (``lower_to_tflite``):
    1/2) is not folded into its weights.
 3. Rewrite the flatbuffer: every FULLY_CONNECTED whose float weight equals a quantized layer's
    dequantized kernel (transposed, bit for bit: that is the proof the op computes that layer)
-   becomes ``TFQ_FULLY_CONNECTED`` (converters/litert/include/tfq/litert_op.h) with the packed
-   buffers of ``tfq_asr.convert.packing`` (dense rows, format version 2: no padding in the file), on the int8 path (activation mode "dynamic") or the
+   becomes ``TFQ_FULLY_CONNECTED`` (converters/litert/include/tfq/litert_op.h) with one constant
+   input, the layer's blob (``tfq_asr.convert.op_blob``: the op params and the packed buffers of
+   ``tfq_asr.convert.packing``, dense rows, format version 2: no padding in the file), on the
+   int8 path (activation mode "dynamic") or the
    float-activation path (mode "none", TFQ_OP_FLAG_FLOAT_ACT).  A quantized layer without such
    an op, or with a float FULLY_CONNECTED op that names the layer and has a weight of its shape
    that is not its kernel, is an error naming the layer (e.g. the converter folded something
@@ -29,7 +31,7 @@ Steps (``lower_to_tflite``):
    (weight recurrent_kernel^T [4u, u]), the four gates concatenated as in Keras (i, f, c, o);
    the bias is a separate ADD, nothing is batched across steps and nothing is folded, so every
    step's op carries the dequantized kernel bit for bit.  All ops of one kernel share its
-   packed tensors (the file holds each kernel once).  A rolled LSTM (``unroll=False``) becomes
+   blob (the file holds each kernel once).  A rolled LSTM (``unroll=False``) becomes
    the fused UNIDIRECTIONAL_SEQUENCE_LSTM op with per-gate weights: no FULLY_CONNECTED carries
    its kernels, so asking to lower them raises.
    Depthwise convolutions (``depthwise``: quantized DepthwiseConv1D taps): every
@@ -57,7 +59,7 @@ from typing import Mapping
 
 import numpy as np
 
-from tfq_asr.convert import packing
+from tfq_asr.convert import op_blob, packing
 from tfq_asr.quant.numerics import QuantizedWeight
 
 OP_NAME = "TFQ_FULLY_CONNECTED"      # litert_op.h TFQ_OP_NAME
@@ -208,7 +210,7 @@ def _array(model_obj, tensor) -> np.ndarray | None:
     buf = model_obj.buffers[tensor.buffer]
     if buf.data is None or len(buf.data) == 0:
         return None
-    dtype = {_FLOAT32: np.float32, _INT32: np.int32}.get(tensor.type)
+    dtype = {_FLOAT32: np.float32, _INT32: np.int32, _UINT8: np.uint8}.get(tensor.type)
     if dtype is None:
         return None
     return np.frombuffer(np.asarray(buf.data, dtype=np.uint8).tobytes(), dtype).reshape(
@@ -245,6 +247,15 @@ def _add_tensor(schema, model_obj, sg, name: str, array: np.ndarray, tflite_type
 # summed by ADD ops (float ops; the sum order changes within float rounding).
 MAX_DWCONV_TAPS = 25
 _ADD, _DEPTHWISE_CONV_2D, _SLICE = 0, 4, 65
+
+
+def _shared_tensor(schema, model_obj, sg, shared: dict, name: str, array: np.ndarray) -> int:
+    """A constant tensor for `array`, or the one added before with the same name, shape and
+    bytes (ops of one layer share it)."""
+    key = ("tensor", id(sg), name, array.shape, hashlib.sha256(array.tobytes()).hexdigest())
+    if key not in shared:
+        shared[key] = _add_tensor(schema, model_obj, sg, name, array, _UINT8 if array.dtype == np.uint8 else _INT32)
+    return shared[key]
 
 
 def _opcode(schema, model_obj, builtin: int) -> int:
@@ -420,7 +431,7 @@ def _match_layers(model_obj, quantized):
             for op in sg.operators:
                 if f"/{_layer_of(name)}/" in _names(sg, op) and len(op.inputs) > 1:
                     w = _array(model_obj, sg.tensors[op.inputs[1]])
-                    if w is not None and w.shape == expected[name].shape:
+                    if w is not None and w.dtype == np.float32 and w.shape == expected[name].shape:
                         d = np.abs(w - expected[name])
                         hints.append(f"op {_builtin(model_obj, op)} has a weight of that shape that "
                                      f"differs by up to {d.max():.3g} (folded scale or norm?)")
@@ -463,37 +474,26 @@ def _replace(schema, model_obj, si, oi, name, qw: QuantizedWeight, factor: float
         None if qw.zero_points is None else qw.zero_points, scale_dtype=np.dtype(spec.scale_dtype)))
     flags = ((FLAG_BIAS if bias is not None else 0) | (FLAG_FLATTEN if flatten else 0)
              | (FLAG_FLOAT_ACT if float_act else 0))
-    params = np.array([PARAMS_VERSION, _ACTIVATIONS[act], flags, layer_index], np.int32)
-    if flatten:
-        params = params.reshape(1, PARAMS_COUNT)
-    f16 = p.scales.dtype == np.float16
+    params = [PARAMS_VERSION, _ACTIVATIONS[act], flags, layer_index]
     # One layer may be computed by several ops (an unrolled LSTM: one per step): they share
-    # the packed tensors (and a bias with the same bytes), so the file holds each kernel once.
-    key = (si, name, None if bias is None else bias.tobytes(), float_act)
+    # the blob when its params agree too, so the file holds each kernel once.
+    key = (si, name, None if bias is None else bias.tobytes(), float_act, act, flatten)
     if shared is not None and key in shared:
-        weights, bias_index = shared[key]
+        blob_index, blob_bytes = shared[key]
     else:
-        weights = [_add_tensor(schema, model_obj, sg, f"{name}/tfq_data", p.data, _UINT8),
-                   _add_tensor(schema, model_obj, sg, f"{name}/tfq_scales", p.scales, _FLOAT16 if f16 else _FLOAT32)]
-        if not p.symmetric:
-            weights.append(_add_tensor(schema, model_obj, sg, f"{name}/tfq_zero_points", p.zero_points, _UINT8))
-        weights.append(_add_tensor(schema, model_obj, sg, f"{name}/tfq_header", p.header(), _INT32))
-        bias_index = _add_tensor(schema, model_obj, sg, f"{name}/tfq_bias",
-                                 bias if bias is not None else np.zeros(n, np.float32), _FLOAT32)
+        blob = op_blob.build(p, params, bias, (1, n) if flatten else (n,))
+        blob_index, blob_bytes = _add_tensor(schema, model_obj, sg, f"{name}/tfq_blob", blob, _UINT8), blob.size
         if shared is not None:
-            shared[key] = (weights, bias_index)
-    inputs = [op.inputs[0], *weights[:-1], bias_index, weights[-1],
-              _add_tensor(schema, model_obj, sg, f"{name}/tfq_params", params, _INT32)]
+            shared[key] = (blob_index, blob_bytes)
     new = schema.OperatorT()
     new.opcodeIndex = custom_code
-    new.inputs = np.array(inputs, np.int32)
+    new.inputs = np.array([op.inputs[0], blob_index], np.int32)
     new.outputs = np.array(op.outputs[:1], np.int32)
     sg.operators[oi] = new
-    size = p.size()
     return {"bits": spec.bits, "symmetric": spec.symmetric, "group_size": spec.group_length(k),
             "k": k, "n": n, "scale_dtype": spec.scale_dtype, "activation": _ACTIVATIONS[act],
             "float_activations": float_act, "activation_mode": "none" if float_act else "dynamic",
-            "bytes": size.total + 4 * n + 4 * (packing.HEADER_COUNT + PARAMS_COUNT),
+            "bytes": int(blob_bytes),
             "float_bytes": 4 * k * n, "folded_factor": factor}
 
 
@@ -594,29 +594,20 @@ def _replace_depthwise(schema, model_obj, si, oi, key, qw: QuantizedWeight, fact
     p = packing.dense_rows(packing.pack_weights(qw.q.astype(np.int16), spec.bits, spec.symmetric,
                                                 spec.group_length(taps), scales, qw.zero_points,
                                                 scale_dtype=scale_dtype))
-    if key not in shared:
-        f16 = p.scales.dtype == np.float16
-        weights = [_add_tensor(schema, model_obj, sg, f"{name}/tfq_data", p.data, _UINT8),
-                   _add_tensor(schema, model_obj, sg, f"{name}/tfq_scales", p.scales, _FLOAT16 if f16 else _FLOAT32)]
-        if not p.symmetric:
-            weights.append(_add_tensor(schema, model_obj, sg, f"{name}/tfq_zero_points", p.zero_points, _UINT8))
-        weights.append(_add_tensor(schema, model_obj, sg, f"{name}/tfq_bias",
-                                   bias if bias is not None else np.zeros(channels, np.float32), _FLOAT32))
-        weights.append(_add_tensor(schema, model_obj, sg, f"{name}/tfq_header", p.header(), _INT32))
-        shared[key] = weights
-    row = np.array([DW_PARAMS_VERSION, _ACTIVATIONS[act], FLAG_BIAS if bias is not None else 0,
-                    layer_index, stride, dil, pad_l, pad_r], np.int32)
-    params = _add_tensor(schema, model_obj, sg, f"{name}/tfq_dw_params", np.tile(row, (out_w, 1)), _INT32)
+    params = [DW_PARAMS_VERSION, _ACTIVATIONS[act], FLAG_BIAS if bias is not None else 0,
+              layer_index, stride, dil, pad_l, pad_r]
+    blob = op_blob.build(p, params, bias, (out_w,))
     new = schema.OperatorT()
     new.opcodeIndex = custom_code
-    new.inputs = np.array([op.inputs[0], *shared[key], params], np.int32)
+    new.inputs = np.array([op.inputs[0], _shared_tensor(schema, model_obj, sg, shared, f"{name}/tfq_blob", blob)],
+                          np.int32)
     new.outputs = np.array(op.outputs[:1], np.int32)
     sg.operators[oi] = new
     return {"bits": spec.bits, "symmetric": spec.symmetric, "group_size": spec.group_length(taps),
             "k": taps, "n": channels, "scale_dtype": str(scale_dtype), "op": DW_OP_NAME,
             "folded_channel_factors": factors is not None,
             "activation": _ACTIVATIONS[act], "float_activations": True, "activation_mode": "none",
-            "bytes": p.size().total + 4 * channels + 4 * (packing.HEADER_COUNT + DW_PARAMS_COUNT * out_w),
+            "bytes": int(blob.size),
             "float_bytes": 4 * taps * channels}
 
 
@@ -654,8 +645,8 @@ def _fuse_im2col(schema, model_obj, geometry: Mapping[str, tuple], fc_code: int,
         for oi, op in enumerate(sg.operators):
             if op.opcodeIndex != fc_code:
                 continue
-            params_name = sg.tensors[op.inputs[-1]].name
-            layer = (params_name.decode() if isinstance(params_name, bytes) else params_name).rsplit("/", 1)[0]
+            blob_name = sg.tensors[op.inputs[1]].name
+            layer = (blob_name.decode() if isinstance(blob_name, bytes) else blob_name).rsplit("/", 1)[0]
             if layer not in geometry:
                 continue
             kh, kw, sh, sw = geometry[layer]
@@ -676,9 +667,10 @@ def _fuse_im2col(schema, model_obj, geometry: Mapping[str, tuple], fc_code: int,
             x_index = boundary.pop()
             x = sg.tensors[x_index]
             y = sg.tensors[op.outputs[0]]
-            header = _array(model_obj, sg.tensors[op.inputs[-2]])
-            params = _array(model_obj, sg.tensors[op.inputs[-1]]).reshape(-1)
-            k = int(header[4]) if header is not None and len(header) > 5 else -1
+            blob = _array(model_obj, sg.tensors[op.inputs[1]])
+            parts = op_blob.read(blob)
+            header, params = parts.header, parts.params
+            k = int(header[4])
             xs, ys = [int(d) for d in x.shape], [int(d) for d in y.shape]
             ok = len(xs) == 4 and xs[3] * kh * kw == k and xs[1] >= kh and xs[2] >= kw \
                 and not params[2] & FLAG_FLATTEN
@@ -694,14 +686,13 @@ def _fuse_im2col(schema, model_obj, geometry: Mapping[str, tuple], fc_code: int,
                 consumers.get(t, set()) <= region | {oi} for t in inner)
             if not ok:
                 continue
-            conv_params = np.array([CONV_PARAMS_VERSION, params[1], params[2], params[3], kh, kw, sh, sw], np.int32)
-            inputs = [int(i) for i in op.inputs]
-            inputs[0] = x_index
-            inputs[-1] = _add_tensor(schema, model_obj, sg, f"{layer}/tfq_conv_params", conv_params, _INT32)
-            # the geometry as dims for GetOutputLayouts; its kh*kw*sh*sw bytes are not read
-            inputs.append(_add_tensor(schema, model_obj, sg, f"{layer}/tfq_conv_geometry",
-                                      np.zeros((kh, kw, sh, sw), np.uint8), _UINT8))
-            op.inputs = np.array(inputs, np.int32)
+            conv_params = [CONV_PARAMS_VERSION, params[1], params[2], params[3], kh, kw, sh, sw]
+            op.inputs = np.array([
+                x_index,
+                _add_tensor(schema, model_obj, sg, f"{layer}/tfq_blob", op_blob.with_params(blob, conv_params), _UINT8),
+                # the geometry as dims for GetOutputLayouts; its kh*kw*sh*sw bytes are not read
+                _add_tensor(schema, model_obj, sg, f"{layer}/tfq_conv_geometry",
+                            np.zeros((kh, kw, sh, sw), np.uint8), _UINT8)], np.int32)
             op.opcodeIndex = conv_code_of()
             y.shape = np.array(want, np.int32)
             if y.shapeSignature is not None:
@@ -794,16 +785,31 @@ def _serialize_external(model_obj) -> bytes:
 def file_layout(data: bytes) -> dict:
     """Where the bytes of a lowered file go: the flatbuffer (op and tensor tables, names,
     metadata: everything before the first constant buffer placed behind it), the 64-byte
-    alignment padding, and the constant buffers themselves.  Files whose buffers sit inside the
-    flatbuffer (the converter's own) count as all flatbuffer."""
+    alignment padding between buffers, the framing inside the TFQ ops' blobs (descriptor words,
+    padding between and after their sections: op_blob.py) and the constant data itself.  Files
+    whose buffers sit inside the flatbuffer (the converter's own) count as all flatbuffer."""
     from ai_edge_litert import schema_py_generated as schema
     m = schema.Model.GetRootAs(data, 0)
-    ext = [(m.Buffers(i).Offset(), m.Buffers(i).Size()) for i in range(m.BuffersLength())
-           if m.Buffers(i).Offset() > 1]
-    head = min((o for o, _ in ext), default=len(data))
-    constant = sum(n for _, n in ext)
+    ext = {i: (m.Buffers(i).Offset(), m.Buffers(i).Size()) for i in range(m.BuffersLength())
+           if m.Buffers(i).Offset() > 1}
+    ours = {i for i in range(m.OperatorCodesLength())
+            if (m.OperatorCodes(i).CustomCode() or b"").decode() in (OP_NAME, DW_OP_NAME, CONV_OP_NAME)}
+    blobs = set()
+    for si in range(m.SubgraphsLength()):
+        sg = m.Subgraphs(si)
+        for oi in range(sg.OperatorsLength()):
+            op = sg.Operators(oi)
+            if op.OpcodeIndex() in ours and op.InputsLength() > 1:
+                blobs.add(sg.Tensors(op.Inputs(1)).Buffer())
+    framing = 0
+    for b in blobs & set(ext):
+        off, size = ext[b]
+        words = np.frombuffer(data, np.int32, op_blob.WORDS, off)
+        framing += size - int(words[op_blob.SECTIONS_WORD + 1:op_blob.SECTIONS_WORD + 8:2].sum())
+    head = min((o for o, _ in ext.values()), default=len(data))
+    constant = sum(n for _, n in ext.values())
     return {"flatbuffer_bytes": head, "alignment_bytes": len(data) - head - constant,
-            "constant_bytes": constant}
+            "blob_framing_bytes": framing, "constant_bytes": constant - framing}
 
 
 def write_atomically(path: Path, data: bytes) -> None:

@@ -11,7 +11,8 @@ The layout is described once, in ``converters/core/include/tfq/format.h``; in sh
 * ``scales``: ``[groups][N]`` float32 or float16, ``s_w[g][n]`` at ``[g, n]``.
 * ``zero_points``: uint8 ``[groups][N]``, asymmetric only.
 * ``bias``: float32 ``[N]`` or None.
-* ``header()``: the int32 parameter tensor read by the C ``tfq_weights_from_header``.
+* ``header()``: the int32 parameters read by the C ``tfq_weights_from_header`` (in a file, words 2..9
+  of the op blob, ``tfq_asr.convert.op_blob``).
 * ``dense_rows(p)``: the same layer with rows of ``ceil(K * bits / 8)`` bytes (format version 2),
   what the lowering writes into files; the ops expand them to the padded rows once.
 
@@ -127,7 +128,7 @@ class PackedWeights:
         return self.scales.dtype == np.float16
 
     def header(self) -> np.ndarray:
-        """The int32 parameter tensor of the op (layout in format.h)."""
+        """The int32 parameters of the layer (layout in format.h)."""
         return np.array([HEADER_MAGIC, FORMAT_VERSION_DENSE if self.dense else FORMAT_VERSION, self.bits, int(self.symmetric), self.k,
                          self.n, self.group_size, int(self.scale_is_f16)], dtype=np.int32)
 

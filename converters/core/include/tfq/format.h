@@ -11,7 +11,7 @@
  * Scales s_w[g][n] belong to groups of G consecutive inputs k of one output channel n;
  * groups = ceil(K / G), the last group may be shorter (ragged).  Per-channel is G >= K.
  *
- * Buffers (one TFLite constant tensor each):
+ * Buffers (in a file, the sections of one constant tensor per layer, the blob of litert_op.h):
  *   data         uint8 [N][row_bytes]: the weights transposed, one row per output channel n.
  *                row_bytes = K_pad * b / 8 with K_pad = K rounded up to a multiple of 32,
  *                so an int4 row is a multiple of 16 bytes and an int2 row of 8 bytes: one
@@ -49,8 +49,8 @@
  * (tfq_expand_rows, a copy cached per tensor) and run the kernels on that.  K = 144 int4 rows
  * then take 72 bytes in the file instead of 80.  Version 1 (padded rows in the file) still runs.
  *
- * Header: the per-layer parameters travel as a small int32 tensor of TFQ_HEADER_COUNT
- * values, in this order, written by packing.py (PackedWeights.header) and read by
+ * Header: the per-layer parameters travel as TFQ_HEADER_COUNT int32 values (words 2..9 of the
+ * blob in a file), in this order, written by packing.py (PackedWeights.header) and read by
  * tfq_weights_from_header():
  *   [TFQ_HEADER_MAGIC, TFQ_FORMAT_VERSION, bits, symmetric, K, N, G, scale_is_f16]
  */

@@ -5,24 +5,34 @@
  * quantization: weight-only Dense layers and LSTM kernels, whose quantized Keras layers compute
  * with float inputs).  Both paths share every validation below; the float path needs no workspace.
  *
- * Inputs, in this order (all but x are constant tensors the lowering writes, 64-byte aligned):
- *   0  x            float32 [..., K]          activations; M = product of the leading dims
- *   1  data         uint8   [N, row_bytes]    packed weights (format.h)
- *   2  scales       float32 or float16 [groups, N]
- *   3  zero_points  uint8   [groups, N]       asymmetric layers only: a symmetric op has one
- *                                             input fewer and every later input moves up one
- *   3|4 bias        float32 [N]               ignored (and may be zeros) unless TFQ_OP_FLAG_BIAS
- *   4|5 header      int32   [TFQ_HEADER_COUNT] format.h: magic, version, bits, symmetric, K, N, G,
- *                                             scale_is_f16
- *   5|6 params      int32   [TFQ_OP_PARAMS_COUNT] the TFQ_OP_PARAM_* values below
+ * Inputs: 0  x     float32 [..., K]   activations; M = product of the leading dims
+ *         1  blob  uint8 [N, rest], or [1, N, rest] with TFQ_OP_FLAG_FLATTEN: the layer's
+ *                  weight header, params, packed weights, scales, zero points and bias in one
+ *                  constant tensor (the blob, below)
  * Output 0: float32 [..., N] (x's shape with the last dimension N), or [M, N] with
  * TFQ_OP_FLAG_FLATTEN (TFLite FULLY_CONNECTED with keep_num_dims = false on a rank > 2 input).
- * GetOutputLayouts sees layouts only, no tensor contents, so the flatten choice is also carried
- * by the params tensor's shape: [TFQ_OP_PARAMS_COUNT] normally, [1, TFQ_OP_PARAMS_COUNT] with
- * TFQ_OP_FLAG_FLATTEN (Run checks that both agree).
+ * GetOutputLayouts sees layouts only, no tensor contents, so N and the flatten choice are read
+ * from the blob's dims (Run checks that they agree with its descriptor).
  *
- * The symmetric field of the header decides which input count is expected; every tensor's type,
- * shape and byte size is checked against the header before any read.
+ * The blob.  LiteRT 2.3.0 wraps every input and output of a custom op in a new TensorBuffer on
+ * every call (about 0.2-0.4 us each on a Zen 4 core), so each op reads all its constants from
+ * one uint8 tensor, 64-byte aligned like every constant the lowering writes:
+ *   bytes [0, 4 * TFQ_BLOB_WORDS): int32 words, little-endian:
+ *     0       TFQ_BLOB_MAGIC
+ *     1       TFQ_BLOB_VERSION
+ *     2..9    the weight header of format.h (TFQ_HEADER_COUNT values)
+ *     10..17  the op's params: TFQ_OP_PARAM_* below, then the op's own values (unused ones 0)
+ *     18..25  byte offset and byte count of the sections data, scales, zero points, bias
+ *             (a section the layer lacks: 0, 0)
+ *     26..31  zero
+ *   then the sections as format.h describes them (data [N][row bytes], scales [groups][N]
+ *   float32 or float16, zero points [groups][N] uint8 for asymmetric weights only, bias
+ *   float32 [N] with TFQ_OP_FLAG_BIAS only), each at an offset that is a multiple of 64, at or
+ *   after the words, in that order, not overlapping, inside the tensor.  The leading dims of
+ *   the blob carry what GetOutputLayouts needs; the last one, rest, pads the byte count up to
+ *   a multiple of their product with zeros.
+ *
+ * Every size, offset and shape is checked against the header before any read.
  *
  * Errors.  LiteRT ignores the status a custom kernel returns, so a failing call also records
  * the first error of a run in its tfq_litert_context (status, layer index from the params,
@@ -47,9 +57,23 @@ extern "C" {
 #endif
 
 #define TFQ_OP_NAME "TFQ_FULLY_CONNECTED"
+/* Still 1 although the inputs changed (one blob instead of one input per buffer): LiteRT
+ * 2.3.0 resolves custom ops registered with another version as "unresolved".  A file of the
+ * old layout fails with "expected 2 inputs (x, blob), got 6" instead. */
 #define TFQ_OP_VERSION 1
 
-/* The params tensor (int32), written by tfq_asr/convert/lowering.py. */
+/* The blob (see above). */
+#define TFQ_BLOB_MAGIC 0x42514654  /* "TFQB" read as a little-endian int32 */
+#define TFQ_BLOB_VERSION 1
+#define TFQ_BLOB_WORDS 32
+#define TFQ_BLOB_HEADER 2          /* first word of the weight header */
+#define TFQ_BLOB_PARAMS 10         /* first word of the params */
+#define TFQ_BLOB_PARAMS_MAX 8
+#define TFQ_BLOB_SECTIONS 18       /* first word of the (offset, bytes) pairs */
+#define TFQ_BLOB_SECTION_COUNT 4   /* data, scales, zero points, bias */
+#define TFQ_BLOB_ALIGN 64
+
+/* The op params (blob words 10..17), written by tfq_asr/convert/lowering.py. */
 #define TFQ_OP_PARAMS_VERSION 1
 #define TFQ_OP_PARAMS_COUNT 4
 #define TFQ_OP_PARAM_VERSION 0     /* TFQ_OP_PARAMS_VERSION */
@@ -57,7 +81,7 @@ extern "C" {
 #define TFQ_OP_PARAM_FLAGS 2       /* TFQ_OP_FLAG_* bits */
 #define TFQ_OP_PARAM_LAYER 3       /* layer index, only used to name the layer in errors */
 
-#define TFQ_OP_FLAG_BIAS 1         /* add the bias input */
+#define TFQ_OP_FLAG_BIAS 1         /* add the bias section */
 #define TFQ_OP_FLAG_FLATTEN 2      /* output [M, N] instead of [..., N] */
 #define TFQ_OP_FLAG_FLOAT_ACT 4    /* float activations: tfq_linear_f32 instead of tfq_linear_q8
                                       (weight-only layers, LSTM kernels); bias and activation as
@@ -79,12 +103,11 @@ typedef enum tfq_op_activation {
  * float copy cached per tensor (tfq_dequantize_f32, bit-equal to the Keras weights), then
  * y[b, h, o, c] = SUM_j x[b, h, o*stride + j*dilation - pad_left, c] * w[j, c]  (+ bias[c]),
  * in float32 with the sum in tap order, outside the input counting as zero.
- * Inputs as TFQ_FULLY_CONNECTED's, with K = taps and N = channels in the header:
- *   0 x float32 [B, H, W, C]; data uint8 [C, row_bytes]; scales [groups, C]; zero points
- *   (asymmetric); bias float32 [C]; header; params int32 [W_out, TFQ_DW_PARAMS_COUNT]
+ * Inputs: 0 x float32 [B, H, W, C]; 1 the blob as TFQ_FULLY_CONNECTED's, with K = taps and
+ * N = C in its header and TFQ_DW_PARAMS_COUNT params, of dims [W_out, rest].
  * Output 0: float32 [B, H, W_out, C], W_out = (W + pad_left + pad_right - dilation*(taps-1)
- * - 1) / stride + 1.  GetOutputLayouts sees no tensor contents, so the params tensor carries
- * W_out as its row count; every row holds the same values and Run checks them all. */
+ * - 1) / stride + 1.  GetOutputLayouts sees no tensor contents, so the blob's first dim carries
+ * W_out (Run checks it against the geometry). */
 #define TFQ_DW_OP_NAME "TFQ_DEPTHWISE_CONV_1D"
 #define TFQ_DW_OP_VERSION 1
 #define TFQ_DW_PARAMS_VERSION 1
@@ -103,13 +126,13 @@ typedef enum tfq_op_activation {
  * (tfq_linear_q8, or tfq_linear_f32 with TFQ_OP_FLAG_FLOAT_ACT).  The patches are copies, so
  * the result equals TFQ_FULLY_CONNECTED over the patches bit for bit (the graph the lowering
  * replaces: slices, reshapes and a concatenation feeding the fully connected op).
- * Inputs as TFQ_FULLY_CONNECTED's, with K = kh*kw*C in the header, plus one:
- *   0 x float32 [B, H, W, C]; data; scales; zero points (asymmetric); bias float32 [N];
- *   header; params int32 [TFQ_CONV_PARAMS_COUNT]; geometry uint8 [kh, kw, sh, sw]
+ * Inputs: 0 x float32 [B, H, W, C]; 1 the blob as TFQ_FULLY_CONNECTED's (dims [N, rest]), with
+ * K = kh*kw*C in its header and TFQ_CONV_PARAMS_COUNT params; 2 geometry uint8 [kh, kw, sh, sw].
  * Output 0: float32 [B, Ho, Wo, N], Ho = (H - kh) / sh + 1, Wo = (W - kw) / sw + 1.
- * GetOutputLayouts sees no tensor contents, so the last input carries the kernel size and
- * strides as its dimensions (its kh*kw*sh*sw bytes are not read); Run checks them against the
- * params. */
+ * GetOutputLayouts sees no tensor contents, so the geometry input carries the kernel size and
+ * strides as its dimensions (its kh*kw*sh*sw bytes are not read; a third input rather than
+ * more blob dims, whose padding would cost up to kh*kw*sh*sw*N bytes); Run checks them against
+ * the params. */
 #define TFQ_CONV_OP_NAME "TFQ_CONV_2D"
 #define TFQ_CONV_OP_VERSION 1
 #define TFQ_CONV_PARAMS_VERSION 1
