@@ -515,6 +515,25 @@ static int tfq_open_op(tfq_litert_context *ctx, const char *what, const tfq_lrt_
   return 1;
 }
 
+/* The blob dims GetOutputLayouts read N from (TFQ_FULLY_CONNECTED, TFQ_CONV_2D): [N, rest], or
+ * [1, N, rest] with TFQ_OP_FLAG_FLATTEN (an op that can_flatten).  Returns 1, or 0 with the
+ * error recorded. */
+static int tfq_blob_dims_hold_n(tfq_litert_context *ctx, const char *what, const tfq_blob *b,
+                                int32_t n, int32_t flags, int can_flatten, int32_t layer) {
+  const tfq_lrt_layout *bl = b->layout;
+  int flatten = (flags & TFQ_OP_FLAG_FLATTEN) != 0;
+  if (bl->rank == (flatten ? 3u : 2u) && bl->dims[bl->rank - 2] == n &&
+      (!flatten || bl->dims[0] == 1))
+    return 1;
+  char shape[128];
+  tfq_shape_str(bl, shape, sizeof shape);
+  tfq_record(ctx, TFQ_ERR_FORMAT, layer, "%sblob has dims %s; N = %d%s needs [%s%d, rest]", what,
+             shape, (int)n,
+             !can_flatten ? "" : flatten ? " with the flatten flag" : " without the flatten flag",
+             flatten ? "1, " : "", (int)n);
+  return 0;
+}
+
 /* The op body with ctx locked; returns a tfq_status (also recorded in ctx). */
 static int tfq_run_locked(tfq_litert_context *ctx, size_t num_inputs, const tfq_lrt_buffer *inputs,
                           size_t num_outputs, tfq_lrt_buffer *outputs, tfq_tensor *t,
@@ -530,18 +549,8 @@ static int tfq_run_locked(tfq_litert_context *ctx, size_t num_inputs, const tfq_
   tfq_packed_weights w;
   int st = tfq_load_weights(ctx, inputs, t, &blob, flags, layer, &w);
   if (st != TFQ_OK) return st;
-  /* The blob's dims that GetOutputLayouts read: [N, rest], or [1, N, rest] to flatten. */
+  if (!tfq_blob_dims_hold_n(ctx, "", &blob, w.n, flags, 1, layer)) return TFQ_ERR_FORMAT;
   char shape[128];
-  const tfq_lrt_layout *bl = blob.layout;
-  int flatten = (flags & TFQ_OP_FLAG_FLATTEN) != 0;
-  if (bl->rank != (flatten ? 3u : 2u) || bl->dims[bl->rank - 2] != w.n ||
-      (flatten && bl->dims[0] != 1)) {
-    tfq_shape_str(bl, shape, sizeof shape);
-    tfq_record(ctx, TFQ_ERR_FORMAT, layer, "blob has dims %s; N = %d %s needs [%s%d, rest]",
-               shape, (int)w.n, flatten ? "with the flatten flag" : "without the flatten flag",
-               flatten ? "1, " : "", (int)w.n);
-    return TFQ_ERR_FORMAT;
-  }
   const tfq_lrt_layout *xl = &t[0].type.layout;
   if (xl->rank < 1 || xl->dims[xl->rank - 1] != w.k) {
     tfq_shape_str(xl, shape, sizeof shape);
@@ -886,13 +895,7 @@ static int tfq_conv_run_locked(tfq_litert_context *ctx, size_t num_inputs,
   tfq_packed_weights w;
   int st = tfq_load_weights(ctx, inputs, t, &blob, flags, layer, &w);
   if (st != TFQ_OK) return st;
-  if (blob.layout->rank != 2 || blob.layout->dims[0] != w.n) {
-    char bshape[128];
-    tfq_shape_str(blob.layout, bshape, sizeof bshape);
-    tfq_record(ctx, TFQ_ERR_FORMAT, layer, "conv: blob has dims %s, N = %d needs [%d, rest]",
-               bshape, (int)w.n, (int)w.n);
-    return TFQ_ERR_FORMAT;
-  }
+  if (!tfq_blob_dims_hold_n(ctx, "conv: ", &blob, w.n, flags, 0, layer)) return TFQ_ERR_FORMAT;
   const tfq_lrt_layout *xl = &t[0].type.layout, *ol = &out->type.layout;
   char shape[128], oshape[128];
   if (xl->rank != 4 || (int64_t)xl->dims[3] * kh * kw != w.k) {

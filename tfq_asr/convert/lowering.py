@@ -249,12 +249,13 @@ MAX_DWCONV_TAPS = 25
 _ADD, _DEPTHWISE_CONV_2D, _SLICE = 0, 4, 65
 
 
-def _shared_tensor(schema, model_obj, sg, shared: dict, name: str, array: np.ndarray) -> int:
-    """A constant tensor for `array`, or the one added before with the same name, shape and
-    bytes (ops of one layer share it)."""
-    key = ("tensor", id(sg), name, array.shape, hashlib.sha256(array.tobytes()).hexdigest())
+def _shared_blob(schema, model_obj, sg, shared: dict, name: str, blob: np.ndarray) -> int:
+    """A constant tensor for an op blob, or the one added before with the same name, shape and
+    bytes: ops of one layer (an unrolled LSTM: one per step) share it, so the file holds each
+    kernel once."""
+    key = (id(sg), name, blob.shape, hashlib.sha256(blob.tobytes()).hexdigest())
     if key not in shared:
-        shared[key] = _add_tensor(schema, model_obj, sg, name, array, _UINT8 if array.dtype == np.uint8 else _INT32)
+        shared[key] = _add_tensor(schema, model_obj, sg, name, blob, _UINT8)
     return shared[key]
 
 
@@ -444,7 +445,7 @@ def _match_layers(model_obj, quantized):
 
 
 def _replace(schema, model_obj, si, oi, name, qw: QuantizedWeight, factor: float, layer_index: int,
-             custom_code: int, float_act: bool = False, shared: dict | None = None):
+             custom_code: int, float_act: bool, shared: dict):
     sg = model_obj.subgraphs[si]
     op = sg.operators[oi]
     opts = op.builtinOptions
@@ -475,25 +476,17 @@ def _replace(schema, model_obj, si, oi, name, qw: QuantizedWeight, factor: float
     flags = ((FLAG_BIAS if bias is not None else 0) | (FLAG_FLATTEN if flatten else 0)
              | (FLAG_FLOAT_ACT if float_act else 0))
     params = [PARAMS_VERSION, _ACTIVATIONS[act], flags, layer_index]
-    # One layer may be computed by several ops (an unrolled LSTM: one per step): they share
-    # the blob when its params agree too, so the file holds each kernel once.
-    key = (si, name, None if bias is None else bias.tobytes(), float_act, act, flatten)
-    if shared is not None and key in shared:
-        blob_index, blob_bytes = shared[key]
-    else:
-        blob = op_blob.build(p, params, bias, (1, n) if flatten else (n,))
-        blob_index, blob_bytes = _add_tensor(schema, model_obj, sg, f"{name}/tfq_blob", blob, _UINT8), blob.size
-        if shared is not None:
-            shared[key] = (blob_index, blob_bytes)
+    blob = op_blob.build(p, params, bias, (1, n) if flatten else (n,))
     new = schema.OperatorT()
     new.opcodeIndex = custom_code
-    new.inputs = np.array([op.inputs[0], blob_index], np.int32)
+    new.inputs = np.array([op.inputs[0], _shared_blob(schema, model_obj, sg, shared, f"{name}/tfq_blob", blob)],
+                          np.int32)
     new.outputs = np.array(op.outputs[:1], np.int32)
     sg.operators[oi] = new
     return {"bits": spec.bits, "symmetric": spec.symmetric, "group_size": spec.group_length(k),
             "k": k, "n": n, "scale_dtype": spec.scale_dtype, "activation": _ACTIVATIONS[act],
             "float_activations": float_act, "activation_mode": "none" if float_act else "dynamic",
-            "bytes": int(blob_bytes),
+            "bytes": int(blob.size),
             "float_bytes": 4 * k * n, "folded_factor": factor}
 
 
@@ -599,7 +592,7 @@ def _replace_depthwise(schema, model_obj, si, oi, key, qw: QuantizedWeight, fact
     blob = op_blob.build(p, params, bias, (out_w,))
     new = schema.OperatorT()
     new.opcodeIndex = custom_code
-    new.inputs = np.array([op.inputs[0], _shared_tensor(schema, model_obj, sg, shared, f"{name}/tfq_blob", blob)],
+    new.inputs = np.array([op.inputs[0], _shared_blob(schema, model_obj, sg, shared, f"{name}/tfq_blob", blob)],
                           np.int32)
     new.outputs = np.array(op.outputs[:1], np.int32)
     sg.operators[oi] = new
@@ -805,7 +798,8 @@ def file_layout(data: bytes) -> dict:
     for b in blobs & set(ext):
         off, size = ext[b]
         words = np.frombuffer(data, np.int32, op_blob.WORDS, off)
-        framing += size - int(words[op_blob.SECTIONS_WORD + 1:op_blob.SECTIONS_WORD + 8:2].sum())
+        lengths = words[op_blob.SECTIONS_WORD + 1:op_blob.SECTIONS_WORD + 2 * len(op_blob.SECTIONS):2]
+        framing += size - int(lengths.sum())
     head = min((o for o, _ in ext.values()), default=len(data))
     constant = sum(n for _, n in ext.values())
     return {"flatbuffer_bytes": head, "alignment_bytes": len(data) - head - constant,

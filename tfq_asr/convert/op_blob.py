@@ -29,6 +29,16 @@ def _align(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
 
 
+def _params_words(params) -> np.ndarray:
+    """The PARAMS_MAX int32 words of the op params (at most that many values; the rest 0)."""
+    params = np.asarray(params, np.int32).reshape(-1)
+    if params.size > PARAMS_MAX:
+        raise ValueError(f"{params.size} op params, at most {PARAMS_MAX}")
+    words = np.zeros(PARAMS_MAX, np.int32)
+    words[:params.size] = params
+    return words
+
+
 @dataclass(frozen=True)
 class Blob:
     """A blob read back: its header, params and sections as byte strings (absent: None)."""
@@ -41,9 +51,6 @@ class Blob:
 def build(p: packing.PackedWeights, params, bias: np.ndarray | None, lead_dims) -> np.ndarray:
     """The blob of packed weights p (bias: float32 [N] or None) with the op params (at most 8
     int32 values), as a uint8 array of shape [*lead_dims, rest]."""
-    params = np.asarray(params, np.int32).reshape(-1)
-    if params.size > PARAMS_MAX:
-        raise ValueError(f"{params.size} op params, at most {PARAMS_MAX}")
     parts = [np.ascontiguousarray(p.data).view(np.uint8).reshape(-1),
              np.ascontiguousarray(p.scales).view(np.uint8).reshape(-1),
              None if p.symmetric else np.ascontiguousarray(p.zero_points).view(np.uint8).reshape(-1),
@@ -51,7 +58,7 @@ def build(p: packing.PackedWeights, params, bias: np.ndarray | None, lead_dims) 
     words = np.zeros(WORDS, np.int32)
     words[0], words[1] = MAGIC, VERSION
     words[HEADER_WORD:HEADER_WORD + packing.HEADER_COUNT] = p.header()
-    words[PARAMS_WORD:PARAMS_WORD + params.size] = params
+    words[PARAMS_WORD:PARAMS_WORD + PARAMS_MAX] = _params_words(params)
     pos = 4 * WORDS
     for i, part in enumerate(parts):
         if part is None:
@@ -87,12 +94,7 @@ def read(blob: np.ndarray) -> Blob:
 
 def with_params(blob: np.ndarray, params) -> np.ndarray:
     """A copy of the blob with other op params (the rest of it, dims included, unchanged)."""
-    params = np.asarray(params, np.int32).reshape(-1)
-    if params.size > PARAMS_MAX:
-        raise ValueError(f"{params.size} op params, at most {PARAMS_MAX}")
+    words = _params_words(params)
     out = np.array(blob, np.uint8, copy=True)
-    flat = out.reshape(-1)
-    words = np.zeros(PARAMS_MAX, np.int32)
-    words[:params.size] = params
-    flat[4 * PARAMS_WORD:4 * (PARAMS_WORD + PARAMS_MAX)] = words.view(np.uint8)
+    out.reshape(-1)[4 * PARAMS_WORD:4 * (PARAMS_WORD + PARAMS_MAX)] = words.view(np.uint8)
     return out
