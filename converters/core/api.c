@@ -255,6 +255,15 @@ static void tfq_ws_header(int32_t h[8], tfq_isa isa, const tfq_packed_weights *w
   memcpy(h, v, sizeof v);
 }
 
+/* The column kernels' activation sums in their own instruction set (tfq_use_n16 implies it). */
+#if defined(TFQ_BUILD_X86)
+#define TFQ_N16_ASUM tfq_n16_asum_avx512
+#elif defined(TFQ_BUILD_NEON)
+#define TFQ_N16_ASUM tfq_n16_asum_neon
+#else
+#define TFQ_N16_ASUM tfq_n16_asum
+#endif
+
 static void tfq_prepare(tfq_isa isa, const tfq_packed_weights *w, const int8_t *qa,
                         size_t qa_stride, int32_t m, uint8_t *ws, const tfq_ws_layout *l) {
   int32_t h[8];
@@ -263,7 +272,7 @@ static void tfq_prepare(tfq_isa isa, const tfq_packed_weights *w, const int8_t *
   const tfq_kernel_table *t = tfq_kernel_table_for(isa);
   if (tfq_use_n16(isa, w)) {
     tfq_prepare_q8_natural(qa, qa_stride, m, w->k, l->kp, (int8_t *)(ws + l->qa));
-    tfq_n16_asum((const int8_t *)(ws + l->qa), m, l->kp,
+    TFQ_N16_ASUM((const int8_t *)(ws + l->qa), m, l->kp,
                  w->group_size < l->kp ? w->group_size : l->kp, l->groups,
                  (int32_t *)(ws + l->asum), l->m4);
   } else if (t->interleaved)
@@ -373,10 +382,13 @@ int tfq_linear_q8(tfq_isa isa, const tfq_packed_weights *w, const float *x, size
   TFQ_TRY(tfq_check_workspace(workspace, workspace_bytes, w, m, &l));
   if (m == 0) return TFQ_OK;
   uint8_t *ws = (uint8_t *)workspace;
-  int8_t *scratch = (int8_t *)(ws + l.scratch);
   float *sa = (float *)(ws + l.sa);
-  tfq_quantizer(tfq_kernel_table_for(run))(x, x_stride, m, w->k, scratch, (size_t)w->k, sa);
-  tfq_prepare(run, w, scratch, (size_t)w->k, m, ws, &l);
+  /* The column kernel reads natural order: quantize straight into its rows (the prepare step
+   * then only zeroes the padding); the other kernels reorder from the scratch rows. */
+  int8_t *rows = tfq_use_n16(run, w) ? (int8_t *)(ws + l.qa) : (int8_t *)(ws + l.scratch);
+  size_t stride = tfq_use_n16(run, w) ? (size_t)l.kp : (size_t)w->k;
+  tfq_quantizer(tfq_kernel_table_for(run))(x, x_stride, m, w->k, rows, stride, sa);
+  tfq_prepare(run, w, rows, stride, m, ws, &l);
   tfq_run_q8(run, w, sa, m, 0, w->n, y, y_stride, ws, &l);
   return TFQ_OK;
 }

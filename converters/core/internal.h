@@ -91,11 +91,16 @@ void tfq_n16_repack(const tfq_packed_weights *w, uint8_t *out);
 void tfq_n16_asum(const int8_t *qa, int32_t m, int32_t kp, int32_t span, int32_t groups,
                   int32_t *asum, int32_t m4);
 int tfq_n16_cpu(void);                                  /* AVX-512 F + VNNI present */
+/* tfq_n16_asum in the kernels' instruction sets (kp and every group a multiple of 16). */
 #if defined(TFQ_BUILD_NEON)
 void tfq_matmul_n16_neon_dotprod(const tfq_q8_job *job);
+void tfq_n16_asum_neon(const int8_t *qa, int32_t m, int32_t kp, int32_t span, int32_t groups,
+                       int32_t *asum, int32_t m4);
 #endif
 #if defined(TFQ_BUILD_X86)
 void tfq_matmul_n16_avx512(const tfq_q8_job *job);
+void tfq_n16_asum_avx512(const int8_t *qa, int32_t m, int32_t kp, int32_t span, int32_t groups,
+                         int32_t *asum, int32_t m4);
 void tfq_linear_f32_n16_avx512(const tfq_f32_job *job);
 #endif
 

@@ -32,7 +32,8 @@ void tfq_prepare_q8_natural(const int8_t *qa, size_t qa_stride, int32_t m, int32
                             int32_t kp, int8_t *out) {
   for (int32_t i = 0; i < m; i++) {
     int8_t *dst = out + (size_t)i * (size_t)kp;
-    memcpy(dst, qa + (size_t)i * qa_stride, (size_t)k);
+    const int8_t *src = qa + (size_t)i * qa_stride;
+    if (src != dst) memcpy(dst, src, (size_t)k);  /* already in place: quantized into out */
     memset(dst + k, 0, (size_t)(kp - k));
   }
 }

@@ -44,13 +44,14 @@ struct tfq_litert_context {
   size_t workspace_bytes;
   const void *checked[TFQ_CHECKED_SLOTS];
   uint8_t checked_sample[TFQ_CHECKED_SLOTS][16];
-  size_t num_checked;
+  size_t num_checked, checked_hint;
+  /* Caches in first-use order; each *_hint is just past its last hit (see tfq_find). */
   tfq_repack_entry *repacks;  /* column-interleaved copies of weights, one per tensor */
-  size_t num_repacks;
+  size_t num_repacks, repacks_hint;
   tfq_repack_entry *dequants; /* float copies of depthwise taps [taps][C], one per tensor */
-  size_t num_dequants;
+  size_t num_dequants, dequants_hint;
   tfq_repack_entry *expanded; /* padded rows of dense (format version 2) data, one per tensor */
-  size_t num_expanded;
+  size_t num_expanded, expanded_hint;
   void *expand_scratch;       /* padded rows for the call when the cache above is full */
   size_t expand_scratch_bytes;
   float *patches;             /* TFQ_CONV_2D's im2col rows, grow-only */
@@ -220,13 +221,33 @@ static int tfq_same_key(const tfq_repack_key *a, const tfq_repack_key *b) {
          memcmp(a->sample, b->sample, sizeof a->sample) == 0;
 }
 
+/* The cache entry of `key`, or NULL.  The scan starts just past the last hit: the ops of a
+ * model run in the same order every step and the caches hold their layers in first-use order,
+ * so the next call's entry is usually the first one looked at, not one of hundreds (Conformer
+ * M spent 2% of a step in these scans). */
+static tfq_repack_entry *tfq_find(tfq_repack_entry *e, size_t n, size_t *hint,
+                                  const tfq_repack_key *key) {
+  for (size_t j = 0; j < n; j++) {
+    size_t i = (*hint + j) % n;
+    if (tfq_same_key(&e[i].key, key)) {
+      *hint = i + 1;
+      return &e[i];
+    }
+  }
+  return NULL;
+}
+
 static int tfq_zero_points_checked(tfq_litert_context *ctx, const tfq_packed_weights *w) {
   if (w->symmetric) return TFQ_OK;
   uint8_t sample[16];
   tfq_sample(sample, w->zero_points, w->zero_points_bytes);
-  for (size_t i = 0; i < ctx->num_checked; i++)
-    if (ctx->checked[i] == w->zero_points && memcmp(ctx->checked_sample[i], sample, 16) == 0)
+  for (size_t j = 0; j < ctx->num_checked; j++) {  /* from the last hit, as tfq_find */
+    size_t i = (ctx->checked_hint + j) % ctx->num_checked;
+    if (ctx->checked[i] == w->zero_points && memcmp(ctx->checked_sample[i], sample, 16) == 0) {
+      ctx->checked_hint = i + 1;
       return TFQ_OK;
+    }
+  }
   int st = tfq_weights_check(w);
   if (st == TFQ_OK && ctx->num_checked < TFQ_CHECKED_SLOTS) {
     ctx->checked[ctx->num_checked] = w->zero_points;
@@ -241,11 +262,11 @@ static void tfq_attach_repack(tfq_litert_context *ctx, tfq_packed_weights *w) {
   size_t bytes = tfq_repacked_bytes(w);
   if (bytes == 0) return;
   tfq_repack_key key = tfq_key_of(w);
-  for (size_t i = 0; i < ctx->num_repacks; i++)
-    if (tfq_same_key(&ctx->repacks[i].key, &key)) {
-      w->repacked = ctx->repacks[i].copy, w->repacked_bytes = ctx->repacks[i].bytes;
-      return;
-    }
+  const tfq_repack_entry *hit = tfq_find(ctx->repacks, ctx->num_repacks, &ctx->repacks_hint, &key);
+  if (hit) {
+    w->repacked = hit->copy, w->repacked_bytes = hit->bytes;
+    return;
+  }
   if (ctx->num_repacks >= TFQ_REPACK_SLOTS) return;
   if (!ctx->repacks) {
     ctx->repacks = (tfq_repack_entry *)calloc(TFQ_REPACK_SLOTS, sizeof *ctx->repacks);
@@ -267,8 +288,8 @@ static void tfq_attach_repack(tfq_litert_context *ctx, tfq_packed_weights *w) {
 static const uint8_t *tfq_expanded_rows(tfq_litert_context *ctx, const tfq_packed_weights *w,
                                         int32_t layer) {
   tfq_repack_key key = tfq_key_of(w);
-  for (size_t i = 0; i < ctx->num_expanded; i++)
-    if (tfq_same_key(&ctx->expanded[i].key, &key)) return (const uint8_t *)ctx->expanded[i].copy;
+  const tfq_repack_entry *hit = tfq_find(ctx->expanded, ctx->num_expanded, &ctx->expanded_hint, &key);
+  if (hit) return (const uint8_t *)hit->copy;
   size_t bytes = (size_t)w->n * tfq_row_bytes(w->k, w->bits);  /* n, k checked: no overflow */
   uint8_t *copy = NULL;
   if (ctx->num_expanded < TFQ_REPACK_SLOTS) {
@@ -671,8 +692,8 @@ static const float *tfq_dw_taps(tfq_litert_context *ctx, const tfq_packed_weight
                                 int32_t layer) {
   size_t count = (size_t)w->k * (size_t)w->n;
   tfq_repack_key key = tfq_key_of(w);
-  for (size_t i = 0; i < ctx->num_dequants; i++)
-    if (tfq_same_key(&ctx->dequants[i].key, &key)) return (const float *)ctx->dequants[i].copy;
+  const tfq_repack_entry *hit = tfq_find(ctx->dequants, ctx->num_dequants, &ctx->dequants_hint, &key);
+  if (hit) return (const float *)hit->copy;
   float *copy = NULL;
   if (ctx->num_dequants < TFQ_REPACK_SLOTS) {
     if (!ctx->dequants)

@@ -449,6 +449,26 @@ static long find_name(const tensor_io *t, size_t n, const char *name) {
   return -1;
 }
 
+/* One step on the zeroed buffers at load, where XNNPACK also packs its weights: our ops make
+ * their column-interleaved copies and workspaces on first use, which would otherwise land in
+ * the first chunk's latency.  A file whose ops fail is refused here, naming the layer.  The
+ * inputs are not written, and no stream is resident, so the first stream loads its own state. */
+static int warm_up(tfq_recognizer *r, char *err, size_t es) {
+  tfq_litert_clear_error(r->ctx);
+  int st = r->api.RunCompiledModel(r->compiled, 0, r->n_ins, r->in_buffers, r->n_outs, r->out_buffers);
+  if (!lrt_check(r, st, "LiteRtRunCompiledModel (warm-up step)", err, es)) return TFQ_STREAM_ERR_RUN;
+  char msg[300];
+  int32_t layer = -1;
+  int op = tfq_litert_error(r->ctx, msg, sizeof msg, &layer, NULL);
+  if (op != TFQ_OK) {
+    set_err(err, es, "%s: TFQ op layer '%s' (#%d) failed in the warm-up step: %s (%s)", r->path,
+            layer >= 0 && (size_t)layer < r->n_layers ? r->layers[layer] : "?", (int)layer, msg,
+            tfq_status_str(op));
+    return TFQ_STREAM_ERR_RUN;
+  }
+  return TFQ_OK;
+}
+
 static int open_model(tfq_recognizer *r, const char *litert_library, int num_threads, char *err,
                       size_t es) {
   const char *lib_name = litert_library ? litert_library : "libLiteRt.so";
@@ -655,7 +675,7 @@ layouts_done:
     r->states[i].elements = e;
   }
   r->n_states = n_ms;
-  rc = TFQ_OK;
+  rc = warm_up(r, err, es);
 out:
   for (size_t i = 0; i < n_ms; i++) {
     free((char *)ms[i].input);

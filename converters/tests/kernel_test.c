@@ -437,6 +437,44 @@ static void check_special_values(void) {
   report(ok, "special values", "NaN and infinite activations");
 }
 
+/* Activations on and around the ties of x / s (x = (n + 0.5) * s and its float neighbours),
+ * over scales from subnormal rows to 2^60: the SIMD quantizer multiplies by 1 / s and must
+ * divide wherever the product could round to another integer than the quotient. */
+static void check_quantize_ties(void) {
+  enum { K = 203, ROWS = 400 };
+  static float x[ROWS * K];
+  static int8_t qa[ROWS * K];
+  static float sa[ROWS];
+  for (int i = 0; i < ROWS; i++) {
+    float *row = x + (size_t)i * K;
+    /* Row maxima from 2^-140 (scale subnormal) to 2^60, a few of them powers of two. */
+    float max_abs = ldexpf(1.0f + (i % 7 == 0 ? 0.0f : rnd_unit()), rnd_range(-140, 60));
+    float s = max_abs / 127.0f;
+    row[0] = (rnd() & 1) ? max_abs : -max_abs;
+    for (int j = 1; j < K; j++) {
+      float t = ((float)rnd_range(-126, 126) + 0.5f) * s;
+      for (int step = rnd_range(-2, 2); step != 0; step += step > 0 ? -1 : 1)
+        t = nextafterf(t, step > 0 ? INFINITY : -INFINITY);
+      row[j] = fabsf(t) <= max_abs ? t : row[0];
+    }
+  }
+  int st = tfq_quantize_rows_q8(x, ROWS * K, K, ROWS, K, qa, ROWS * K, K, sa, ROWS);
+  int ok = st == TFQ_OK;
+  for (int i = 0; i < ROWS && ok; i++) {
+    float s = fabsf(x[(size_t)i * K]) / 127.0f;
+    ok = sa[i] == s;
+    for (int j = 0; j < K && ok; j++) {
+      float r = nearbyintf(x[(size_t)i * K + j] / s);
+      r = r > 127.0f ? 127.0f : r < -127.0f ? -127.0f : r;
+      ok = qa[(size_t)i * K + j] == (int8_t)r;
+      if (!ok)
+        fprintf(stderr, "row %d (s = %a) element %d: x = %a gives %d, the reference %d\n", i,
+                (double)s, j, (double)x[(size_t)i * K + j], qa[(size_t)i * K + j], (int)r);
+    }
+  }
+  report(ok, "quantize ties", "x / s at and next to half-integers, every scale");
+}
+
 /* tfq_dequantize_f32 against the test's own decoding: (value - zp) * scale, one rounding. */
 static void check_dequantize(int bits, int sym, int f16, int32_t k, int32_t n, int32_t g) {
   layer L;
@@ -517,6 +555,7 @@ int main(int argc, char **argv) {
 
   check_errors();
   check_special_values();
+  check_quantize_ties();
 
   /* Fixed cases first: several N blocks of the SIMD kernels, per-channel with large K,
    * and G = 1 (reference fallback). */
