@@ -243,7 +243,8 @@ int tfq_quantize_rows_q8(const float *x, size_t x_count, size_t x_stride, int32_
   TFQ_TRY(tfq_check_rows(x, x_count, x_stride, m, k));
   TFQ_TRY(tfq_check_rows(qa, qa_count, qa_stride, m, k));
   TFQ_TRY(tfq_check_rows(sa, sa_count, 1, m, 1));
-  tfq_quantizer(tfq_kernel_table_for(tfq_best_isa()))(x, x_stride, m, k, qa, qa_stride, sa);
+  tfq_rows rows = {.x = x, .m = m, .k = k, .parts = 1, .stride = x_stride};
+  tfq_quantizer(tfq_kernel_table_for(tfq_best_isa()))(&rows, qa, qa_stride, sa);
   return TFQ_OK;
 }
 
@@ -369,14 +370,13 @@ int tfq_matmul_q8(tfq_isa isa, const tfq_packed_weights *w, const int8_t *qa, si
   return TFQ_OK;
 }
 
-int tfq_linear_q8(tfq_isa isa, const tfq_packed_weights *w, const float *x, size_t x_count,
-                  size_t x_stride, int32_t m, float *y, size_t y_count, size_t y_stride,
-                  void *workspace, size_t workspace_bytes) {
+/* Quantize the rows (checked by the caller) into the workspace and multiply. */
+static int tfq_linear_q8_rows(tfq_isa isa, const tfq_packed_weights *w, const tfq_rows *rows,
+                              float *y, size_t y_count, size_t y_stride, void *workspace,
+                              size_t workspace_bytes) {
   tfq_ws_layout l;
   tfq_isa run;
-  TFQ_TRY(tfq_weights_check_sizes(w));
-  TFQ_TRY(tfq_check_m(m));
-  TFQ_TRY(tfq_check_rows(x, x_count, x_stride, m, w->k));
+  int32_t m = rows->m;
   TFQ_TRY(tfq_check_rows(y, y_count, y_stride, m, w->n));
   TFQ_TRY(tfq_resolve(isa, w, 0, &run));
   TFQ_TRY(tfq_check_workspace(workspace, workspace_bytes, w, m, &l));
@@ -385,12 +385,45 @@ int tfq_linear_q8(tfq_isa isa, const tfq_packed_weights *w, const float *x, size
   float *sa = (float *)(ws + l.sa);
   /* The column kernel reads natural order: quantize straight into its rows (the prepare step
    * then only zeroes the padding); the other kernels reorder from the scratch rows. */
-  int8_t *rows = tfq_use_n16(run, w) ? (int8_t *)(ws + l.qa) : (int8_t *)(ws + l.scratch);
+  int8_t *qa = tfq_use_n16(run, w) ? (int8_t *)(ws + l.qa) : (int8_t *)(ws + l.scratch);
   size_t stride = tfq_use_n16(run, w) ? (size_t)l.kp : (size_t)w->k;
-  tfq_quantizer(tfq_kernel_table_for(run))(x, x_stride, m, w->k, rows, stride, sa);
-  tfq_prepare(run, w, rows, stride, m, ws, &l);
+  tfq_quantizer(tfq_kernel_table_for(run))(rows, qa, stride, sa);
+  tfq_prepare(run, w, qa, stride, m, ws, &l);
   tfq_run_q8(run, w, sa, m, 0, w->n, y, y_stride, ws, &l);
   return TFQ_OK;
+}
+
+int tfq_linear_q8(tfq_isa isa, const tfq_packed_weights *w, const float *x, size_t x_count,
+                  size_t x_stride, int32_t m, float *y, size_t y_count, size_t y_stride,
+                  void *workspace, size_t workspace_bytes) {
+  TFQ_TRY(tfq_weights_check_sizes(w));
+  TFQ_TRY(tfq_check_m(m));
+  TFQ_TRY(tfq_check_rows(x, x_count, x_stride, m, w->k));
+  tfq_rows rows = {.x = x, .m = m, .k = w->k, .parts = 1, .stride = x_stride};
+  return tfq_linear_q8_rows(isa, w, &rows, y, y_count, y_stride, workspace, workspace_bytes);
+}
+
+int tfq_conv2d_q8(tfq_isa isa, const tfq_packed_weights *w, const float *x, size_t x_count,
+                  const tfq_conv_geometry *g, float *y, size_t y_count, void *workspace,
+                  size_t workspace_bytes) {
+  TFQ_TRY(tfq_weights_check_sizes(w));
+  if (!g || !x) return TFQ_ERR_NULL;
+  if (g->b < 0 || g->h < 1 || g->w < 1 || g->c < 1 || g->kh < 1 || g->kw < 1 || g->sh < 1 ||
+      g->sw < 1 || g->kh > g->h || g->kw > g->w)
+    return TFQ_ERR_SHAPE;
+  int64_t taps = (int64_t)g->kh * g->kw;  /* below 2^62; times c only once it is <= K */
+  if (taps > w->k || taps * g->c != (int64_t)w->k) return TFQ_ERR_SHAPE;
+  int64_t ho = (g->h - g->kh) / g->sh + 1, wo = (g->w - g->kw) / g->sw + 1;
+  if (ho * wo > TFQ_MAX_M || (g->b > 0 && ho * wo * g->b > TFQ_MAX_M)) return TFQ_ERR_SHAPE;
+  size_t need;  /* b * h * w * c elements of x */
+  if (!tfq_mul_size((size_t)g->b, (size_t)g->h, &need) ||
+      !tfq_mul_size(need, (size_t)g->w, &need) || !tfq_mul_size(need, (size_t)g->c, &need))
+    return TFQ_ERR_SHAPE;
+  if (need > x_count) return TFQ_ERR_BUFFER;
+  tfq_rows rows = {.x = x, .m = (int32_t)(g->b * ho * wo), .k = w->k, .parts = g->kh,
+                   .h = g->h, .w = g->w, .c = g->c, .sh = g->sh, .sw = g->sw,
+                   .ho = (int32_t)ho, .wo = (int32_t)wo};
+  return tfq_linear_q8_rows(isa, w, &rows, y, y_count, (size_t)w->n, workspace, workspace_bytes);
 }
 
 int tfq_linear_f32(tfq_isa isa, const tfq_packed_weights *w, const float *x, size_t x_count,

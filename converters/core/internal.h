@@ -44,8 +44,27 @@ typedef struct tfq_f32_job {
 
 typedef void (*tfq_q8_kernel)(const tfq_q8_job *job);
 typedef void (*tfq_f32_kernel)(const tfq_f32_job *job);
-typedef void (*tfq_quantize_fn)(const float *x, size_t x_stride, int32_t m, int32_t k,
-                                int8_t *qa, size_t qa_stride, float *sa);
+/* Where the M activation rows of K floats are, validated: row i is `parts` runs of K / parts
+ * floats (tfq_row_part).  Plain rows (wo 0): parts 1, row i at x + i * stride.  The patches
+ * of a valid 2-D convolution over NHWC x [B, H, W, C]: row (b, oh, ow), run p the kw * C
+ * floats of kernel row p (parts = kh, possibly 1), so a patch is quantized where it lies,
+ * without an im2col copy. */
+typedef struct tfq_rows {
+  const float *x;
+  int32_t m, k, parts;
+  size_t stride;                         /* plain rows */
+  int32_t h, w, c, sh, sw, ho, wo;       /* patches: wo >= 1 */
+} tfq_rows;
+
+static inline const float *tfq_row_part(const tfq_rows *r, int32_t i, int32_t p) {
+  if (r->wo == 0) return r->x + (size_t)i * r->stride;
+  size_t ow = (size_t)(i % r->wo), t = (size_t)(i / r->wo), oh = t % (size_t)r->ho,
+         b = t / (size_t)r->ho;
+  return r->x + ((b * (size_t)r->h + oh * (size_t)r->sh + (size_t)p) * (size_t)r->w +
+                 ow * (size_t)r->sw) * (size_t)r->c;
+}
+
+typedef void (*tfq_quantize_fn)(const tfq_rows *rows, int8_t *qa, size_t qa_stride, float *sa);
 typedef void (*tfq_prepare_fn)(const int8_t *qa, size_t qa_stride, int32_t m, int32_t k,
                                int32_t kp, int32_t bits, int32_t group_size, int32_t groups,
                                int8_t *out, int32_t *asum, int32_t m4);
@@ -68,8 +87,7 @@ extern const tfq_kernel_table tfq_kernels_ref;
 extern const tfq_kernel_table tfq_kernels_avx2;
 extern const tfq_kernel_table tfq_kernels_avx512vnni;
 /* quantize_avx2.c and matmul_avx2.c; the VNNI table reuses them (every VNNI CPU has AVX2). */
-void tfq_quantize_rows_q8_avx2(const float *x, size_t x_stride, int32_t m, int32_t k, int8_t *qa,
-                               size_t qa_stride, float *sa);
+void tfq_quantize_rows_q8_avx2(const tfq_rows *rows, int8_t *qa, size_t qa_stride, float *sa);
 void tfq_prepare_q8_interleaved32_avx2(const int8_t *qa, size_t qa_stride, int32_t m, int32_t k,
                                        int32_t kp, int32_t bits, int32_t group_size,
                                        int32_t groups, int8_t *out, int32_t *asum, int32_t m4);
@@ -110,8 +128,7 @@ tfq_isa tfq_select_isa_checked(const tfq_packed_weights *w); /* w already valida
 tfq_isa tfq_best_isa(void); /* fastest available (or TFQ_KERNELS_ISA), ignoring shapes */
 
 /* quantize_ref.c */
-void tfq_quantize_rows_q8_ref(const float *x, size_t x_stride, int32_t m, int32_t k, int8_t *qa,
-                              size_t qa_stride, float *sa);
+void tfq_quantize_rows_q8_ref(const tfq_rows *rows, int8_t *qa, size_t qa_stride, float *sa);
 void tfq_prepare_q8_natural(const int8_t *qa, size_t qa_stride, int32_t m, int32_t k,
                             int32_t kp, int8_t *out);
 void tfq_prepare_q8_interleaved32(const int8_t *qa, size_t qa_stride, int32_t m, int32_t k,

@@ -45,45 +45,57 @@ static inline __m256i tfq_quantize8(__m256 x, __m256 s, __m256 inv, int divide) 
   return _mm256_cvtps_epi32(r);
 }
 
-void tfq_quantize_rows_q8_avx2(const float *x, size_t x_stride, int32_t m, int32_t k, int8_t *qa,
-                               size_t qa_stride, float *sa) {
+/* max(|x|, running) over k floats: a NaN |x| yields the running max, as the scalar `if (a > max)`. */
+static float tfq_max_abs(const float *x, int32_t k, float max_abs) {
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
-  for (int32_t i = 0; i < m; i++) {
-    const float *row = x + (size_t)i * x_stride;
-    int8_t *out = qa + (size_t)i * qa_stride;
-    /* max(|x|, running): a NaN |x| yields the running max, as the scalar `if (a > max)`. */
-    __m256 vmax = _mm256_setzero_ps();
-    int32_t j = 0;
-    for (; j + 8 <= k; j += 8)
-      vmax = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(row + j), abs_mask), vmax);
-    float lanes[8], max_abs = 0.0f;
-    _mm256_storeu_ps(lanes, vmax);
-    for (int l = 0; l < 8; l++)
-      if (lanes[l] > max_abs) max_abs = lanes[l];
-    for (; j < k; j++) {
-      float a = fabsf(row[j]);
-      if (a > max_abs) max_abs = a;
-    }
+  __m256 vmax = _mm256_setzero_ps();
+  int32_t j = 0;
+  for (; j + 8 <= k; j += 8)
+    vmax = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + j), abs_mask), vmax);
+  float lanes[8];
+  _mm256_storeu_ps(lanes, vmax);
+  for (int l = 0; l < 8; l++)
+    if (lanes[l] > max_abs) max_abs = lanes[l];
+  for (; j < k; j++) {
+    float a = fabsf(x[j]);
+    if (a > max_abs) max_abs = a;
+  }
+  return max_abs;
+}
+
+/* k floats quantized with scale s into out. */
+static void tfq_quantize_run(const float *x, int32_t k, float s, int8_t *out) {
+  __m256 vs = _mm256_set1_ps(s), vinv = _mm256_set1_ps(1.0f / s);
+  int divide = !(s >= TFQ_RECIPROCAL_MIN_SCALE);
+  int32_t j = 0;
+  for (; j + 32 <= k; j += 32) {
+    __m256i a = tfq_quantize8(_mm256_loadu_ps(x + j), vs, vinv, divide);
+    __m256i b = tfq_quantize8(_mm256_loadu_ps(x + j + 8), vs, vinv, divide);
+    __m256i c = tfq_quantize8(_mm256_loadu_ps(x + j + 16), vs, vinv, divide);
+    __m256i d = tfq_quantize8(_mm256_loadu_ps(x + j + 24), vs, vinv, divide);
+    /* packs work per 128-bit lane; the permute restores element order. */
+    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+    p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)(void *)(out + j), p);
+  }
+  for (; j + 8 <= k; j += 8) {  /* K = 144 and the like: 16 more, not per element */
+    __m256i a = tfq_quantize8(_mm256_loadu_ps(x + j), vs, vinv, divide);
+    __m128i p = _mm_packs_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+    _mm_storel_epi64((__m128i *)(void *)(out + j), _mm_packs_epi16(p, p));
+  }
+  for (; j < k; j++) out[j] = tfq_quantize_one(x[j], s);
+}
+
+void tfq_quantize_rows_q8_avx2(const tfq_rows *rows, int8_t *qa, size_t qa_stride, float *sa) {
+  const int32_t run = rows->k / rows->parts;
+  for (int32_t i = 0; i < rows->m; i++) {
+    float max_abs = 0.0f;
+    for (int32_t p = 0; p < rows->parts; p++)
+      max_abs = tfq_max_abs(tfq_row_part(rows, i, p), run, max_abs);
     float s = max_abs > 0.0f ? max_abs / 127.0f : 1.0f;
-    __m256 vs = _mm256_set1_ps(s), vinv = _mm256_set1_ps(1.0f / s);
-    int divide = !(s >= TFQ_RECIPROCAL_MIN_SCALE);
-    j = 0;
-    for (; j + 32 <= k; j += 32) {
-      __m256i a = tfq_quantize8(_mm256_loadu_ps(row + j), vs, vinv, divide);
-      __m256i b = tfq_quantize8(_mm256_loadu_ps(row + j + 8), vs, vinv, divide);
-      __m256i c = tfq_quantize8(_mm256_loadu_ps(row + j + 16), vs, vinv, divide);
-      __m256i d = tfq_quantize8(_mm256_loadu_ps(row + j + 24), vs, vinv, divide);
-      /* packs work per 128-bit lane; the permute restores element order. */
-      __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
-      p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-      _mm256_storeu_si256((__m256i *)(out + j), p);
-    }
-    for (; j + 8 <= k; j += 8) {  /* K = 144 and the like: 16 more, not per element */
-      __m256i a = tfq_quantize8(_mm256_loadu_ps(row + j), vs, vinv, divide);
-      __m128i p = _mm_packs_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
-      _mm_storel_epi64((__m128i *)(void *)(out + j), _mm_packs_epi16(p, p));
-    }
-    for (; j < k; j++) out[j] = tfq_quantize_one(row[j], s);
+    int8_t *out = qa + (size_t)i * qa_stride;
+    for (int32_t p = 0; p < rows->parts; p++)
+      tfq_quantize_run(tfq_row_part(rows, i, p), run, s, out + (size_t)p * (size_t)run);
     sa[i] = s;
   }
 }

@@ -5,24 +5,29 @@
 
 #include "internal.h"
 
-void tfq_quantize_rows_q8_ref(const float *x, size_t x_stride, int32_t m, int32_t k, int8_t *qa,
-                              size_t qa_stride, float *sa) {
-  for (int32_t i = 0; i < m; i++) {
-    const float *row = x + (size_t)i * x_stride;
+void tfq_quantize_rows_q8_ref(const tfq_rows *rows, int8_t *qa, size_t qa_stride, float *sa) {
+  const int32_t run = rows->k / rows->parts;
+  for (int32_t i = 0; i < rows->m; i++) {
     int8_t *out = qa + (size_t)i * qa_stride;
     float max_abs = 0.0f;
-    for (int32_t j = 0; j < k; j++) {
-      float a = fabsf(row[j]);
-      if (a > max_abs) max_abs = a;
+    for (int32_t p = 0; p < rows->parts; p++) {
+      const float *part = tfq_row_part(rows, i, p);
+      for (int32_t j = 0; j < run; j++) {
+        float a = fabsf(part[j]);
+        if (a > max_abs) max_abs = a;
+      }
     }
     float s = max_abs > 0.0f ? max_abs / 127.0f : 1.0f;
-    for (int32_t j = 0; j < k; j++) {
-      /* x / s (not x * (1/s)) and round-half-even, exactly as the NumPy contract. */
-      float r = nearbyintf(row[j] / s);
-      if (r > 127.0f) r = 127.0f;
-      if (r < -127.0f) r = -127.0f;
-      if (r != r) r = 0.0f; /* NaN input: a defined value instead of an undefined cast */
-      out[j] = (int8_t)r;
+    for (int32_t p = 0; p < rows->parts; p++) {
+      const float *part = tfq_row_part(rows, i, p);
+      for (int32_t j = 0; j < run; j++) {
+        /* x / s (not x * (1/s)) and round-half-even, exactly as the NumPy contract. */
+        float r = nearbyintf(part[j] / s);
+        if (r > 127.0f) r = 127.0f;
+        if (r < -127.0f) r = -127.0f;
+        if (r != r) r = 0.0f; /* NaN input: a defined value instead of an undefined cast */
+        out[(size_t)p * (size_t)run + (size_t)j] = (int8_t)r;
+      }
     }
     sa[i] = s;
   }

@@ -456,11 +456,23 @@ static int tfq_load_weights(tfq_litert_context *ctx, const tfq_lrt_buffer *input
   return TFQ_OK;
 }
 
+/* The int8 path's workspace for m rows of w in ctx; 1, or 0 with the error recorded. */
+static int tfq_q8_workspace(tfq_litert_context *ctx, const tfq_packed_weights *w, size_t m,
+                            int32_t layer) {
+  size_t ws = tfq_workspace_bytes(w, (int32_t)m);
+  if (ws == 0 || !tfq_workspace(ctx, ws)) {
+    tfq_record(ctx, TFQ_ERR_WORKSPACE, layer, "cannot allocate a workspace of %zu bytes", ws);
+    return 0;
+  }
+  return 1;
+}
+
 /* y[m, N] = act(x[m, K] W + bias) on the path the flags choose (float or int8 activations);
+ * with a geometry (int8 path only), x is a convolution's input and its m patches are the rows.
  * x_count and y_count are checked by the kernels.  Returns a tfq_status, recorded in ctx. */
 static int tfq_linear_call(tfq_litert_context *ctx, tfq_packed_weights *w, const float *x,
-                           size_t x_count, size_t m, float *y, size_t y_count, int32_t flags,
-                           int32_t act, int32_t layer) {
+                           size_t x_count, size_t m, const tfq_conv_geometry *geo, float *y,
+                           size_t y_count, int32_t flags, int32_t act, int32_t layer) {
   int st;
   tfq_attach_repack(ctx, w);
   if (flags & TFQ_OP_FLAG_FLOAT_ACT) {
@@ -471,15 +483,14 @@ static int tfq_linear_call(tfq_litert_context *ctx, tfq_packed_weights *w, const
       return st;
     }
   } else {
-    size_t ws = tfq_workspace_bytes(w, (int32_t)m);
-    if (ws == 0 || !tfq_workspace(ctx, ws)) {
-      tfq_record(ctx, TFQ_ERR_WORKSPACE, layer, "cannot allocate a workspace of %zu bytes", ws);
-      return TFQ_ERR_WORKSPACE;
-    }
-    st = tfq_linear_q8(TFQ_ISA_AUTO, w, x, x_count, (size_t)w->k, (int32_t)m, y, y_count,
-                       (size_t)w->n, ctx->workspace, ctx->workspace_bytes);
+    if (!tfq_q8_workspace(ctx, w, m, layer)) return TFQ_ERR_WORKSPACE;
+    st = geo ? tfq_conv2d_q8(TFQ_ISA_AUTO, w, x, x_count, geo, y, y_count, ctx->workspace,
+                             ctx->workspace_bytes)
+             : tfq_linear_q8(TFQ_ISA_AUTO, w, x, x_count, (size_t)w->k, (int32_t)m, y, y_count,
+                             (size_t)w->n, ctx->workspace, ctx->workspace_bytes);
     if (st != TFQ_OK) {
-      tfq_record(ctx, st, layer, "tfq_linear_q8: %s", tfq_status_str(st));
+      tfq_record(ctx, st, layer, "%s: %s", geo ? "tfq_conv2d_q8" : "tfq_linear_q8",
+                 tfq_status_str(st));
       return st;
     }
   }
@@ -597,8 +608,8 @@ static int tfq_run_locked(tfq_litert_context *ctx, size_t num_inputs, const tfq_
     return TFQ_ERR_SHAPE;
   }
   if (m == 0) return TFQ_OK;
-  return tfq_linear_call(ctx, &w, (const float *)t[0].addr, t[0].count, m, (float *)out->addr,
-                         out->count, flags, act, layer);
+  return tfq_linear_call(ctx, &w, (const float *)t[0].addr, t[0].count, m, NULL,
+                         (float *)out->addr, out->count, flags, act, layer);
 }
 
 typedef int (*tfq_op_body)(tfq_litert_context *ctx, size_t num_inputs,
@@ -942,6 +953,12 @@ static int tfq_conv_run_locked(tfq_litert_context *ctx, size_t num_inputs,
     return TFQ_ERR_SHAPE;
   }
   if (m == 0) return TFQ_OK;
+  if (!(flags & TFQ_OP_FLAG_FLOAT_ACT)) {  /* int8 activations: each patch quantized in place */
+    tfq_conv_geometry geo = {(int32_t)b, (int32_t)h, (int32_t)wd, (int32_t)c, kh, kw, sh, sw};
+    return tfq_linear_call(ctx, &w, (const float *)t[0].addr, t[0].count, m, &geo,
+                           (float *)out->addr, out->count, flags, act, layer);
+  }
+  /* Float activations: the im2col rows, then the float path. */
   if ((size_t)w.k > SIZE_MAX / sizeof(float) / m) {  /* 32-bit targets */
     tfq_record(ctx, TFQ_ERR_WORKSPACE, layer, "conv: %zu x %d patches do not fit in memory", m,
                (int)w.k);
@@ -959,8 +976,8 @@ static int tfq_conv_run_locked(tfq_litert_context *ctx, size_t num_inputs,
     ctx->patches = p, ctx->patches_count = count;
   }
   tfq_im2col((const float *)t[0].addr, ctx->patches, b, h, wd, c, ho, wo, kh, kw, sh, sw);
-  return tfq_linear_call(ctx, &w, ctx->patches, count, m, (float *)out->addr, out->count, flags,
-                         act, layer);
+  return tfq_linear_call(ctx, &w, ctx->patches, count, m, NULL, (float *)out->addr, out->count,
+                         flags, act, layer);
 }
 
 static int tfq_conv_run(void *user_data, size_t num_inputs, const tfq_lrt_buffer *inputs,

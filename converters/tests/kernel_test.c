@@ -475,6 +475,74 @@ static void check_quantize_ties(void) {
   report(ok, "quantize ties", "x / s at and next to half-integers, every scale");
 }
 
+/* tfq_conv2d_q8 against tfq_linear_q8 on the test's own im2col rows, bit for bit, on every
+ * ISA with and without the column-interleaved copy; then its shape and buffer errors. */
+static void check_conv2d(int bits, int sym, int32_t b, int32_t h, int32_t wd, int32_t c,
+                         int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t n, int32_t g) {
+  char desc[200];
+  snprintf(desc, sizeof desc, "conv bits=%d sym=%d x=[%d,%d,%d,%d] kernel %dx%d strides %dx%d "
+           "N=%d G=%d", bits, sym, b, h, wd, c, kh, kw, sh, sw, n, g);
+  int32_t k = kh * kw * c, ho = (h - kh) / sh + 1, wo = (wd - kw) / sw + 1, m = b * ho * wo;
+  layer L;
+  make_layer(&L, bits, sym, (int)(rnd() & 1), (int)(rnd() & 1), k, n, g);
+  size_t x_count;
+  float *x = make_input(b * h * wd, c, (size_t)c, &x_count);  /* rows of C: mixed magnitudes */
+  float *rows = malloc(sizeof(float) * (size_t)m * (size_t)k);
+  float *cur = rows;
+  for (int32_t bi = 0; bi < b; bi++)
+    for (int32_t oh = 0; oh < ho; oh++)
+      for (int32_t ow = 0; ow < wo; ow++)
+        for (int32_t i = 0; i < kh; i++, cur += kw * c)
+          memcpy(cur, x + (((size_t)bi * h + (size_t)(oh * sh + i)) * wd + (size_t)(ow * sw)) * c,
+                 sizeof(float) * (size_t)(kw * c));
+  size_t y_count = (size_t)m * (size_t)n;
+  float *y_rows = malloc(sizeof(float) * y_count), *y = malloc(sizeof(float) * y_count);
+  void *repacked = NULL;
+  size_t rb = tfq_repacked_bytes(&L.w);
+  tfq_conv_geometry geo = {b, h, wd, c, kh, kw, sh, sw};
+  for (int pass = 0; pass < (rb ? 2 : 1); pass++) {
+    if (pass == 1) {
+      repacked = malloc(rb);
+      report(tfq_repack(&L.w, repacked, rb) == TFQ_OK, "conv repack status", desc);
+      L.w.repacked = repacked, L.w.repacked_bytes = rb;
+    }
+    size_t ws_bytes = tfq_workspace_bytes(&L.w, m);
+    void *ws = ws_alloc(ws_bytes);
+    for (int isa = TFQ_ISA_REF; isa < TFQ_ISA_COUNT; isa++) {
+      if (!tfq_isa_available((tfq_isa)isa)) continue;
+      int st1 = tfq_linear_q8((tfq_isa)isa, &L.w, rows, (size_t)m * (size_t)k, (size_t)k, m,
+                              y_rows, y_count, (size_t)n, ws, ws_bytes);
+      int st2 = tfq_conv2d_q8((tfq_isa)isa, &L.w, x, x_count, &geo, y, y_count, ws, ws_bytes);
+      char what[96];
+      snprintf(what, sizeof what, "%s%s conv2d_q8 vs im2col rows", tfq_isa_name((tfq_isa)isa),
+               pass ? " repacked" : "");
+      report(st1 == TFQ_OK && st2 == TFQ_OK && same_bits(y_rows, y, m, n, (size_t)n), what, desc);
+    }
+    /* Errors: x one element short, a kernel taller than x, K not kh * kw * c, short output. */
+    report(tfq_conv2d_q8(TFQ_ISA_AUTO, &L.w, x, x_count - 1, &geo, y, y_count, ws, ws_bytes) ==
+           TFQ_ERR_BUFFER, "conv2d_q8 short x", desc);
+    tfq_conv_geometry bad = geo;
+    bad.kh = h + 1;
+    report(tfq_conv2d_q8(TFQ_ISA_AUTO, &L.w, x, x_count, &bad, y, y_count, ws, ws_bytes) ==
+           TFQ_ERR_SHAPE, "conv2d_q8 kernel taller than x", desc);
+    bad = geo;
+    bad.c = c + 1;
+    report(tfq_conv2d_q8(TFQ_ISA_AUTO, &L.w, x, x_count, &bad, y, y_count, ws, ws_bytes) ==
+           TFQ_ERR_SHAPE, "conv2d_q8 K != kh * kw * c", desc);
+    report(tfq_conv2d_q8(TFQ_ISA_AUTO, &L.w, x, x_count, &geo, y, y_count - 1, ws, ws_bytes) ==
+           TFQ_ERR_BUFFER, "conv2d_q8 short output", desc);
+    report(tfq_conv2d_q8(TFQ_ISA_AUTO, &L.w, x, x_count, NULL, y, y_count, ws, ws_bytes) ==
+           TFQ_ERR_NULL, "conv2d_q8 no geometry", desc);
+    free(ws);
+  }
+  free(repacked);
+  free(rows);
+  free(y_rows);
+  free(y);
+  free(x);
+  free_layer(&L);
+}
+
 /* tfq_dequantize_f32 against the test's own decoding: (value - zp) * scale, one rounding. */
 static void check_dequantize(int bits, int sym, int f16, int32_t k, int32_t n, int32_t g) {
   layer L;
@@ -586,6 +654,12 @@ int main(int argc, char **argv) {
     run_case(bits, sym, f16, with_bias, m, k, n, g);
     if (c % 4 == 0) check_dequantize(bits, sym, f16, k, n, g);
     if (c % 4 == 1) check_expand(bits, k, n);
+    if (c % 8 == 2) {  /* small convolutions: kernels 1..4, strides 1..3, C 1..40 */
+      int32_t kh = rnd_range(1, 4), kw = rnd_range(1, 4), cc = rnd_range(1, 40);
+      int32_t cg = rnd_range(0, 1) ? kh * kw * cc : 32 * rnd_range(1, 3);
+      check_conv2d(bits, sym, rnd_range(1, 2), kh + rnd_range(0, 7), kw + rnd_range(0, 7), cc,
+                   kh, kw, rnd_range(1, 3), rnd_range(1, 3), rnd_range(1, 40), cg);
+    }
   }
   printf("kernel_test: %d passed, %d failed\n", passes, failures);
   return failures == 0 ? 0 : 1;

@@ -142,6 +142,22 @@ TFQ_API int tfq_linear_q8(tfq_isa isa, const tfq_packed_weights *w, const float 
                           size_t x_count, size_t x_stride, int32_t m, float *y, size_t y_count,
                           size_t y_stride, void *workspace, size_t workspace_bytes);
 
+/* A valid (unpadded) 2-D convolution over NHWC x [b, h, w, c] with a kh x kw kernel and
+ * strides sh, sw: the output [b, ho, wo, N] (ho = (h - kh) / sh + 1, likewise wo) is the
+ * matmul of the M = b * ho * wo patches, each K = kh * kw * c floats in (kernel row, kernel
+ * column, channel) order, by the weights. */
+typedef struct tfq_conv_geometry {
+  int32_t b, h, w, c, kh, kw, sh, sw;
+} tfq_conv_geometry;
+
+/* tfq_linear_q8 on the patches of g (the numerics contract per patch row), each quantized
+ * where it lies in x: no im2col copy.  Bit-identical to tfq_linear_q8 on the im2col rows.
+ * w->k must be kh * kw * c; the workspace is tfq_workspace_bytes(w, b * ho * wo); y holds
+ * [M][N] at stride N.  TFQ_ERR_SHAPE for a kernel larger than x or a non-positive dim. */
+TFQ_API int tfq_conv2d_q8(tfq_isa isa, const tfq_packed_weights *w, const float *x,
+                          size_t x_count, const tfq_conv_geometry *g, float *y, size_t y_count,
+                          void *workspace, size_t workspace_bytes);
+
 /* Float-activation path, no workspace. */
 TFQ_API int tfq_linear_f32(tfq_isa isa, const tfq_packed_weights *w, const float *x,
                            size_t x_count, size_t x_stride, int32_t m, float *y,
