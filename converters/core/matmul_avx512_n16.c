@@ -23,14 +23,21 @@ TFQ_INLINE void tfq_n16_tile(const tfq_q8_job *job, const uint8_t *block, int32_
   const int32_t kp = job->kp, groups = job->groups, span = job->span;
   const size_t ssz = w->scale_is_f16 ? 2 : 4;
   const __m512i lo = _mm512_set1_epi8(BITS == 4 ? 0x0F : 0x03);
+  /* NACC independent accumulators per row keep enough vpdpbusd chains in flight when there
+   * are few rows (its latency is several cycles); summed exactly at the group end. */
+  const int NACC = MR >= 8 ? 1 : MR >= 4 ? 2 : 4;
+  /* Where the planes that share an accumulator share a bit position (int4 with NACC >= 2: low
+   * nibbles in even accumulators, high in odd; int2 with NACC = 4: one plane each), the fields
+   * are masked in place instead of shifted down: 16x the high nibble, 4^c x 2-bit plane c.
+   * Each accumulator is then that exact multiple of its sum, shifted back at the group end.
+   * This saves the shifts that bound the kernel at one to four rows.  |acc| stays below 2^31:
+   * 240 * 127 * K / 2 < 2^30 for K <= TFQ_MAX_K = 2^16 (int4), 192 * 127 * K / 4 (int2). */
+  const int INPLACE = BITS == 4 ? NACC >= 2 : NACC == 4;
   __m512 total[8];
   for (int r = 0; r < MR; r++) total[r] = _mm512_setzero_ps();
   const uint8_t *p = block;
   for (int32_t g = 0; g < groups; g++) {
     int32_t k0 = g * span, k1 = g == groups - 1 ? kp : k0 + span;
-    /* NACC independent accumulators per row keep enough vpdpbusd chains in flight when
-     * there are few rows (its latency is several cycles); summed exactly at the group end. */
-    const int NACC = MR >= 8 ? 1 : MR >= 4 ? 2 : 4;
     const int8_t *a[8];
     __m512i acc[8][4];
     for (int r = 0; r < MR; r++) {
@@ -40,10 +47,20 @@ TFQ_INLINE void tfq_n16_tile(const tfq_q8_job *job, const uint8_t *block, int32_
     /* 16 k per step: two vectors of int4 or one of int2, four vpdpbusd per row. */
     for (int32_t kv = k0; kv < k1; kv += 16, p += BITS == 4 ? 128 : 64) {
       __m512i u[4];
-      if (BITS == 4) {
+      if (BITS == 4 && INPLACE) {
+        const __m512i hi = _mm512_set1_epi8((char)0xF0);
+        __m512i v0 = _mm512_loadu_si512((const void *)p), v1 = _mm512_loadu_si512((const void *)(p + 64));
+        u[0] = _mm512_and_si512(v0, lo), u[1] = _mm512_and_si512(v0, hi);
+        u[2] = _mm512_and_si512(v1, lo), u[3] = _mm512_and_si512(v1, hi);
+      } else if (BITS == 4) {
         __m512i v0 = _mm512_loadu_si512((const void *)p), v1 = _mm512_loadu_si512((const void *)(p + 64));
         u[0] = _mm512_and_si512(v0, lo), u[1] = _mm512_and_si512(_mm512_srli_epi32(v0, 4), lo);
         u[2] = _mm512_and_si512(v1, lo), u[3] = _mm512_and_si512(_mm512_srli_epi32(v1, 4), lo);
+      } else if (INPLACE) {
+        __m512i v = _mm512_loadu_si512((const void *)p);
+        u[0] = _mm512_and_si512(v, lo), u[1] = _mm512_and_si512(v, _mm512_set1_epi8(0x0C));
+        u[2] = _mm512_and_si512(v, _mm512_set1_epi8(0x30));
+        u[3] = _mm512_and_si512(v, _mm512_set1_epi8((char)0xC0));
       } else {
         __m512i v = _mm512_loadu_si512((const void *)p);
         u[0] = _mm512_and_si512(v, lo), u[1] = _mm512_and_si512(_mm512_srli_epi32(v, 2), lo);
@@ -64,7 +81,11 @@ TFQ_INLINE void tfq_n16_tile(const tfq_q8_job *job, const uint8_t *block, int32_
     const int32_t *asum = job->asum + (size_t)g * (size_t)job->m4 + (size_t)m0;
     for (int r = 0; r < MR; r++) {
       __m512i sum = acc[r][0];
-      for (int c = 1; c < NACC; c++) sum = _mm512_add_epi32(sum, acc[r][c]);
+      for (int c = 1; c < NACC; c++) {
+        /* in place: accumulator c holds 2^(BITS * (c % (8 / BITS))) times its sum */
+        int shift = INPLACE ? BITS * (c % (8 / BITS)) : 0;
+        sum = _mm512_add_epi32(sum, _mm512_srav_epi32(acc[r][c], _mm512_set1_epi32(shift)));
+      }
       __m512i accg = _mm512_sub_epi32(sum, _mm512_mullo_epi32(off, _mm512_set1_epi32(asum[r])));
       total[r] = _mm512_add_ps(total[r], _mm512_mul_ps(s, _mm512_cvtepi32_ps(accg)));
     }
