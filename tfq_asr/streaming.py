@@ -40,6 +40,12 @@ class Recognizer:
         if missing:
             raise UserError(f"{path}: streaming metadata names inputs {missing} the model does not have")
         self._out_index = {n: i for i, n in enumerate(self.model.output_names)}
+        # One step on zeros at load, as the C core does: our ops repack their weights and size
+        # their workspaces on first use (XNNPACK packs at load), which would otherwise land in
+        # the first chunk's latency; a file whose op fails is refused here.
+        self.steps = 0
+        features_shape = self.model.input_shapes[names.index(info["features"])]
+        self.step(np.zeros(features_shape[1:], np.float32), self.initial_state())
         self.steps = 0
 
     @property

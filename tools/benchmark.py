@@ -32,6 +32,7 @@ from pathlib import Path
 
 import _setup  # noqa: F401,E402  (environment and sys.path)
 
+from tfq_asr.convert.lowering import write_atomically  # noqa: E402
 from tfq_asr.errors import UserError, cli_main  # noqa: E402
 
 DEMO = Path(__file__).resolve().parent.parent / "tfq_asr" / "data" / "demo" / "demo.tsv"
@@ -161,7 +162,7 @@ def main(argv=None):
     ap.add_argument("--profile", action="store_true",
                     help="also print LiteRT's per-op-type profile of each model (time per step)")
     ap.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
-                    help="print the results as JSON; with --kernels and a PATH, write them there too")
+                    help="print the results as JSON instead of the tables; with a PATH, write them there and print the tables")
     ap.add_argument("--kernels", action="store_true",
                     help="fully connected layers alone: ours against LiteRT's paths, single thread")
     ap.add_argument("--quick", action="store_true", help="--kernels: a subset of shapes and M, shorter timing")
@@ -225,9 +226,11 @@ def main(argv=None):
         r["rtf_ratio"] = r["rtf"] / base
         if use_c:
             r["c_rtf_ratio"] = r["c_rtf"] / results[0]["c_rtf"]
-    if args.json:
+    if args.json == "-":
         print(json.dumps(results, indent=2))
         return
+    if args.json:
+        write_atomically(Path(args.json), json.dumps(results, indent=2).encode())
     print(f"{sum(r['audio_seconds'] for r in results[:1]):.1f} s of audio, {args.threads} thread(s), "
           f"fed in {args.feed_ms} ms pieces" + (f", fastest of {args.rounds} interleaved rounds" if args.rounds > 1 else ""))
     c_head, c_rule = (" C core RTF | vs first |", "---:|---:|") if use_c else ("", "")
@@ -268,7 +271,7 @@ def kernels(args) -> None:
         print(json.dumps(res, indent=2))
         return
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2))
+        write_atomically(Path(args.json), json.dumps(res, indent=2).encode())
     kb.print_report(res)
 
 

@@ -4,18 +4,14 @@
  * differ); the reference calls nearbyintf from libm per element on baseline x86-64, which
  * costs as much as the whole matmul of a small layer at M = 1. */
 #include <immintrin.h>
-#include <math.h>
 #include <string.h>
 
 #include "internal.h"
 
-/* Scalar tail, the same formula as tfq_quantize_rows_q8_ref. */
-static int8_t tfq_quantize_one(float x, float s) {
-  float r = nearbyintf(x / s);
-  if (r > 127.0f) r = 127.0f;
-  if (r < -127.0f) r = -127.0f;
-  if (r != r) r = 0.0f;
-  return (int8_t)r;
+/* Lanes 0..n-1 of 8 (n in 1..7): rows of a few floats (a 3x3 convolution over one channel
+ * has runs of 3) run the vector formula instead of a scalar division per element. */
+static inline __m256i tfq_tail_mask(int32_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
 /* Below this scale 1 / s may overflow: such rows divide every element. */
@@ -48,18 +44,25 @@ static inline __m256i tfq_quantize8(__m256 x, __m256 s, __m256 inv, int divide) 
 /* max(|x|, running) over k floats: a NaN |x| yields the running max, as the scalar `if (a > max)`. */
 static float tfq_max_abs(const float *x, int32_t k, float max_abs) {
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
-  __m256 vmax = _mm256_setzero_ps();
+  /* Four chains: one vmaxps chain is bound by its latency, not by the loads. */
+  __m256 m0 = _mm256_setzero_ps(), m1 = m0, m2 = m0, m3 = m0;
   int32_t j = 0;
+  for (; j + 32 <= k; j += 32) {
+    m0 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + j), abs_mask), m0);
+    m1 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + j + 8), abs_mask), m1);
+    m2 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + j + 16), abs_mask), m2);
+    m3 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + j + 24), abs_mask), m3);
+  }
+  __m256 vmax = _mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3));  /* no NaN in m* */
   for (; j + 8 <= k; j += 8)
     vmax = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + j), abs_mask), vmax);
+  if (j < k)  /* masked-off lanes load as 0, which leaves a maximum of |x| unchanged */
+    vmax = _mm256_max_ps(_mm256_and_ps(_mm256_maskload_ps(x + j, tfq_tail_mask(k - j)), abs_mask),
+                         vmax);
   float lanes[8];
   _mm256_storeu_ps(lanes, vmax);
   for (int l = 0; l < 8; l++)
     if (lanes[l] > max_abs) max_abs = lanes[l];
-  for (; j < k; j++) {
-    float a = fabsf(x[j]);
-    if (a > max_abs) max_abs = a;
-  }
   return max_abs;
 }
 
@@ -83,7 +86,13 @@ static void tfq_quantize_run(const float *x, int32_t k, float s, int8_t *out) {
     __m128i p = _mm_packs_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
     _mm_storel_epi64((__m128i *)(void *)(out + j), _mm_packs_epi16(p, p));
   }
-  for (; j < k; j++) out[j] = tfq_quantize_one(x[j], s);
+  if (j < k) {  /* the last 1..7: the same vector formula, masked load, bytes copied out */
+    __m256i a = tfq_quantize8(_mm256_maskload_ps(x + j, tfq_tail_mask(k - j)), vs, vinv, divide);
+    __m128i p = _mm_packs_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+    int8_t bytes[16];
+    _mm_storeu_si128((__m128i *)(void *)bytes, _mm_packs_epi16(p, p));
+    memcpy(out + j, bytes, (size_t)(k - j));
+  }
 }
 
 void tfq_quantize_rows_q8_avx2(const tfq_rows *rows, int8_t *qa, size_t qa_stride, float *sa) {
