@@ -45,10 +45,10 @@ typedef struct tfq_f32_job {
 typedef void (*tfq_q8_kernel)(const tfq_q8_job *job);
 typedef void (*tfq_f32_kernel)(const tfq_f32_job *job);
 /* Where the M activation rows of K floats are, validated: row i is `parts` runs of K / parts
- * floats (tfq_row_part).  Plain rows (wo 0): parts 1, row i at x + i * stride.  The patches
- * of a valid 2-D convolution over NHWC x [B, H, W, C]: row (b, oh, ow), run p the kw * C
- * floats of kernel row p (parts = kh, possibly 1), so a patch is quantized where it lies,
- * without an im2col copy. */
+ * floats, run p at part_stride * p past the row's start (tfq_row_cursor).  Plain rows (wo 0):
+ * parts 1, row i at x + i * stride.  The patches of a valid 2-D convolution over NHWC x
+ * [B, H, W, C]: row (b, oh, ow), run p the kw * C floats of kernel row p (parts = kh, possibly
+ * 1), so a patch is quantized where it lies, without an im2col copy. */
 typedef struct tfq_rows {
   const float *x;
   int32_t m, k, parts;
@@ -56,12 +56,38 @@ typedef struct tfq_rows {
   int32_t h, w, c, sh, sw, ho, wo;       /* patches: wo >= 1 */
 } tfq_rows;
 
-static inline const float *tfq_row_part(const tfq_rows *r, int32_t i, int32_t p) {
-  if (r->wo == 0) return r->x + (size_t)i * r->stride;
-  size_t ow = (size_t)(i % r->wo), t = (size_t)(i / r->wo), oh = t % (size_t)r->ho,
-         b = t / (size_t)r->ho;
-  return r->x + ((b * (size_t)r->h + oh * (size_t)r->sh + (size_t)p) * (size_t)r->w +
-                 ow * (size_t)r->sw) * (size_t)r->c;
+/* Walks the rows in order without a division per row: row points at the current row's first
+ * run, part_stride separates its runs. */
+typedef struct tfq_row_cursor {
+  const tfq_rows *r;
+  const float *row;
+  size_t part_stride;
+  int32_t b, oh, ow, left;  /* left: rows after the current one */
+} tfq_row_cursor;
+
+static inline const float *tfq_patch_start(const tfq_rows *r, int32_t b, int32_t oh,
+                                           int32_t ow) {
+  return r->x + (((size_t)b * (size_t)r->h + (size_t)oh * (size_t)r->sh) * (size_t)r->w +
+                 (size_t)ow * (size_t)r->sw) * (size_t)r->c;
+}
+
+static inline tfq_row_cursor tfq_rows_begin(const tfq_rows *r) {
+  tfq_row_cursor c = {r, r->x, r->wo ? (size_t)r->w * (size_t)r->c : 0, 0, 0, 0, r->m - 1};
+  return c;
+}
+
+static inline void tfq_rows_next(tfq_row_cursor *c) {
+  const tfq_rows *r = c->r;
+  if (c->left-- <= 0) return;  /* no pointer past the last row is ever formed */
+  if (r->wo == 0) {
+    c->row += r->stride;
+    return;
+  }
+  if (++c->ow == r->wo) {
+    c->ow = 0;
+    if (++c->oh == r->ho) c->oh = 0, c->b++;
+  }
+  c->row = tfq_patch_start(r, c->b, c->oh, c->ow);
 }
 
 typedef void (*tfq_quantize_fn)(const tfq_rows *rows, int8_t *qa, size_t qa_stride, float *sa);

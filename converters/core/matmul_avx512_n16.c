@@ -44,8 +44,11 @@ TFQ_INLINE void tfq_n16_tile(const tfq_q8_job *job, const uint8_t *block, int32_
       a[r] = job->qa + (size_t)(m0 + r) * (size_t)kp + (size_t)k0;
       for (int c = 0; c < NACC; c++) acc[r][c] = _mm512_setzero_si512();
     }
-    /* 16 k per step: two vectors of int4 or one of int2, four vpdpbusd per row. */
-    for (int32_t kv = k0; kv < k1; kv += 16, p += BITS == 4 ? 128 : 64) {
+    /* 16 k per step: two vectors of int4 or one of int2, four vpdpbusd per row.  Steps wholly
+     * past K (the padding to TFQ_K_ALIGN: weights and activations zero) are skipped. */
+    const int32_t step_bytes = BITS == 4 ? 128 : 64;
+    int32_t kstop = g == groups - 1 ? (w->k + 15) / 16 * 16 : k1;
+    for (int32_t kv = k0; kv < kstop; kv += 16, p += step_bytes) {
       __m512i u[4];
       if (BITS == 4 && INPLACE) {
         const __m512i hi = _mm512_set1_epi8((char)0xF0);
@@ -73,6 +76,7 @@ TFQ_INLINE void tfq_n16_tile(const tfq_q8_job *job, const uint8_t *block, int32_
         a[r] += 16;
       }
     }
+    p += (size_t)((k1 - kstop) / 16) * (size_t)step_bytes;
     __m512 s = ssz == 2 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p))
                         : _mm512_loadu_ps((const void *)p);
     p += 16 * ssz;

@@ -7,11 +7,12 @@
 
 void tfq_quantize_rows_q8_ref(const tfq_rows *rows, int8_t *qa, size_t qa_stride, float *sa) {
   const int32_t run = rows->k / rows->parts;
-  for (int32_t i = 0; i < rows->m; i++) {
+  tfq_row_cursor cur = tfq_rows_begin(rows);
+  for (int32_t i = 0; i < rows->m; i++, tfq_rows_next(&cur)) {
     int8_t *out = qa + (size_t)i * qa_stride;
     float max_abs = 0.0f;
     for (int32_t p = 0; p < rows->parts; p++) {
-      const float *part = tfq_row_part(rows, i, p);
+      const float *part = cur.row + (size_t)p * cur.part_stride;
       for (int32_t j = 0; j < run; j++) {
         float a = fabsf(part[j]);
         if (a > max_abs) max_abs = a;
@@ -19,7 +20,7 @@ void tfq_quantize_rows_q8_ref(const tfq_rows *rows, int8_t *qa, size_t qa_stride
     }
     float s = max_abs > 0.0f ? max_abs / 127.0f : 1.0f;
     for (int32_t p = 0; p < rows->parts; p++) {
-      const float *part = tfq_row_part(rows, i, p);
+      const float *part = cur.row + (size_t)p * cur.part_stride;
       for (int32_t j = 0; j < run; j++) {
         /* x / s (not x * (1/s)) and round-half-even, exactly as the NumPy contract. */
         float r = nearbyintf(part[j] / s);

@@ -487,6 +487,10 @@ static void check_conv2d(int bits, int sym, int32_t b, int32_t h, int32_t wd, in
   make_layer(&L, bits, sym, (int)(rnd() & 1), (int)(rnd() & 1), k, n, g);
   size_t x_count;
   float *x = make_input(b * h * wd, c, (size_t)c, &x_count);  /* rows of C: mixed magnitudes */
+  /* Sometimes a NaN (ignored by a patch's maximum, quantized to 0) or an infinity (its
+   * patches' scale infinite, every element 0) somewhere in x. */
+  int special = rnd_range(0, 7);
+  if (special <= 1) x[rnd_range(0, (int32_t)x_count - 1)] = special == 0 ? NAN : -INFINITY;
   float *rows = malloc(sizeof(float) * (size_t)m * (size_t)k);
   float *cur = rows;
   for (int32_t bi = 0; bi < b; bi++)
