@@ -279,6 +279,10 @@ def _variants(model: Path, tmp: Path) -> dict:
     i = b.index(b'"chunk_frames": ') + len(b'"chunk_frames": ')
     put("bad-json", b[:i] + b"x" + b[i + 1:], "not valid JSON")  # same length: offsets stay
     put("bad-state", b.replace(b'"shape": [1, 32, 144]', b'"shape": [1, 32, 145]', 1), "state")
+    # Two states on the same tensors: the swapped bindings would exchange one memory twice.
+    put("shared-state", b.replace(b'"input": "block1_key", "output": "block1_key_next"',
+                                  b'"input": "block0_key", "output": "block0_key_next"', 1),
+        "another state")
     for n in (16, 100, 5000, len(b) // 2, len(b) - 100):
         put(f"truncated-{n}", b[:n], "truncated")
     put("text", b"hello, not a model at all\n", "not a valid .tflite")
