@@ -164,6 +164,13 @@ static int tfq_open(tfq_litert_context *ctx, tfq_tensor *t, tfq_lrt_buffer buffe
   return 1;
 }
 
+/* In place over the op's output (the subsampling convolutions' ReLU runs over 50 thousand
+ * values a step): the AVX2 clone doubles the vector width; the clamps are exact in any width,
+ * and swish calls expf per element in both. */
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__) && \
+    !defined(__ANDROID__)
+__attribute__((target_clones("avx2", "default")))
+#endif
 static void tfq_activate(float *y, size_t count, int act) {
   switch (act) {
     case TFQ_ACT_RELU:
@@ -214,22 +221,31 @@ static tfq_repack_key tfq_key_of(const tfq_packed_weights *w) {
   return key;
 }
 
-static int tfq_same_key(const tfq_repack_key *a, const tfq_repack_key *b) {
-  return a->data == b->data && a->scales == b->scales && a->zero_points == b->zero_points &&
-         a->bits == b->bits && a->symmetric == b->symmetric && a->k == b->k && a->n == b->n &&
-         a->group_size == b->group_size && a->scale_is_f16 == b->scale_is_f16 &&
-         memcmp(a->sample, b->sample, sizeof a->sample) == 0;
+/* Does `key` describe w?  The cheap fields first; the samples only for an entry that has them
+ * all (the one a call hits), so a lookup builds no key. */
+static int tfq_key_matches(const tfq_repack_key *key, const tfq_packed_weights *w) {
+  if (key->data != w->data || key->scales != w->scales || key->zero_points != w->zero_points ||
+      key->bits != w->bits || key->symmetric != w->symmetric || key->k != w->k ||
+      key->n != w->n || key->group_size != w->group_size || key->scale_is_f16 != w->scale_is_f16)
+    return 0;
+  uint8_t sample[16];
+  tfq_sample(sample, w->data, w->data_bytes);
+  if (memcmp(key->sample, sample, 16) != 0) return 0;
+  tfq_sample(sample, w->scales, w->scales_bytes);
+  if (memcmp(key->sample + 16, sample, 16) != 0) return 0;
+  tfq_sample(sample, w->zero_points, w->zero_points_bytes);
+  return memcmp(key->sample + 32, sample, 16) == 0;
 }
 
-/* The cache entry of `key`, or NULL.  The scan starts just past the last hit: the ops of a
- * model run in the same order every step and the caches hold their layers in first-use order,
- * so the next call's entry is usually the first one looked at, not one of hundreds (Conformer
- * M spent 2% of a step in these scans). */
+/* The cache entry of w's tensors, or NULL.  The scan starts just past the last hit: the ops of
+ * a model run in the same order every step and the caches hold their layers in first-use
+ * order, so the next call's entry is usually the first one looked at, not one of hundreds
+ * (Conformer M spent 2% of a step in these scans). */
 static tfq_repack_entry *tfq_find(tfq_repack_entry *e, size_t n, size_t *hint,
-                                  const tfq_repack_key *key) {
+                                  const tfq_packed_weights *w) {
   for (size_t j = 0; j < n; j++) {
     size_t i = (*hint + j) % n;
-    if (tfq_same_key(&e[i].key, key)) {
+    if (tfq_key_matches(&e[i].key, w)) {
       *hint = i + 1;
       return &e[i];
     }
@@ -259,15 +275,14 @@ static int tfq_zero_points_checked(tfq_litert_context *ctx, const tfq_packed_wei
 /* Give w its column-interleaved copy where the kernels use one (made on first use). */
 static void tfq_attach_repack(tfq_litert_context *ctx, tfq_packed_weights *w) {
   if (ctx->repack_off) return;
-  size_t bytes = tfq_repacked_bytes(w);
-  if (bytes == 0) return;
-  tfq_repack_key key = tfq_key_of(w);
-  const tfq_repack_entry *hit = tfq_find(ctx->repacks, ctx->num_repacks, &ctx->repacks_hint, &key);
-  if (hit) {
+  const tfq_repack_entry *hit = tfq_find(ctx->repacks, ctx->num_repacks, &ctx->repacks_hint, w);
+  if (hit) {  /* cached only where tfq_repacked_bytes was nonzero for these very fields */
     w->repacked = hit->copy, w->repacked_bytes = hit->bytes;
     return;
   }
-  if (ctx->num_repacks >= TFQ_REPACK_SLOTS) return;
+  size_t bytes = tfq_repacked_bytes(w);
+  if (bytes == 0 || ctx->num_repacks >= TFQ_REPACK_SLOTS) return;
+  tfq_repack_key key = tfq_key_of(w);
   if (!ctx->repacks) {
     ctx->repacks = (tfq_repack_entry *)calloc(TFQ_REPACK_SLOTS, sizeof *ctx->repacks);
     if (!ctx->repacks) return;
@@ -287,9 +302,9 @@ static void tfq_attach_repack(tfq_litert_context *ctx, tfq_packed_weights *w) {
  * first use and cached per tensor, or (cache full) rebuilt in a scratch buffer every call. */
 static const uint8_t *tfq_expanded_rows(tfq_litert_context *ctx, const tfq_packed_weights *w,
                                         int32_t layer) {
-  tfq_repack_key key = tfq_key_of(w);
-  const tfq_repack_entry *hit = tfq_find(ctx->expanded, ctx->num_expanded, &ctx->expanded_hint, &key);
+  const tfq_repack_entry *hit = tfq_find(ctx->expanded, ctx->num_expanded, &ctx->expanded_hint, w);
   if (hit) return (const uint8_t *)hit->copy;
+  tfq_repack_key key = tfq_key_of(w);
   size_t bytes = (size_t)w->n * tfq_row_bytes(w->k, w->bits);  /* n, k checked: no overflow */
   uint8_t *copy = NULL;
   if (ctx->num_expanded < TFQ_REPACK_SLOTS) {
@@ -702,9 +717,9 @@ static int64_t tfq_dw_out_width(int64_t w, int64_t taps, int64_t stride, int64_t
 static const float *tfq_dw_taps(tfq_litert_context *ctx, const tfq_packed_weights *w,
                                 int32_t layer) {
   size_t count = (size_t)w->k * (size_t)w->n;
-  tfq_repack_key key = tfq_key_of(w);
-  const tfq_repack_entry *hit = tfq_find(ctx->dequants, ctx->num_dequants, &ctx->dequants_hint, &key);
+  const tfq_repack_entry *hit = tfq_find(ctx->dequants, ctx->num_dequants, &ctx->dequants_hint, w);
   if (hit) return (const float *)hit->copy;
+  tfq_repack_key key = tfq_key_of(w);
   float *copy = NULL;
   if (ctx->num_dequants < TFQ_REPACK_SLOTS) {
     if (!ctx->dequants)
