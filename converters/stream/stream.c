@@ -467,22 +467,37 @@ static long find_name(const tensor_io *t, size_t n, const char *name) {
   return -1;
 }
 
+/* The model once on binding b, then the TFQ ops' error slot (LiteRT ignores a custom kernel's
+ * status).  Returns the run's LiteRtStatus; when that is 0, *op_status is the ops' tfq_status
+ * and, if not TFQ_OK, why says which layer failed ("TFQ op layer 'name' (#i): message (status)"). */
+static int run_model(tfq_recognizer *r, int b, int *op_status, char *why, size_t size) {
+  tfq_litert_clear_error(r->ctx);
+  *op_status = TFQ_OK;
+  int st = r->api.RunCompiledModel(r->compiled, 0, r->n_ins, r->in_buffers[b], r->n_outs,
+                                   r->out_buffers[b]);
+  if (st != 0) return st;
+  char msg[300];
+  int32_t layer = -1;
+  *op_status = tfq_litert_error(r->ctx, msg, sizeof msg, &layer, NULL);
+  if (*op_status != TFQ_OK && layer >= 0 && (size_t)layer < r->n_layers)
+    snprintf(why, size, "TFQ op layer '%s' (#%d): %s (%s)", r->layers[layer], (int)layer, msg,
+             tfq_status_str(*op_status));
+  else if (*op_status != TFQ_OK)
+    snprintf(why, size, "TFQ op layer #%d: %s (%s)", (int)layer, msg, tfq_status_str(*op_status));
+  return 0;
+}
+
 /* One step on the zeroed buffers at load, where XNNPACK also packs its weights: our ops make
  * their column-interleaved copies and workspaces on first use, which would otherwise land in
  * the first chunk's latency.  A file whose ops fail is refused here, naming the layer.  The
  * inputs are not written, and no stream is resident, so the first stream loads its own state. */
 static int warm_up(tfq_recognizer *r, char *err, size_t es) {
-  tfq_litert_clear_error(r->ctx);
-  int st = r->api.RunCompiledModel(r->compiled, 0, r->n_ins, r->in_buffers[0], r->n_outs,
-                                   r->out_buffers[0]);
-  if (!lrt_check(r, st, "LiteRtRunCompiledModel (warm-up step)", err, es)) return TFQ_STREAM_ERR_RUN;
-  char msg[300];
-  int32_t layer = -1;
-  int op = tfq_litert_error(r->ctx, msg, sizeof msg, &layer, NULL);
+  char why[600];
+  int op, st = run_model(r, 0, &op, why, sizeof why);
+  if (!lrt_check(r, st, "LiteRtRunCompiledModel (warm-up step)", err, es))
+    return TFQ_STREAM_ERR_RUN;
   if (op != TFQ_OK) {
-    set_err(err, es, "%s: TFQ op layer '%s' (#%d) failed in the warm-up step: %s (%s)", r->path,
-            layer >= 0 && (size_t)layer < r->n_layers ? r->layers[layer] : "?", (int)layer, msg,
-            tfq_status_str(op));
+    set_err(err, es, "%s: %s, in the warm-up step", r->path, why);
     return TFQ_STREAM_ERR_RUN;
   }
   return TFQ_OK;
@@ -883,23 +898,14 @@ static int run_step(tfq_stream *s) {
     }
     r->resident = s;
   }
-  tfq_litert_clear_error(r->ctx);
-  int st = r->api.RunCompiledModel(r->compiled, 0, r->n_ins, r->in_buffers[r->parity], r->n_outs,
-                                   r->out_buffers[r->parity]);
+  char why[600];
+  int op, st = run_model(r, r->parity, &op, why, sizeof why);
   r->parity ^= 1;  /* the new state is in this step's output memory: the next step's input */
   if (st != 0)
     return fail_stream(s, TFQ_STREAM_ERR_RUN, "%s: LiteRtRunCompiledModel failed: %s (LiteRtStatus %d)",
                        r->path, status_name(st), st);
-  char msg[300];
-  int32_t layer = -1;
-  int op = tfq_litert_error(r->ctx, msg, sizeof msg, &layer, NULL);
-  if (op != TFQ_OK) {
-    if (layer >= 0 && (size_t)layer < r->n_layers)
-      return fail_stream(s, TFQ_STREAM_ERR_RUN, "%s: TFQ op layer '%s' (#%d): %s (%s); the outputs are invalid",
-                         r->path, r->layers[layer], (int)layer, msg, tfq_status_str(op));
-    return fail_stream(s, TFQ_STREAM_ERR_RUN, "%s: TFQ op layer #%d: %s (%s); the outputs are invalid",
-                       r->path, (int)layer, msg, tfq_status_str(op));
-  }
+  if (op != TFQ_OK)
+    return fail_stream(s, TFQ_STREAM_ERR_RUN, "%s: %s; the outputs are invalid", r->path, why);
   s->steps++;
   const float *lg = r->outs[r->logits_out].data;
   size_t c = r->vocab_size;
