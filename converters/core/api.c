@@ -385,8 +385,9 @@ static int tfq_linear_q8_rows(tfq_isa isa, const tfq_packed_weights *w, const tf
   float *sa = (float *)(ws + l.sa);
   /* The column kernel reads natural order: quantize straight into its rows (the prepare step
    * then only zeroes the padding); the other kernels reorder from the scratch rows. */
-  int8_t *qa = tfq_use_n16(run, w) ? (int8_t *)(ws + l.qa) : (int8_t *)(ws + l.scratch);
-  size_t stride = tfq_use_n16(run, w) ? (size_t)l.kp : (size_t)w->k;
+  int n16 = tfq_use_n16(run, w);
+  int8_t *qa = n16 ? (int8_t *)(ws + l.qa) : (int8_t *)(ws + l.scratch);
+  size_t stride = n16 ? (size_t)l.kp : (size_t)w->k;
   tfq_quantizer(tfq_kernel_table_for(run))(rows, qa, stride, sa);
   tfq_prepare(run, w, qa, stride, m, ws, &l);
   tfq_run_q8(run, w, sa, m, 0, w->n, y, y_stride, ws, &l);

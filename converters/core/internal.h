@@ -135,7 +135,21 @@ void tfq_n16_repack(const tfq_packed_weights *w, uint8_t *out);
 void tfq_n16_asum(const int8_t *qa, int32_t m, int32_t kp, int32_t span, int32_t groups,
                   int32_t *asum, int32_t m4);
 int tfq_n16_cpu(void);                                  /* AVX-512 F + VNNI present */
-/* tfq_n16_asum in the kernels' instruction sets (kp and every group a multiple of 16). */
+/* The loop of tfq_n16_asum, shared by the reference and the SIMD versions (inlined into each,
+ * so `sum` is inlined too): asum[g * m4 + i] = sum(row i's bytes of group g, count), zero for
+ * the padding rows m..m4-1.  kp and every group are whole 16-byte steps. */
+static inline __attribute__((always_inline)) void tfq_n16_asum_loop(
+    const int8_t *qa, int32_t m, int32_t kp, int32_t span, int32_t groups, int32_t *asum,
+    int32_t m4, int32_t (*sum)(const int8_t *p, int32_t count)) {
+  for (int32_t g = 0; g < groups; g++) {
+    int32_t k0 = g * span, k1 = g == groups - 1 ? kp : k0 + span;
+    for (int32_t i = 0; i < m4; i++)
+      asum[(size_t)g * (size_t)m4 + (size_t)i] =
+          i < m ? sum(qa + (size_t)i * (size_t)kp + (size_t)k0, k1 - k0) : 0;
+  }
+}
+
+/* tfq_n16_asum in the kernels' instruction sets. */
 #if defined(TFQ_BUILD_NEON)
 void tfq_matmul_n16_neon_dotprod(const tfq_q8_job *job);
 void tfq_n16_asum_neon(const int8_t *qa, int32_t m, int32_t kp, int32_t span, int32_t groups,

@@ -119,27 +119,21 @@ TFQ_INLINE void tfq_n16_run(const tfq_q8_job *job, const int BITS) {
   }
 }
 
-/* The kernel's asum (tfq_n16_asum's values): SAD against zero of the bytes with the sign bit
- * flipped sums value + 128 per byte, exact in 64 bits; groups are whole 16-byte steps. */
+/* count (a multiple of 16) int8 values: SAD against zero of the bytes with the sign bit
+ * flipped sums value + 128 per byte, exact in 64 bits. */
+static int32_t tfq_sum_bytes_sad(const int8_t *p, int32_t count) {
+  const __m128i flip = _mm_set1_epi8((char)0x80), zero = _mm_setzero_si128();
+  __m128i acc = zero;
+  for (int32_t k = 0; k < count; k += 16) {
+    __m128i v = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(const void *)(p + k)), flip);
+    acc = _mm_add_epi64(acc, _mm_sad_epu8(v, zero));
+  }
+  return (int32_t)(_mm_cvtsi128_si64(acc) + _mm_extract_epi64(acc, 1)) - 128 * count;
+}
+
 void tfq_n16_asum_avx512(const int8_t *qa, int32_t m, int32_t kp, int32_t span, int32_t groups,
                          int32_t *asum, int32_t m4) {
-  const __m128i flip = _mm_set1_epi8((char)0x80), zero = _mm_setzero_si128();
-  for (int32_t g = 0; g < groups; g++) {
-    int32_t k0 = g * span, k1 = g == groups - 1 ? kp : k0 + span;
-    for (int32_t i = 0; i < m4; i++) {
-      int32_t s = 0;
-      if (i < m) {
-        const int8_t *row = qa + (size_t)i * (size_t)kp;
-        __m128i acc = zero;
-        for (int32_t k = k0; k < k1; k += 16) {
-          __m128i v = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(const void *)(row + k)), flip);
-          acc = _mm_add_epi64(acc, _mm_sad_epu8(v, zero));
-        }
-        s = (int32_t)(_mm_cvtsi128_si64(acc) + _mm_extract_epi64(acc, 1)) - 128 * (k1 - k0);
-      }
-      asum[(size_t)g * (size_t)m4 + (size_t)i] = s;
-    }
-  }
+  tfq_n16_asum_loop(qa, m, kp, span, groups, asum, m4, tfq_sum_bytes_sad);
 }
 
 void tfq_matmul_n16_avx512(const tfq_q8_job *job) {

@@ -104,20 +104,17 @@ TFQ_INLINE void tfq_neon_n16_run(const tfq_q8_job *job, const int BITS) {
   }
 }
 
-/* The kernel's asum (tfq_n16_asum's values): ADDLV widens each 16-byte step's sum (at most
- * 16 * 128 in magnitude) to 16 bits; groups are whole 16-byte steps. */
+/* count (a multiple of 16) int8 values: ADDLV widens each 16-byte step's sum (at most
+ * 16 * 128 in magnitude) to 16 bits. */
+static int32_t tfq_sum_bytes_addlv(const int8_t *p, int32_t count) {
+  int32_t s = 0;
+  for (int32_t k = 0; k < count; k += 16) s += vaddlvq_s8(vld1q_s8(p + k));
+  return s;
+}
+
 void tfq_n16_asum_neon(const int8_t *qa, int32_t m, int32_t kp, int32_t span, int32_t groups,
                        int32_t *asum, int32_t m4) {
-  for (int32_t g = 0; g < groups; g++) {
-    int32_t k0 = g * span, k1 = g == groups - 1 ? kp : k0 + span;
-    for (int32_t i = 0; i < m4; i++) {
-      int32_t s = 0;
-      if (i < m)
-        for (int32_t k = k0; k < k1; k += 16)
-          s += vaddlvq_s8(vld1q_s8(qa + (size_t)i * (size_t)kp + (size_t)k));
-      asum[(size_t)g * (size_t)m4 + (size_t)i] = s;
-    }
-  }
+  tfq_n16_asum_loop(qa, m, kp, span, groups, asum, m4, tfq_sum_bytes_addlv);
 }
 
 void tfq_matmul_n16_neon_dotprod(const tfq_q8_job *job) {

@@ -74,15 +74,13 @@ void tfq_n16_repack(const tfq_packed_weights *w, uint8_t *out) {
 }
 
 /* The asum of natural-order activations: SUM of each row's int8 values over each group. */
+static int32_t tfq_sum_bytes(const int8_t *p, int32_t count) {
+  int32_t s = 0;
+  for (int32_t k = 0; k < count; k++) s += p[k];
+  return s;
+}
+
 void tfq_n16_asum(const int8_t *qa, int32_t m, int32_t kp, int32_t span, int32_t groups,
                   int32_t *asum, int32_t m4) {
-  for (int32_t g = 0; g < groups; g++) {
-    int32_t k0 = g * span, k1 = g == groups - 1 ? kp : k0 + span;
-    for (int32_t i = 0; i < m4; i++) {
-      int32_t s = 0;
-      if (i < m)
-        for (int32_t k = k0; k < k1; k++) s += qa[(size_t)i * (size_t)kp + (size_t)k];
-      asum[(size_t)g * (size_t)m4 + (size_t)i] = s;
-    }
-  }
+  tfq_n16_asum_loop(qa, m, kp, span, groups, asum, m4, tfq_sum_bytes);
 }

@@ -42,10 +42,9 @@ struct tfq_litert_context {
   int64_t calls;
   void *workspace;       /* grow-only, 64-byte aligned */
   size_t workspace_bytes;
-  const void *checked[TFQ_CHECKED_SLOTS];
-  uint8_t checked_sample[TFQ_CHECKED_SLOTS][16];
-  size_t num_checked, checked_hint;
   /* Caches in first-use order; each *_hint is just past its last hit (see tfq_find). */
+  tfq_repack_entry *checked;  /* layers whose zero points were scanned once (no copy) */
+  size_t num_checked, checked_hint;
   tfq_repack_entry *repacks;  /* column-interleaved copies of weights, one per tensor */
   size_t num_repacks, repacks_hint;
   tfq_repack_entry *dequants; /* float copies of depthwise taps [taps][C], one per tensor */
@@ -254,20 +253,13 @@ static tfq_repack_entry *tfq_find(tfq_repack_entry *e, size_t n, size_t *hint,
 }
 
 static int tfq_zero_points_checked(tfq_litert_context *ctx, const tfq_packed_weights *w) {
-  if (w->symmetric) return TFQ_OK;
-  uint8_t sample[16];
-  tfq_sample(sample, w->zero_points, w->zero_points_bytes);
-  for (size_t j = 0; j < ctx->num_checked; j++) {  /* from the last hit, as tfq_find */
-    size_t i = (ctx->checked_hint + j) % ctx->num_checked;
-    if (ctx->checked[i] == w->zero_points && memcmp(ctx->checked_sample[i], sample, 16) == 0) {
-      ctx->checked_hint = i + 1;
-      return TFQ_OK;
-    }
-  }
+  if (w->symmetric || tfq_find(ctx->checked, ctx->num_checked, &ctx->checked_hint, w))
+    return TFQ_OK;
   int st = tfq_weights_check(w);
   if (st == TFQ_OK && ctx->num_checked < TFQ_CHECKED_SLOTS) {
-    ctx->checked[ctx->num_checked] = w->zero_points;
-    memcpy(ctx->checked_sample[ctx->num_checked++], sample, 16);
+    if (!ctx->checked)
+      ctx->checked = (tfq_repack_entry *)calloc(TFQ_CHECKED_SLOTS, sizeof *ctx->checked);
+    if (ctx->checked) ctx->checked[ctx->num_checked++].key = tfq_key_of(w);
   }
   return st;
 }
@@ -1091,6 +1083,7 @@ void tfq_litert_context_destroy(tfq_litert_context *ctx) {
   free(ctx->dequants);
   for (size_t i = 0; i < ctx->num_expanded; i++) free(ctx->expanded[i].copy);
   free(ctx->expanded);
+  free(ctx->checked);
   free(ctx->expand_scratch);
   free(ctx->patches);
   free(ctx->workspace);
