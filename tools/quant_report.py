@@ -21,22 +21,11 @@ from pathlib import Path
 
 import _setup  # noqa: F401,E402  (environment and sys.path)
 
+from tfq_asr.convert.lowering import write_atomically  # noqa: E402
 from tfq_asr.errors import UserError, cli_main  # noqa: E402
 
 DEFAULT_ROWS = ("fp32:none", "w8:ptq", "w8:zero-shot", "w4:ptq", "w4-sc64-f16:ptq", "w2-sc64-f16:ptq",
                 "w2-sc64-asym-clipl2-f16:ptq")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def markdown(model_name: str, rows: list[dict], test: str) -> str:
@@ -143,8 +132,8 @@ def main(argv=None):
         print(f"   {rows[-1]['wer']:.2f}% WER, {rows[-1]['bytes']:,} bytes", file=sys.stderr)
     md = markdown(src.name, rows, str(args.test))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(args.out.with_suffix(".md"), (md + "\n").encode())
-    _write_atomic(args.out.with_suffix(".json"), (json.dumps({"model": src.name, "test": str(args.test),
+    write_atomically(args.out.with_suffix(".md"), (md + "\n").encode())
+    write_atomically(args.out.with_suffix(".json"), (json.dumps({"model": src.name, "test": str(args.test),
                                                               "rows": rows}, indent=2) + "\n").encode())
     plot(rows, f"{src.name}: WER against size", args.out.with_suffix(".png"))
     print(md)
