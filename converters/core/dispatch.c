@@ -46,8 +46,8 @@ static int tfq_detect(tfq_isa isa) {
     case TFQ_ISA_AVX2:
       return tfq_x86_has_avx2_fma_f16c();
     case TFQ_ISA_AVX512VNNI:
-      return tfq_x86_has_avx2_fma_f16c() && __builtin_cpu_supports("avx512vl") &&
-             __builtin_cpu_supports("avx512vnni");
+      return tfq_x86_has_avx2_fma_f16c() && __builtin_cpu_supports("avx512f") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
 #endif
 #if defined(TFQ_BUILD_NEON)
     case TFQ_ISA_NEON:

@@ -114,6 +114,7 @@ extern const tfq_kernel_table tfq_kernels_avx2;
 extern const tfq_kernel_table tfq_kernels_avx512vnni;
 /* quantize_avx2.c and matmul_avx2.c; the VNNI table reuses them (every VNNI CPU has AVX2). */
 void tfq_quantize_rows_q8_avx2(const tfq_rows *rows, int8_t *qa, size_t qa_stride, float *sa);
+void tfq_quantize_rows_q8_avx512(const tfq_rows *rows, int8_t *qa, size_t qa_stride, float *sa);
 void tfq_prepare_q8_interleaved32_avx2(const int8_t *qa, size_t qa_stride, int32_t m, int32_t k,
                                        int32_t kp, int32_t bits, int32_t group_size,
                                        int32_t groups, int8_t *out, int32_t *asum, int32_t m4);

@@ -1,7 +1,7 @@
 /* AVX-512 VNNI kernels on 256-bit vectors (compiled with -mavx2 -mfma -mf16c -mavx512vl
  * -mavx512vnni).  vpdpbusd does the unsigned x signed byte dot product and the int32 add in
  * one instruction, replacing maddubs + madd + add of the AVX2 kernel; the rest of the kernel
- * is the same (matmul_x86_tile.h).  256-bit rather than 512-bit vectors keep one tile shape
+ * is the same (matmul_x86_tile.h).  Activations are quantized by quantize_avx512.c.  256-bit rather than 512-bit vectors keep one tile shape
  * and activation order for both x86 kernels, and avoid the frequency drop of 512-bit
  * instructions on some Intel parts.  The float-activation path is the AVX2 one. */
 #include <immintrin.h>
@@ -25,6 +25,6 @@ const tfq_kernel_table tfq_kernels_avx512vnni = {
            {tfq_matmul_q2_asym_avx512vnni, tfq_matmul_q2_sym_avx512vnni}},
     .f32 = {{tfq_linear_f32_q4_asym_avx2, tfq_linear_f32_q4_sym_avx2},
             {tfq_linear_f32_q2_asym_avx2, tfq_linear_f32_q2_sym_avx2}},
-    .quantize = tfq_quantize_rows_q8_avx2,
+    .quantize = tfq_quantize_rows_q8_avx512,
     .prepare = tfq_prepare_q8_interleaved32_avx2,
 };

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "tfq/kernels.h"
+#include "internal.h" /* each ISA's quantizer, for the quantizer checks */
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
 
@@ -418,7 +419,15 @@ static void check_errors(void) {
 /* Non-finite activations: the library's quantizer (SIMD where available) must give what the
  * reference formula gives: NaN ignored by the row maximum and quantized to 0, an infinite
  * maximum making every element 0.  K = 45 covers the vector body and the scalar tail. */
-static void check_special_values(void) {
+/* Rows quantized by the quantizer of one ISA's kernel table (the public tfq_quantize_rows_q8
+ * runs only the best one). */
+static void quantize_isa(tfq_isa isa, const float *x, int32_t m, int32_t k, int8_t *qa, float *sa) {
+  const tfq_kernel_table *t = tfq_kernel_table_for(isa);
+  tfq_rows rows = {.x = x, .m = m, .k = k, .parts = 1, .stride = (size_t)k};
+  (t->quantize ? t->quantize : tfq_quantize_rows_q8_ref)(&rows, qa, (size_t)k, sa);
+}
+
+static void check_special_values(tfq_isa isa) {
   enum { K = 45 };
   float x[3 * K];
   int8_t qa[3 * K];
@@ -428,19 +437,19 @@ static void check_special_values(void) {
   x[40] = NAN;
   x[K + 7] = INFINITY;
   x[2 * K + 44] = -INFINITY;
-  int st = tfq_quantize_rows_q8(x, 3 * K, K, 3, K, qa, 3 * K, K, sa, 3);
-  int ok = st == TFQ_OK && sa[0] == 5.25f / 127.0f && isinf(sa[1]) && isinf(sa[2]);
+  quantize_isa(isa, x, 3, K, qa, sa);
+  int ok = sa[0] == 5.25f / 127.0f && isinf(sa[1]) && isinf(sa[2]);
   for (int j = 0; j < K && ok; j++) {
     float r = x[j] != x[j] ? 0.0f : nearbyintf(x[j] / sa[0]);
     ok = qa[j] == (int8_t)r && qa[K + j] == 0 && qa[2 * K + j] == 0;
   }
-  report(ok, "special values", "NaN and infinite activations");
+  report(ok, "special values", tfq_isa_name(isa));
 }
 
 /* Activations on and around the ties of x / s (x = (n + 0.5) * s and its float neighbours),
  * over scales from subnormal rows to 2^60: the SIMD quantizer multiplies by 1 / s and must
  * divide wherever the product could round to another integer than the quotient. */
-static void check_quantize_ties(void) {
+static void check_quantize_ties(tfq_isa isa) {
   enum { K = 203, ROWS = 400 };
   static float x[ROWS * K];
   static int8_t qa[ROWS * K];
@@ -458,8 +467,8 @@ static void check_quantize_ties(void) {
       row[j] = fabsf(t) <= max_abs ? t : row[0];
     }
   }
-  int st = tfq_quantize_rows_q8(x, ROWS * K, K, ROWS, K, qa, ROWS * K, K, sa, ROWS);
-  int ok = st == TFQ_OK;
+  quantize_isa(isa, x, ROWS, K, qa, sa);
+  int ok = 1;
   for (int i = 0; i < ROWS && ok; i++) {
     float s = fabsf(x[(size_t)i * K]) / 127.0f;
     ok = sa[i] == s;
@@ -472,7 +481,7 @@ static void check_quantize_ties(void) {
                 (double)s, j, (double)x[(size_t)i * K + j], qa[(size_t)i * K + j], (int)r);
     }
   }
-  report(ok, "quantize ties", "x / s at and next to half-integers, every scale");
+  report(ok, "quantize ties (x / s at and next to half-integers, every scale)", tfq_isa_name(isa));
 }
 
 /* tfq_conv2d_q8 against tfq_linear_q8 on the test's own im2col rows, bit for bit, on every
@@ -626,8 +635,11 @@ int main(int argc, char **argv) {
   }
 
   check_errors();
-  check_special_values();
-  check_quantize_ties();
+  for (int isa = TFQ_ISA_REF; isa < TFQ_ISA_COUNT; isa++) {
+    if (!tfq_isa_available((tfq_isa)isa)) continue;
+    check_special_values((tfq_isa)isa);
+    check_quantize_ties((tfq_isa)isa);
+  }
 
   /* Fixed cases first: several N blocks of the SIMD kernels, per-channel with large K,
    * and G = 1 (reference fallback). */
