@@ -86,6 +86,10 @@ def test_sizes_and_storage_per_policy(converted):
     assert rows["litert-int4-pc"]["block0_ff1_dense1"]["storage"] == "int4 per channel builtin"
     assert rows["w4"]["block0_ff1_dense1"]["storage"].startswith("packed TFQ op, int4 sym per channel")
     assert rows["w2-sc16-asym-f16"]["ctc_head"]["bits"] == 2
+    # groups of 16 (K = 32): no SIMD kernel takes them, and the report says so
+    assert rows["w2-sc16-asym-f16"]["block0_ff1_dense1"]["storage"].endswith("reference kernel (groups not a multiple of 32)")
+    assert "reference kernel" not in rows["w4"]["block0_ff1_dense1"]["storage"]
+    assert "reference kernel" not in rows["w2-sc16-asym-f16"]["block0_conv_depthwise/depthwise_kernel"]["storage"]
     assert rows["w4"]["block0_conv_depthwise/depthwise_kernel"]["storage"].startswith("packed TFQ op, int4 sym per channel")
     assert converted["w4"][1]["accounted_bytes"] > 0 and converted["litert-int8"][1]["accounted_bytes"] is None
     for p in ("w4", "w2-sc16-asym-f16"):  # issue 4: within 2% of the accounting plus the flatbuffer

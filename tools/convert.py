@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import _setup  # noqa: F401,E402  (environment and sys.path)
@@ -68,6 +69,18 @@ def resolve_policy(name: str | None):
     return "policy", policy, policy.name
 
 
+REFERENCE_KERNEL = "reference kernel (groups not a multiple of 32)"
+
+
+def runs_reference_kernel(info: dict) -> bool:
+    """Does this packed layer run the plain C loops?  The SIMD kernels (converters/README.md,
+    "Which kernel runs") take groups of a multiple of 32 or one group per channel; depthwise
+    taps are decoded to float once, so their grouping costs nothing at run time."""
+    from tfq_asr.convert.lowering import DW_OP_NAME
+    g = info["group_size"]
+    return g < info["k"] and g % 32 != 0 and info.get("op") != DW_OP_NAME
+
+
 def layer_rows(report: dict, file_bytes: bytes, layer_names) -> list[dict]:
     """One row per weight matrix in the file: packed TFQ ops from the lowering report, builtin
     ops (float, or LiteRT's int8/int4) from the file itself, with why a quantized kernel is float."""
@@ -80,7 +93,8 @@ def layer_rows(report: dict, file_bytes: bytes, layer_names) -> list[dict]:
                                 f"{info['scale_dtype']} scales"
                                 + (", float activations" if info.get("float_activations") else "")
                                 + (f", {info['op']}" if "op" in info else "")
-                                + (f", {info['ops']} ops" if info.get("ops", 1) > 1 else "")})
+                                + (f", {info['ops']} ops" if info.get("ops", 1) > 1 else "")
+                                + (f", {REFERENCE_KERNEL}" if runs_reference_kernel(info) else "")})
     why = {k["layer"]: f"quantized to {k['bits']} bits, stored float: {k['why']}" for k in report.get("float_kernels", [])}
     for r in report.get("weights") or weight_inventory(file_bytes, layer_names):
         storage = r["storage"]
@@ -266,6 +280,12 @@ def main(argv=None):
               f"+ blob framing {report['blob_framing_bytes']:,} + constant data {report['constant_bytes']:,}; "
               f"file / (size accounting + flatbuffer + alignment + framing) = "
               f"{report['size_bytes'] / (accounting['total_bytes'] + overhead):.3f}")
+    slow = [name for name, info in report.get("layers", {}).items() if runs_reference_kernel(info)]
+    if slow:  # a legal file, but one a user would not want without knowing
+        print(f"warning: {len(slow)} layer(s) ({', '.join(slow[:3])}{', ...' if len(slow) > 3 else ''}) have groups "
+              "that are not a multiple of 32: our SIMD kernels do not take them, so these layers run the plain C "
+              "reference loops, two to three orders of magnitude slower; groups of 32, 64 or 128 avoid that",
+              file=sys.stderr)
     if args.report:
         from tfq_asr.convert.lowering import write_atomically
         write_atomically(args.report, (json.dumps(report, indent=2, default=str) + "\n").encode())
