@@ -2,7 +2,8 @@
 
 Named presets: `w8`, `w4`, `w2` (symmetric, per output channel), with suffixes
   -pc        per channel (the default)
-  -scG       sub-channel: groups of G consecutive inputs (e.g. -sc64)
+  -scG       sub-channel: groups of G consecutive inputs (e.g. -sc64); the SIMD kernels take G a
+             multiple of 32 (other G run the C reference loops, far slower; convert.py warns)
   -pt        per tensor
   -asym      asymmetric with integer zero points
   -clipl1 / -clipl2   clipping factor searched per group minimising L1 / L2 error
