@@ -225,10 +225,6 @@ static int tfq_resolve(tfq_isa requested, const tfq_packed_weights *w, int f32_p
   return TFQ_OK;
 }
 
-static tfq_quantize_fn tfq_quantizer(const tfq_kernel_table *t) {
-  return t->quantize ? t->quantize : tfq_quantize_rows_q8_ref;
-}
-
 #define TFQ_TRY(expr)          \
   do {                         \
     int st_ = (expr);          \

@@ -91,6 +91,46 @@ static inline void tfq_rows_next(tfq_row_cursor *c) {
 }
 
 typedef void (*tfq_quantize_fn)(const tfq_rows *rows, int8_t *qa, size_t qa_stride, float *sa);
+
+/* The scale of a row in the numerics contract: max |x| / 127, or 1 for a row of zeros. */
+static inline float tfq_row_scale(float max_abs) { return max_abs > 0.0f ? max_abs / 127.0f : 1.0f; }
+
+/* Patches of this many floats or fewer, made of short runs, may be gathered into one row. */
+#define TFQ_GATHER_MAX_K 64
+
+/* The row walk of every quantizer, inlined into each with its own primitives (so they are
+ * inlined too): per row the maximum |x| over its runs, the scale, then each run quantized by
+ * quantize(x, k, s, 1 / s, out).  With a gather (NULL: never), a row of several runs of at most
+ * gather_run floats and K <= TFQ_GATHER_MAX_K (a 3x3 convolution over one channel: three runs
+ * of 3) is first copied into one contiguous row by gather, which returns its maximum and may
+ * write up to 16 floats past K: one maximum and one quantization per row instead of one per
+ * run, each mostly masked tails. */
+static inline __attribute__((always_inline)) void tfq_quantize_rows_loop(
+    const tfq_rows *rows, int8_t *qa, size_t qa_stride, float *sa,
+    float (*max_abs)(const float *x, int32_t k, float running),
+    void (*quantize)(const float *x, int32_t k, float s, float inv, int8_t *out),
+    float (*gather)(const tfq_row_cursor *cur, int32_t run, int32_t parts, float *row),
+    int32_t gather_run) {
+  const int32_t run = rows->k / rows->parts;
+  const int gathered = gather && rows->parts > 1 && run <= gather_run && rows->k <= TFQ_GATHER_MAX_K;
+  float row[TFQ_GATHER_MAX_K + 16];
+  tfq_row_cursor cur = tfq_rows_begin(rows);
+  for (int32_t i = 0; i < rows->m; i++, tfq_rows_next(&cur)) {
+    int8_t *out = qa + (size_t)i * qa_stride;
+    float m = 0.0f;
+    if (gathered)
+      m = gather(&cur, run, rows->parts, row);
+    else
+      for (int32_t p = 0; p < rows->parts; p++) m = max_abs(cur.row + (size_t)p * cur.part_stride, run, m);
+    float s = tfq_row_scale(m), inv = 1.0f / s;
+    if (gathered)
+      quantize(row, rows->k, s, inv, out);
+    else
+      for (int32_t p = 0; p < rows->parts; p++)
+        quantize(cur.row + (size_t)p * cur.part_stride, run, s, inv, out + (size_t)p * (size_t)run);
+    sa[i] = s;
+  }
+}
 typedef void (*tfq_prepare_fn)(const int8_t *qa, size_t qa_stride, int32_t m, int32_t k,
                                int32_t kp, int32_t bits, int32_t group_size, int32_t groups,
                                int8_t *out, int32_t *asum, int32_t m4);
@@ -170,6 +210,10 @@ tfq_isa tfq_best_isa(void); /* fastest available (or TFQ_KERNELS_ISA), ignoring 
 
 /* quantize_ref.c */
 void tfq_quantize_rows_q8_ref(const tfq_rows *rows, int8_t *qa, size_t qa_stride, float *sa);
+/* A kernel table's quantizer (its entry, or the reference where it has none). */
+static inline tfq_quantize_fn tfq_quantizer(const tfq_kernel_table *t) {
+  return t->quantize ? t->quantize : tfq_quantize_rows_q8_ref;
+}
 void tfq_prepare_q8_natural(const int8_t *qa, size_t qa_stride, int32_t m, int32_t k,
                             int32_t kp, int8_t *out);
 void tfq_prepare_q8_interleaved32(const int8_t *qa, size_t qa_stride, int32_t m, int32_t k,

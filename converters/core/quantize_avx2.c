@@ -8,7 +8,7 @@
 
 #include "internal.h"
 
-/* Lanes 0..n-1 of 8 (n in 1..7): rows of a few floats (a 3x3 convolution over one channel
+/* Lanes 0..n-1 of 8 (n in 1..8): rows of a few floats (a 3x3 convolution over one channel
  * has runs of 3) run the vector formula instead of a scalar division per element. */
 static inline __m256i tfq_tail_mask(int32_t n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
@@ -106,47 +106,25 @@ static void tfq_quantize_run(const float *x, int32_t k, float s, float inv, int8
   }
 }
 
-/* Runs this short or shorter are gathered into one contiguous row first (a 3x3 convolution
- * over one channel has three runs of 3): one maximum and one quantization per row instead of
- * one per run, each mostly masked tails. */
-#define TFQ_GATHER_RUN 8
-#define TFQ_GATHER_MAX_K 64
+/* A patch of `parts` runs of run (1..8) floats into row, for tfq_quantize_rows_loop: each run
+ * by a masked load (never past the run in x) and a whole 8-float store: the next run
+ * overwrites the tail, the last one's lands in the slack.  (A masked store is microcoded on
+ * AMD: it cost a third of the quantizer.)  Returns max |x|, from the registers: reading row
+ * back now would wait for the stores. */
+static float tfq_gather8(const tfq_row_cursor *cur, int32_t run, int32_t parts, float *row) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  const __m256i run_mask = tfq_tail_mask(run);
+  __m256 vmax = _mm256_setzero_ps();
+  for (int32_t p = 0; p < parts; p++) {
+    __m256 v = _mm256_maskload_ps(cur->row + (size_t)p * cur->part_stride, run_mask);
+    _mm256_storeu_ps(row + p * run, v);
+    vmax = _mm256_max_ps(_mm256_and_ps(v, abs_mask), vmax);
+  }
+  return tfq_hmax(vmax, 0.0f);
+}
 
 void tfq_quantize_rows_q8_avx2(const tfq_rows *rows, int8_t *qa, size_t qa_stride, float *sa) {
-  const int32_t run = rows->k / rows->parts;
-  const int gather = rows->parts > 1 && run <= TFQ_GATHER_RUN && rows->k <= TFQ_GATHER_MAX_K;
-  const __m256i run_mask = run < 8 ? tfq_tail_mask(run) : _mm256_set1_epi32(-1);
-  float row[TFQ_GATHER_MAX_K + 8];
-  tfq_row_cursor cur = tfq_rows_begin(rows);
-  for (int32_t i = 0; i < rows->m; i++, tfq_rows_next(&cur)) {
-    int8_t *out = qa + (size_t)i * qa_stride;
-    if (gather) {
-      /* Each part by a masked load (never past the run in x) and a whole 8-float store: the
-       * next part overwrites the tail, the last one's lands in the slack.  (A masked store is
-       * microcoded on AMD: it cost a third of the quantizer.) */
-      const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
-      __m256 vmax = _mm256_setzero_ps();
-      for (int32_t p = 0; p < rows->parts; p++) {
-        __m256 v = _mm256_maskload_ps(cur.row + (size_t)p * cur.part_stride, run_mask);
-        _mm256_storeu_ps(row + p * run, v);
-        /* the maximum from the registers: reading row back now would wait for the stores */
-        vmax = _mm256_max_ps(_mm256_and_ps(v, abs_mask), vmax);
-      }
-      float max_abs = tfq_hmax(vmax, 0.0f);
-      float s = max_abs > 0.0f ? max_abs / 127.0f : 1.0f;
-      tfq_quantize_run(row, rows->k, s, 1.0f / s, out);
-      sa[i] = s;
-      continue;
-    }
-    float max_abs = 0.0f;
-    for (int32_t p = 0; p < rows->parts; p++)
-      max_abs = tfq_max_abs(cur.row + (size_t)p * cur.part_stride, run, max_abs);
-    float s = max_abs > 0.0f ? max_abs / 127.0f : 1.0f, inv = 1.0f / s;
-    for (int32_t p = 0; p < rows->parts; p++)
-      tfq_quantize_run(cur.row + (size_t)p * cur.part_stride, run, s, inv,
-                       out + (size_t)p * (size_t)run);
-    sa[i] = s;
-  }
+  tfq_quantize_rows_loop(rows, qa, qa_stride, sa, tfq_max_abs, tfq_quantize_run, tfq_gather8, 8);
 }
 
 /* Interleaved-32 order (see tfq_prepare_q8_interleaved32) by one byte shuffle per 128-bit

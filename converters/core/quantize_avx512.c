@@ -8,7 +8,6 @@
  * there are no ties to check.  Every row length takes the same formula: the last 1..15
  * elements through masked loads and stores, which never touch memory past the row. */
 #include <immintrin.h>
-#include <string.h>
 
 #include "internal.h"
 
@@ -33,9 +32,10 @@ static float tfq_max_abs16(const float *x, int32_t k, float running) {
   return lanes_max > running ? lanes_max : running;
 }
 
-/* k floats quantized with scale s into out. */
-static void tfq_quantize_run16(const float *x, int32_t k, __m512 s, int8_t *out) {
-  const __m512 hi = _mm512_set1_ps(127.0f), lo = _mm512_set1_ps(-127.0f);
+/* k floats quantized with scale s into out (dividing: inv is for the AVX2 quantizer). */
+static void tfq_quantize_run16(const float *x, int32_t k, float scale, float inv, int8_t *out) {
+  (void)inv;
+  const __m512 s = _mm512_set1_ps(scale), hi = _mm512_set1_ps(127.0f), lo = _mm512_set1_ps(-127.0f);
   for (int32_t j = 0; j < k; j += 16) {
     __mmask16 live = tfq_first(k - j);
     __m512 q = _mm512_div_ps(_mm512_maskz_loadu_ps(live, x + j), s);
@@ -46,43 +46,21 @@ static void tfq_quantize_run16(const float *x, int32_t k, __m512 s, int8_t *out)
   }
 }
 
-/* As in the AVX2 quantizer, patches made of runs this short or shorter (a 3x3 convolution
- * over one channel: three runs of 3) are gathered into one row first: one maximum and one
- * pass of quantization per patch instead of one per run. */
-#define TFQ_GATHER_RUN 16
-#define TFQ_GATHER_MAX_K 64
+/* A patch of `parts` runs of run (1..16) floats into row, for tfq_quantize_rows_loop: each run
+ * by a masked load (never past it in x) and a whole 16-float store; the next run overwrites
+ * the tail, the last one's lands in the slack of row.  Returns max |x|, from the registers:
+ * reading row back now would wait for the stores. */
+static float tfq_gather16(const tfq_row_cursor *cur, int32_t run, int32_t parts, float *row) {
+  const __mmask16 run_mask = tfq_first(run);
+  __m512 vmax = _mm512_setzero_ps();
+  for (int32_t p = 0; p < parts; p++) {
+    __m512 v = _mm512_maskz_loadu_ps(run_mask, cur->row + (size_t)p * cur->part_stride);
+    _mm512_storeu_ps(row + p * run, v);
+    vmax = _mm512_max_ps(_mm512_abs_ps(v), vmax);
+  }
+  return _mm512_reduce_max_ps(vmax);
+}
 
 void tfq_quantize_rows_q8_avx512(const tfq_rows *rows, int8_t *qa, size_t qa_stride, float *sa) {
-  const int32_t run = rows->k / rows->parts;
-  const int gather = rows->parts > 1 && run <= TFQ_GATHER_RUN && rows->k <= TFQ_GATHER_MAX_K;
-  const __mmask16 run_mask = tfq_first(run);
-  float row[TFQ_GATHER_MAX_K + 16];
-  tfq_row_cursor cur = tfq_rows_begin(rows);
-  for (int32_t i = 0; i < rows->m; i++, tfq_rows_next(&cur)) {
-    int8_t *out = qa + (size_t)i * qa_stride;
-    float max_abs = 0.0f;
-    if (gather) {
-      /* Each run by a masked load (never past it in x) and a whole 16-float store: the next
-       * run overwrites the tail, the last one's lands in the slack of row. */
-      __m512 vmax = _mm512_setzero_ps();
-      for (int32_t p = 0; p < rows->parts; p++) {
-        __m512 v = _mm512_maskz_loadu_ps(run_mask, cur.row + (size_t)p * cur.part_stride);
-        _mm512_storeu_ps(row + p * run, v);
-        /* the maximum from the registers: reading row back now would wait for the stores */
-        vmax = _mm512_max_ps(_mm512_abs_ps(v), vmax);
-      }
-      max_abs = _mm512_reduce_max_ps(vmax);
-    } else {
-      for (int32_t p = 0; p < rows->parts; p++)
-        max_abs = tfq_max_abs16(cur.row + (size_t)p * cur.part_stride, run, max_abs);
-    }
-    float s = max_abs > 0.0f ? max_abs / 127.0f : 1.0f;
-    __m512 vs = _mm512_set1_ps(s);
-    if (gather)
-      tfq_quantize_run16(row, rows->k, vs, out);
-    else
-      for (int32_t p = 0; p < rows->parts; p++)
-        tfq_quantize_run16(cur.row + (size_t)p * cur.part_stride, run, vs, out + (size_t)p * (size_t)run);
-    sa[i] = s;
-  }
+  tfq_quantize_rows_loop(rows, qa, qa_stride, sa, tfq_max_abs16, tfq_quantize_run16, tfq_gather16, 16);
 }

@@ -5,33 +5,30 @@
 
 #include "internal.h"
 
-void tfq_quantize_rows_q8_ref(const tfq_rows *rows, int8_t *qa, size_t qa_stride, float *sa) {
-  const int32_t run = rows->k / rows->parts;
-  tfq_row_cursor cur = tfq_rows_begin(rows);
-  for (int32_t i = 0; i < rows->m; i++, tfq_rows_next(&cur)) {
-    int8_t *out = qa + (size_t)i * qa_stride;
-    float max_abs = 0.0f;
-    for (int32_t p = 0; p < rows->parts; p++) {
-      const float *part = cur.row + (size_t)p * cur.part_stride;
-      for (int32_t j = 0; j < run; j++) {
-        float a = fabsf(part[j]);
-        if (a > max_abs) max_abs = a;
-      }
-    }
-    float s = max_abs > 0.0f ? max_abs / 127.0f : 1.0f;
-    for (int32_t p = 0; p < rows->parts; p++) {
-      const float *part = cur.row + (size_t)p * cur.part_stride;
-      for (int32_t j = 0; j < run; j++) {
-        /* x / s (not x * (1/s)) and round-half-even, exactly as the NumPy contract. */
-        float r = nearbyintf(part[j] / s);
-        if (r > 127.0f) r = 127.0f;
-        if (r < -127.0f) r = -127.0f;
-        if (r != r) r = 0.0f; /* NaN input: a defined value instead of an undefined cast */
-        out[(size_t)p * (size_t)run + (size_t)j] = (int8_t)r;
-      }
-    }
-    sa[i] = s;
+/* max(|x|, running) over k floats (a NaN |x| leaves it unchanged). */
+static float tfq_max_abs_ref(const float *x, int32_t k, float running) {
+  for (int32_t j = 0; j < k; j++) {
+    float a = fabsf(x[j]);
+    if (a > running) running = a;
   }
+  return running;
+}
+
+/* k floats quantized with scale s into out.  x / s, not x * inv: the contract divides. */
+static void tfq_quantize_run_ref(const float *x, int32_t k, float s, float inv, int8_t *out) {
+  (void)inv;
+  for (int32_t j = 0; j < k; j++) {
+    /* x / s (not x * (1/s)) and round-half-even, exactly as the NumPy contract. */
+    float r = nearbyintf(x[j] / s);
+    if (r > 127.0f) r = 127.0f;
+    if (r < -127.0f) r = -127.0f;
+    if (r != r) r = 0.0f; /* NaN input: a defined value instead of an undefined cast */
+    out[j] = (int8_t)r;
+  }
+}
+
+void tfq_quantize_rows_q8_ref(const tfq_rows *rows, int8_t *qa, size_t qa_stride, float *sa) {
+  tfq_quantize_rows_loop(rows, qa, qa_stride, sa, tfq_max_abs_ref, tfq_quantize_run_ref, NULL, 0);
 }
 
 void tfq_prepare_q8_natural(const int8_t *qa, size_t qa_stride, int32_t m, int32_t k,

@@ -422,9 +422,8 @@ static void check_errors(void) {
 /* Rows quantized by the quantizer of one ISA's kernel table (the public tfq_quantize_rows_q8
  * runs only the best one). */
 static void quantize_isa(tfq_isa isa, const float *x, int32_t m, int32_t k, int8_t *qa, float *sa) {
-  const tfq_kernel_table *t = tfq_kernel_table_for(isa);
   tfq_rows rows = {.x = x, .m = m, .k = k, .parts = 1, .stride = (size_t)k};
-  (t->quantize ? t->quantize : tfq_quantize_rows_q8_ref)(&rows, qa, (size_t)k, sa);
+  tfq_quantizer(tfq_kernel_table_for(isa))(&rows, qa, (size_t)k, sa);
 }
 
 static void check_special_values(tfq_isa isa) {
