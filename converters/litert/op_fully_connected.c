@@ -212,6 +212,12 @@ static void tfq_sample(uint8_t out[16], const void *p, size_t bytes) {
  * every lookup into a buffer first was most of tfq_find's 1% of an xs step. */
 static int tfq_sample_matches(const uint8_t sample[16], const void *p, size_t bytes) {
   size_t n = p ? (bytes < 16 ? bytes : 16) : 0;
+  if (n == 16) {  /* the usual case, as two 8-byte words (a memcmp call here cost 0.6% of a step) */
+    uint64_t a[2], b[2];
+    memcpy(a, sample, 16);
+    memcpy(b, p, 16);
+    return a[0] == b[0] && a[1] == b[1];
+  }
   if (n && memcmp(sample, p, n) != 0) return 0;
   for (size_t i = n; i < 16; i++)
     if (sample[i]) return 0;
