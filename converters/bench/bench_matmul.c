@@ -10,6 +10,7 @@
  * with its own weights (a list longer than L2 streams its weights from memory): prints
  * `us <median microseconds per pass over the list>` (thread CPU time) and `isa <name> repacked <0|1>`.
  * tools/benchmark.py --kernels uses it to split our op's time from LiteRT's dispatch.
+ * `layers-f32` times the float-activation path (tfq_linear_f32) the same way.
  */
 #define _POSIX_C_SOURCE 200112L /* clock_gettime under -std=c11 */
 #include <stdint.h>
@@ -88,10 +89,10 @@ static int cmp_double(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-/* `tfq_bench layers ...` (see the top of the file). */
-static int layers_main(int argc, char **argv) {
+/* `tfq_bench layers ...` (see the top of the file); f32_path: `layers-f32`. */
+static int layers_main(int argc, char **argv, int f32_path) {
   if (argc < 9) {
-    fprintf(stderr, "usage: tfq_bench layers BITS GROUP SYM F16 M SECONDS KxN [KxN ...]\n");
+    fprintf(stderr, "usage: tfq_bench layers|layers-f32 BITS GROUP SYM F16 M SECONDS KxN [KxN ...]\n");
     return 2;
   }
   int bits = atoi(argv[2]), group = atoi(argv[3]), sym = atoi(argv[4]), f16 = atoi(argv[5]);
@@ -163,8 +164,11 @@ static int layers_main(int argc, char **argv) {
     double t0 = now_cpu();
     for (long c = 0; c < calls; c++)
       for (int l = 0; l < nl; l++) {
-        int st = tfq_linear_q8(TFQ_ISA_AUTO, &w[l], x, (size_t)m * (size_t)w[l].k, (size_t)w[l].k, m,
-                               y, (size_t)m * (size_t)w[l].n, (size_t)w[l].n, ws, wsmax);
+        size_t xn = (size_t)m * (size_t)w[l].k, yn = (size_t)m * (size_t)w[l].n;
+        int st = f32_path ? tfq_linear_f32(TFQ_ISA_AUTO, &w[l], x, xn, (size_t)w[l].k, m, y, yn,
+                                           (size_t)w[l].n)
+                          : tfq_linear_q8(TFQ_ISA_AUTO, &w[l], x, xn, (size_t)w[l].k, m, y, yn,
+                                          (size_t)w[l].n, ws, wsmax);
         if (st != TFQ_OK) {
           fprintf(stderr, "error: %s\n", tfq_status_str(st));
           return 1;
@@ -185,7 +189,8 @@ static int layers_main(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
-  if (argc > 1 && strcmp(argv[1], "layers") == 0) return layers_main(argc, argv);
+  if (argc > 1 && strcmp(argv[1], "layers") == 0) return layers_main(argc, argv, 0);
+  if (argc > 1 && strcmp(argv[1], "layers-f32") == 0) return layers_main(argc, argv, 1);
   double seconds = argc > 1 ? atof(argv[1]) : 0.3;
   int32_t group = argc > 2 ? atoi(argv[2]) : 128;
   if (seconds <= 0.0 || group < 1) {

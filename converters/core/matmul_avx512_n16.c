@@ -223,14 +223,105 @@ TFQ_INLINE void tfq_n16_f32_tile(const tfq_f32_job *job, const uint8_t *block, i
                           _mm512_add_ps(total[r], bias));
 }
 
+/* Many rows and a short K (the first subsampling convolution: K = 9, 300+ patch rows a step):
+ * the tile above would decode the same weights again for every 8 rows.  Here one column
+ * block's weights are decoded once, w_f[k] = (float)(q - offset) for k < K, with each group's
+ * scales, and every row tile reads them from L1.  Each accumulator gets the same FMAs in the
+ * same order as in tfq_n16_f32_tile, so the two agree bit for bit. */
+#define TFQ_F32_DECODED_MAX_K 256  /* 16 KB of decoded weights on the stack */
+
+typedef struct tfq_n16_decoded {
+  float wf[TFQ_F32_DECODED_MAX_K][16];
+  __m512 scale[TFQ_F32_DECODED_MAX_K / 32];  /* groups of at least 32 (or one group) */
+} tfq_n16_decoded;
+
+TFQ_INLINE int tfq_n16_f32_decodable(const tfq_f32_job *job) {
+  const tfq_packed_weights *w = job->w;
+  return job->m > 8 && tfq_k_pad(w->k) <= TFQ_F32_DECODED_MAX_K &&
+         job->groups <= TFQ_F32_DECODED_MAX_K / 32;
+}
+
+TFQ_INLINE void tfq_n16_f32_decode(const tfq_f32_job *job, const uint8_t *block,
+                                   tfq_n16_decoded *d, const int BITS) {
+  const tfq_packed_weights *w = job->w;
+  const int32_t kp = tfq_k_pad(w->k), k = w->k;
+  const int32_t span = w->group_size < kp ? w->group_size : kp;
+  const size_t ssz = w->scale_is_f16 ? 2 : 4;
+  const __m512i lo = _mm512_set1_epi8(BITS == 4 ? 0x0F : 0x03), byte = _mm512_set1_epi32(0xFF);
+  const uint8_t *p = block;
+  for (int32_t g = 0; g < job->groups; g++) {
+    int32_t k0 = g * span, k1 = g == job->groups - 1 ? kp : k0 + span;
+    const uint8_t *meta = p + (size_t)(k1 - k0) / 16 * (BITS == 4 ? 128 : 64);
+    d->scale[g] = ssz == 2 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)meta))
+                           : _mm512_loadu_ps((const void *)meta);
+    __m512i off = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(meta + 16 * ssz)));
+    for (int32_t kv = k0; kv < k1 && kv < k; kv += 16, p += BITS == 4 ? 128 : 64) {
+      __m512i u[4];
+      if (BITS == 4) {
+        __m512i v0 = _mm512_loadu_si512((const void *)p), v1 = _mm512_loadu_si512((const void *)(p + 64));
+        u[0] = _mm512_and_si512(v0, lo), u[1] = _mm512_and_si512(_mm512_srli_epi32(v0, 4), lo);
+        u[2] = _mm512_and_si512(v1, lo), u[3] = _mm512_and_si512(_mm512_srli_epi32(v1, 4), lo);
+      } else {
+        __m512i v = _mm512_loadu_si512((const void *)p);
+        u[0] = _mm512_and_si512(v, lo), u[1] = _mm512_and_si512(_mm512_srli_epi32(v, 2), lo);
+        u[2] = _mm512_and_si512(_mm512_srli_epi32(v, 4), lo);
+        u[3] = _mm512_and_si512(_mm512_srli_epi32(v, 6), lo);
+      }
+      for (int c = 0; c < 4; c++)
+        for (int t = 0; t < 4; t++) {
+          __m512i q = t == 0 ? _mm512_and_si512(u[c], byte)
+                    : t == 3 ? _mm512_srli_epi32(u[c], 24)
+                             : _mm512_and_si512(_mm512_srli_epi32(u[c], 8 * t), byte);
+          _mm512_storeu_ps(d->wf[kv + 4 * c + t], _mm512_cvtepi32_ps(_mm512_sub_epi32(q, off)));
+        }
+    }
+    p = meta + 16 * ssz + 16;
+  }
+}
+
+TFQ_INLINE void tfq_n16_f32_decoded_tile(const tfq_f32_job *job, const tfq_n16_decoded *d,
+                                         int32_t n0, __mmask16 mask, int32_t m0, const int MR) {
+  const tfq_packed_weights *w = job->w;
+  const int32_t kp = tfq_k_pad(w->k), k = w->k;
+  const int32_t span = w->group_size < kp ? w->group_size : kp;
+  const int NACC = MR >= 8 ? 1 : 2;  /* as in tfq_n16_f32_tile: the same sums */
+  const float *x[8];
+  for (int r = 0; r < MR; r++) x[r] = job->x + (size_t)(m0 + r) * job->x_stride;
+  __m512 total[8];
+  for (int r = 0; r < MR; r++) total[r] = _mm512_setzero_ps();
+  for (int32_t g = 0; g < job->groups; g++) {
+    int32_t k0 = g * span, k1 = g == job->groups - 1 ? kp : k0 + span;
+    if (k1 > k) k1 = k;
+    __m512 acc[8][2];
+    for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int32_t kk = k0; kk < k1; kk++) {
+      __m512 wf = _mm512_loadu_ps(d->wf[kk]);
+      for (int r = 0; r < MR; r++)
+        acc[r][kk % NACC] = _mm512_fmadd_ps(wf, _mm512_set1_ps(x[r][kk]), acc[r][kk % NACC]);
+    }
+    for (int r = 0; r < MR; r++)
+      total[r] = _mm512_fmadd_ps(d->scale[g], NACC == 1 ? acc[r][0] : _mm512_add_ps(acc[r][0], acc[r][1]), total[r]);
+  }
+  __m512 bias = w->bias ? _mm512_maskz_loadu_ps(mask, w->bias + n0) : _mm512_setzero_ps();
+  for (int r = 0; r < MR; r++)
+    _mm512_mask_storeu_ps(job->y + (size_t)(m0 + r) * job->y_stride + (size_t)n0, mask,
+                          _mm512_add_ps(total[r], bias));
+}
+
 TFQ_INLINE void tfq_n16_f32_run(const tfq_f32_job *job, const int BITS) {
   const size_t block_bytes = tfq_n16_block_bytes(job->w);
   const uint8_t *base = (const uint8_t *)job->w->repacked;
+  const int decoded = tfq_n16_f32_decodable(job);
+  tfq_n16_decoded d;
   for (int32_t n0 = 0; n0 < job->w->n; n0 += 16) {
     int32_t hi = job->w->n - n0 < 16 ? job->w->n - n0 : 16;
     __mmask16 mask = (__mmask16)((1u << hi) - 1u);
     const uint8_t *block = base + (size_t)(n0 / 16) * block_bytes;
     int32_t m0 = 0;
+    if (decoded) {
+      tfq_n16_f32_decode(job, block, &d, BITS);
+      for (; job->m - m0 >= 8; m0 += 8) tfq_n16_f32_decoded_tile(job, &d, n0, mask, m0, 8);
+    }
     for (; job->m - m0 >= 8; m0 += 8) tfq_n16_f32_tile(job, block, n0, mask, m0, 8, BITS);
     if (job->m - m0 >= 4) tfq_n16_f32_tile(job, block, n0, mask, m0, 4, BITS), m0 += 4;
     if (job->m - m0 >= 2) tfq_n16_f32_tile(job, block, n0, mask, m0, 2, BITS), m0 += 2;

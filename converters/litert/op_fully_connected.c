@@ -898,6 +898,26 @@ static int64_t tfq_conv_out(int64_t in, int64_t kernel, int64_t stride) {
   return in < kernel ? -1 : (in - kernel) / stride + 1;
 }
 
+/* n floats from src to dst.  The first subsampling convolution copies runs of 3 floats (a 3x3
+ * kernel over one channel), 900 a step: a memcpy call each cost more than the copying. */
+static inline void tfq_copy_floats(float *dst, const float *src, size_t n) {
+  if (n > 8) {
+    memcpy(dst, src, n * sizeof(float));
+    return;
+  }
+  switch (n) {  /* fixed sizes: the compiler inlines each as moves */
+    case 8: memcpy(dst, src, 8 * sizeof(float)); break;
+    case 7: memcpy(dst, src, 7 * sizeof(float)); break;
+    case 6: memcpy(dst, src, 6 * sizeof(float)); break;
+    case 5: memcpy(dst, src, 5 * sizeof(float)); break;
+    case 4: memcpy(dst, src, 4 * sizeof(float)); break;
+    case 3: memcpy(dst, src, 3 * sizeof(float)); break;
+    case 2: memcpy(dst, src, 2 * sizeof(float)); break;
+    case 1: memcpy(dst, src, sizeof(float)); break;
+    default: break;
+  }
+}
+
 /* The im2col rows: row (b, oh, ow) holds, for each kernel row i, the kw*C contiguous floats
  * x[b, oh*sh + i, ow*sw .. ow*sw + kw - 1, :] -- (i, j, channel) order.  All indices are
  * inside x: oh*sh + i <= (Ho-1)*sh + kh-1 <= H-1, likewise along W. */
@@ -910,7 +930,7 @@ static void tfq_im2col(const float *x, float *rows, int64_t b_count, int64_t h, 
     for (int64_t oh = 0; oh < ho; oh++)
       for (int64_t ow = 0; ow < wo; ow++)
         for (int64_t i = 0; i < kh; i++, dst += run)
-          memcpy(dst, x + (size_t)(((b * h + oh * sh + i) * w + ow * sw) * c), run * sizeof(float));
+          tfq_copy_floats(dst, x + (size_t)(((b * h + oh * sh + i) * w + ow * sw) * c), run);
 }
 
 static int tfq_conv_run_locked(tfq_litert_context *ctx, size_t num_inputs,

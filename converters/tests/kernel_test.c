@@ -297,6 +297,17 @@ static void run_case(int bits, int sym, int f16, int with_bias, int32_t m, int32
     st = tfq_linear_f32((tfq_isa)isa, &L.w, x, x_count, x_stride, m, y, y_count, y_stride);
     snprintf(what, sizeof what, "%s linear_f32", tfq_isa_name((tfq_isa)isa));
     report(st == TFQ_OK && check_f32(&L, x, x_stride, m, y, y_stride), what, desc);
+    /* Above 8 rows the AVX-512 column path decodes each column block once for all row tiles;
+     * its first 8 rows must equal those of an 8-row call (which decodes per tile) bit for bit. */
+    if (st == TFQ_OK && m > 8) {
+      size_t y8_count = 7 * y_stride + (size_t)n;
+      float *y8 = (float *)malloc(sizeof(float) * y8_count);
+      st = y8 ? tfq_linear_f32((tfq_isa)isa, &L.w, x, x_count, x_stride, 8, y8, y8_count, y_stride)
+              : TFQ_ERR_WORKSPACE;
+      snprintf(what, sizeof what, "%s linear_f32 rows 0-7 alone", tfq_isa_name((tfq_isa)isa));
+      report(st == TFQ_OK && same_bits(y, y8, 8, n, y_stride), what, desc);
+      free(y8);
+    }
   }
   }
   free(repacked);
