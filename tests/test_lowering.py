@@ -172,6 +172,63 @@ def test_quantized_conv2d_lowers_to_the_packed_conv_op(tmp_path, strides, batch_
     assert (y > 0).any()
 
 
+@pytest.mark.parametrize("spec", [
+    WeightQuantSpec(bits=2, symmetric=False, granularity="group", group_size=32, scale_dtype="float16"),
+    WeightQuantSpec(bits=4, granularity="channel")], ids=["w2-asym-g32-f16", "w4-pc"])
+def test_layers_reading_one_input_share_one_op(tmp_path, spec):
+    """q, k and v reading the same tensor become one TFQ_FULLY_CONNECTED over their joined
+    output channels and a SPLIT: outputs bit for bit those of the separate ops (several groups
+    and zero points per channel: their [groups][N] sections are joined group by group).  A
+    layer of other N (o) or on another input is left alone; the report names the partners and
+    its bytes add up to the joined blob; errors of the joined op name all three layers."""
+    tf.random.set_seed(5)
+    inp = keras.Input((7, 96), batch_size=1, name="x")
+    q, k, v = (keras.layers.Dense(64, name=n)(inp) for n in ("q", "k", "v"))
+    o = keras.layers.Dense(32, name="o")(inp)
+    h = keras.layers.Add()([keras.layers.Multiply()([q, k]), v])
+    out = keras.layers.Concatenate()([keras.layers.Dense(32, name="after")(h), o])
+    model = keras.Model(inp, out)
+    names = ["q", "k", "v", "o", "after"]
+    qws = quantize_layers(model, names, spec)
+    joined = lower_to_tflite(model, qws, tmp_path / "joined.tflite")
+    apart = lower_to_tflite(model, qws, tmp_path / "apart.tflite", fuse_shared_input=False)
+    ops = _op_names(tmp_path / "joined.tflite")
+    assert ops.count("TFQ_FULLY_CONNECTED") == 3 and ops.count("SPLIT") == 1
+    assert _op_names(tmp_path / "apart.tflite").count("TFQ_FULLY_CONNECTED") == 5
+    assert joined["layers"]["q"]["shares_op_with"] == ["k", "v"]
+    assert "shares_op_with" not in joined["layers"]["o"] and "shares_op_with" not in joined["layers"]["after"]
+    shared = sum(joined["layers"][n]["bytes"] for n in ("q", "k", "v"))
+    assert shared < sum(apart["layers"][n]["bytes"] for n in ("q", "k", "v"))
+    assert joined["file_bytes"] < apart["file_bytes"]
+    x = np.random.default_rng(1).normal(size=(1, 7, 96)).astype(np.float32)
+    with LiteRtModel(tmp_path / "joined.tflite") as rt:
+        y = rt.run([x])[0]
+        # named in errors by all three (in the converter's op order)
+        assert sorted(rt.layer_names[-1].split("+")) == ["k", "q", "v"]
+    with LiteRtModel(tmp_path / "apart.tflite") as rt:
+        y_apart = rt.run([x])[0]
+    assert np.array_equal(y, y_apart) and np.abs(y).max() > 0
+
+
+def test_concat_columns_refuses_blobs_of_other_formats():
+    """Only blobs that differ in N and their contents join: another bit width, K or section set
+    is refused, naming the blob."""
+    from tfq_asr.convert import packing
+    rng = np.random.default_rng(0)
+
+    def blob(bits, k, n, bias):
+        qv = rng.integers(-(1 << (bits - 1)) + 1, 1 << (bits - 1), size=(k, n))
+        p = packing.dense_rows(packing.pack_weights(qv.astype(np.int16), bits, True, k,
+                                                    np.ones((1, n), np.float32)))
+        return op_blob.build(p, [1, 0, 1 if bias else 0, 0], np.zeros(n, np.float32) if bias else None, (n,))
+
+    base = blob(4, 64, 16, True)
+    assert op_blob.read(op_blob.concat_columns([base, blob(4, 64, 8, True)], [1, 0, 1, 3])).header[5] == 24
+    for other in (blob(2, 64, 16, True), blob(4, 96, 16, True), blob(4, 64, 16, False)):
+        with pytest.raises(ValueError, match="blob 1"):
+            op_blob.concat_columns([base, other], [1, 0, 1, 0])
+
+
 def test_buffers_are_external_and_64_byte_aligned(tmp_path):
     from ai_edge_litert import schema_py_generated as schema
     model = dense_stack()
@@ -231,10 +288,12 @@ def test_conformer_block_matches_keras_with_int_matmul(tmp_path, conformer):
     assert set(report["layers"]) == set(dense) and report["float_ops"] == 0
     # The macaron 1/2 is folded into the second FFN weights by the converter: absorbed exactly.
     assert report["layers"]["block0_ff1_dense2"]["folded_factor"] == 0.5
+    assert sorted(report["layers"]["block0_mhsa_query"]["shares_op_with"]) == [
+        "block0_mhsa_key", "block0_mhsa_value"]
     x = np.random.default_rng(4).standard_normal((1, 48, 80)).astype(np.float32)
     with LiteRtModel(tmp_path / "c.tflite") as rt:
         y = rt.run([x])[0]
-        assert rt.op_calls() == len(dense)
+        assert rt.op_calls() == len(dense) - 2  # q, k and v run as one op
     expect = reference_model(conformer, q)(x, training=False).numpy()
     assert y.shape == expect.shape == (1, 12, conformer.output_shape[-1])
     assert np.abs(y - expect).max() <= 3e-2 * np.abs(expect).max()

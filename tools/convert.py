@@ -94,6 +94,8 @@ def layer_rows(report: dict, file_bytes: bytes, layer_names) -> list[dict]:
                                 + (", float activations" if info.get("float_activations") else "")
                                 + (f", {info['op']}" if "op" in info else "")
                                 + (f", {info['ops']} ops" if info.get("ops", 1) > 1 else "")
+                                + (f", one op with {' and '.join(info['shares_op_with'])}"
+                                   if info.get("shares_op_with") else "")
                                 + (f", {REFERENCE_KERNEL}" if runs_reference_kernel(info) else "")})
     why = {k["layer"]: f"quantized to {k['bits']} bits, stored float: {k['why']}" for k in report.get("float_kernels", [])}
     for r in report.get("weights") or weight_inventory(file_bytes, layer_names):

@@ -43,6 +43,10 @@ Steps (``lower_to_tflite``):
    accepted, and the factor goes into float32 scales (s * a).  Those taps then equal the
    converter's within one rounding, not bit for bit.  Depthwise convolutions left in float
    with more than 25 taps are split for XNNPACK (``_split_long_depthwise``).
+   TFQ_FULLY_CONNECTED ops that read the same tensor and differ only in their weights (the
+   attention's q, k and v projections) become one op over the joined output channels and a builtin SPLIT
+   (``_fuse_shared_input``): LiteRT's fixed cost per custom op call is paid once, the input is
+   quantized once, the outputs are the same bit for bit.
 4. Drop the float weights no op uses any more, move every constant buffer behind the
    flatbuffer at 64-byte aligned file offsets (Buffer.offset/size: LiteRT needs constant
    inputs of custom ops 64-byte aligned), add the layer names as metadata ``tfq_asr`` (the
@@ -490,6 +494,85 @@ def _replace(schema, model_obj, si, oi, name, qw: QuantizedWeight, factor: float
             "float_bytes": 4 * k * n, "folded_factor": factor}
 
 
+# Below this many rows per call, LiteRT's fixed cost per custom op (about 1 us: a TensorBuffer
+# per input and output, every call) is a large part of a small layer's time; q, k and v as
+# one op save two of those calls and two quantizations of their shared input per attention
+# block (2.3 us a block at 4 rows x 144 in the measurement of 2026-12-02).
+_SPLIT = 49
+
+
+def _fuse_shared_input(schema, model_obj, custom_code: int, op_names: dict, layer_names: list,
+                       shared: dict) -> list:
+    """Join TFQ_FULLY_CONNECTED ops that read the same input tensor and differ only in their
+    weights (same bits, K, group size, scale type, N, activation and flags, no flatten) into
+    one op over the concatenated output channels, followed by a builtin SPLIT into the original
+    output tensors.  Each output column is computed as before (same quantized input row, same
+    column weights), so the outputs are bit for bit those of the separate ops.  op_names: (si,
+    op object id) -> layer name; the joined op is named "a+b+c" in layer_names (appended).
+    Returns [(layer names joined, bytes of their blob)]."""
+    groups_done = []
+    split_code = None
+    for si, sg in enumerate(model_obj.subgraphs):
+        by_input: dict[tuple, list[int]] = {}
+        for oi, op in enumerate(sg.operators):
+            if op.opcodeIndex != custom_code or len(op.inputs) != 2:
+                continue
+            blob = op_blob.read(_array(model_obj, sg.tensors[op.inputs[1]]))
+            out = sg.tensors[op.outputs[0]]
+            params = blob.params.copy()
+            params[3] = 0  # the layer index: the only param that may differ
+            if params[2] & FLAG_FLATTEN:
+                continue
+            key = (int(op.inputs[0]), tuple(blob.header.tolist()), tuple(params.tolist()),
+                   tuple(int(d) for d in out.shape), tuple(v is None for v in blob.sections.values()))
+            by_input.setdefault(key, []).append(oi)
+        fused_at, drop = {}, set()
+        for key, members in by_input.items():
+            if len(members) < 2:
+                continue
+            ops = [sg.operators[i] for i in members]
+            names = [op_names[(si, id(op))] for op in ops]
+            joined = "+".join(names)
+            if joined not in layer_names:  # the same layers may join at several places
+                layer_names.append(joined)
+            first = op_blob.read(_array(model_obj, sg.tensors[ops[0].inputs[1]]))
+            params = first.params.copy()
+            params[3] = layer_names.index(joined)
+            blob = op_blob.concat_columns([_array(model_obj, sg.tensors[op.inputs[1]]) for op in ops],
+                                          params)
+            out_shape = [int(d) for d in sg.tensors[ops[0].outputs[0]].shape]
+            n = out_shape[-1]
+            fused_out = _add_activation_tensor(schema, sg, f"{joined}/tfq_fused", out_shape[:-1] + [n * len(ops)])
+            new = schema.OperatorT()
+            new.opcodeIndex = custom_code
+            new.inputs = np.array([ops[0].inputs[0], _shared_blob(schema, model_obj, sg, shared,
+                                                                   f"{joined}/tfq_blob", blob)], np.int32)
+            new.outputs = np.array([fused_out], np.int32)
+            if split_code is None:
+                split_code = _opcode(schema, model_obj, _SPLIT)
+            split = schema.OperatorT()
+            split.opcodeIndex = split_code
+            axis = _add_tensor(schema, model_obj, sg, f"{joined}/split_axis",
+                               np.array(len(out_shape) - 1, np.int32), _INT32)
+            split.inputs = np.array([axis, fused_out], np.int32)
+            split.outputs = np.array([op.outputs[0] for op in ops], np.int32)
+            split.builtinOptionsType = schema.BuiltinOptions.SplitOptions
+            split.builtinOptions = schema.SplitOptionsT()
+            split.builtinOptions.numSplits = len(ops)
+            fused_at[members[0]] = [new, split]
+            drop.update(members[1:])
+            groups_done.append((names, int(blob.size)))
+        if fused_at:
+            new_ops = []
+            for oi, op in enumerate(sg.operators):
+                if oi in fused_at:
+                    new_ops.extend(fused_at[oi])
+                elif oi not in drop:
+                    new_ops.append(op)
+            sg.operators = new_ops
+    return groups_done
+
+
 def _channel_factors(expected: np.ndarray, taps: np.ndarray) -> np.ndarray | None:
     """Per-channel a with taps == expected * a up to float rounding (the converter folds a
     BatchNorm after a depthwise convolution into its filter and bias, like DESIGN.md warns),
@@ -855,7 +938,7 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
                     input_shape=None, extra_metadata: dict | None = None,
                     activations: Mapping[str, str] | None = None, float_activations=(),
                     depthwise: Mapping[str, QuantizedWeight] | None = None,
-                    fuse_im2col: bool = True) -> dict:
+                    fuse_im2col: bool = True, fuse_shared_input: bool = True) -> dict:
     """Write ``out_path`` (.tflite) with every layer of ``quantized`` as TFQ_FULLY_CONNECTED.
 
     float_model: a tf_keras model (not modified); quantized: key -> QuantizedWeight of the
@@ -874,6 +957,9 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
     fuse_im2col: a quantized VALID Conv2D becomes TFQ_CONV_2D, which gathers its patches
     itself, instead of im2col ops feeding TFQ_FULLY_CONNECTED (the same numbers bit for bit;
     False keeps the im2col ops, for comparison).
+    fuse_shared_input: layers that read the same tensor with the same packed format and N
+    (attention's q, k, v) become one TFQ_FULLY_CONNECTED and a SPLIT (_fuse_shared_input; the
+    same numbers bit for bit); their report entries name the others in "shares_op_with".
     Returns a report: {"path", "input_shape", "file_bytes", "layers": {name: {"bits", "bytes",
     "ops", "activation_mode", ...}}, "float_ops": number of FULLY_CONNECTED ops left in float}.
     """
@@ -892,10 +978,11 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
     custom_code = _custom_opcode(schema, model_obj, OP_NAME, OP_VERSION) if matches else -1
     dw_code = _custom_opcode(schema, model_obj, DW_OP_NAME, DW_OP_VERSION) if dw_matches else -1
     layer_names = list(dict.fromkeys([m[2] for m in matches] + [_layer_of(m[2]) for m in dw_matches]))
-    layers, shared = {}, {}
+    layers, shared, op_names = {}, {}, {}
     for si, oi, name, factor in matches:
         info = _replace(schema, model_obj, si, oi, name, quantized[name], factor,
                         layer_names.index(name), custom_code, name in float_keys, shared)
+        op_names[(si, id(model_obj.subgraphs[si].operators[oi]))] = name
         if name in layers:
             layers[name]["ops"] += 1
         else:
@@ -907,6 +994,14 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
             layers[key]["ops"] += 1
         else:
             layers[key] = dict(info, ops=1)
+    fused = _fuse_shared_input(schema, model_obj, custom_code, op_names, layer_names, shared) \
+        if fuse_shared_input and matches else []
+    for names, blob_bytes in fused:  # the joined blob's bytes, shared by each layer's own
+        own = [layers[n]["bytes"] for n in names]
+        share = [blob_bytes * b // sum(own) for b in own]
+        share[0] += blob_bytes - sum(share)
+        for name, b in zip(names, share):
+            layers[name].update(bytes=int(b), shares_op_with=[n for n in names if n != name])
     conv_code = []
     def conv_code_of():
         if not conv_code:

@@ -55,9 +55,15 @@ def build(p: packing.PackedWeights, params, bias: np.ndarray | None, lead_dims) 
              np.ascontiguousarray(p.scales).view(np.uint8).reshape(-1),
              None if p.symmetric else np.ascontiguousarray(p.zero_points).view(np.uint8).reshape(-1),
              None if bias is None else np.ascontiguousarray(bias, np.float32).view(np.uint8).reshape(-1)]
+    return _assemble(p.header(), params, parts, lead_dims)
+
+
+def _assemble(header, params, parts, lead_dims) -> np.ndarray:
+    """The descriptor words, then each present section (uint8, in SECTIONS order) at the next
+    aligned offset, as a uint8 array of shape [*lead_dims, rest]."""
     words = np.zeros(WORDS, np.int32)
     words[0], words[1] = MAGIC, VERSION
-    words[HEADER_WORD:HEADER_WORD + packing.HEADER_COUNT] = p.header()
+    words[HEADER_WORD:HEADER_WORD + packing.HEADER_COUNT] = header
     words[PARAMS_WORD:PARAMS_WORD + PARAMS_MAX] = _params_words(params)
     pos = 4 * WORDS
     for i, part in enumerate(parts):
@@ -98,3 +104,38 @@ def with_params(blob: np.ndarray, params) -> np.ndarray:
     out = np.array(blob, np.uint8, copy=True)
     out.reshape(-1)[4 * PARAMS_WORD:4 * (PARAMS_WORD + PARAMS_MAX)] = words.view(np.uint8)
     return out
+
+
+def concat_columns(blobs, params) -> np.ndarray:
+    """One blob computing the output channels of several blobs side by side: layers that read
+    the same input (attention's query, key and value projections) as one op.  N is their sum;
+    the data rows and the bias are channel-major and follow one another, the scales and zero
+    points ([groups][N], format.h) are joined group by group.  Every other header field must
+    agree, as must which sections are present.  Blobs with leading dims other than [N] (the
+    flatten form) are refused."""
+    parts = [read(b) for b in blobs]
+    first = parts[0]
+    n_word = 5  # header: magic, version, bits, symmetric, K, N, group size, scale is f16
+    for i, p in enumerate(parts):
+        other = np.delete(p.header, n_word) != np.delete(first.header, n_word)
+        if other.any() or len(p.lead_dims) != 1 or p.lead_dims[0] != p.header[n_word]:
+            raise ValueError(f"blob {i}: header {p.header.tolist()} or dims {p.lead_dims} cannot "
+                             f"share an op with header {first.header.tolist()}")
+        if [s is None for s in p.sections.values()] != [s is None for s in first.sections.values()]:
+            raise ValueError(f"blob {i}: has other sections than blob 0")
+    header = first.header.copy()
+    header[n_word] = sum(int(p.header[n_word]) for p in parts)
+    k, group = int(header[4]), int(header[6])
+    groups = -(-k // group)  # tfq_num_groups
+
+    def joined(name):
+        if first.sections[name] is None:
+            return None
+        arrays = [np.frombuffer(p.sections[name], np.uint8) for p in parts]
+        if name in ("scales", "zero_points"):  # [groups][n_i][item bytes] side by side
+            arrays = [a.reshape(groups, int(p.header[n_word]), -1) for a, p in zip(arrays, parts)]
+            return np.concatenate(arrays, axis=1).reshape(-1)
+        return np.concatenate(arrays)
+
+    sections = [joined(name) for name in SECTIONS]
+    return _assemble(header, params, sections, (int(header[n_word]),))
