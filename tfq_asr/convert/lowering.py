@@ -44,9 +44,9 @@ Steps (``lower_to_tflite``):
    converter's within one rounding, not bit for bit.  Depthwise convolutions left in float
    with more than 25 taps are split for XNNPACK (``_split_long_depthwise``).
    TFQ_FULLY_CONNECTED ops that read the same tensor and differ only in their weights (the
-   attention's q, k and v projections) become one op over the joined output channels and a builtin SPLIT
-   (``_fuse_shared_input``): LiteRT's fixed cost per custom op call is paid once, the input is
-   quantized once, the outputs are the same bit for bit.
+   attention's q, k and v projections) become one op over the joined output channels and a
+   builtin SPLIT (``_fuse_shared_input``): LiteRT's fixed cost per custom op call is paid
+   once, the input is quantized once, the outputs are the same bit for bit.
 4. Drop the float weights no op uses any more, move every constant buffer behind the
    flatbuffer at 64-byte aligned file offsets (Buffer.offset/size: LiteRT needs constant
    inputs of custom ops 64-byte aligned), add the layer names as metadata ``tfq_asr`` (the
@@ -494,10 +494,10 @@ def _replace(schema, model_obj, si, oi, name, qw: QuantizedWeight, factor: float
             "float_bytes": 4 * k * n, "folded_factor": factor}
 
 
-# Below this many rows per call, LiteRT's fixed cost per custom op (about 1 us: a TensorBuffer
-# per input and output, every call) is a large part of a small layer's time; q, k and v as
-# one op save two of those calls and two quantizations of their shared input per attention
-# block (2.3 us a block at 4 rows x 144 in the measurement of 2026-12-02).
+# LiteRT's fixed cost per custom op call (about 1 us: a TensorBuffer per input and output,
+# every call) is a large part of a small layer's time at a few rows; q, k and v as one op save
+# two of those calls and two quantizations of their shared input per attention block (2.3 us
+# a block at 4 rows x 144, BENCHMARKS.md 2026-12-02 (late)).
 _SPLIT = 49
 
 
