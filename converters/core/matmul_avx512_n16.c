@@ -24,6 +24,23 @@ TFQ_INLINE __m512i tfq_bcast4(const int8_t *a) {
   return _mm512_set1_epi32(v);
 }
 
+/* The four 2- or 4-bit planes of one step of weights (two vectors of int4 or one of int2)
+ * shifted down to the low bits of each byte: plane c holds, in byte t of lane l, the field of
+ * input 4 c + t of channel l. */
+TFQ_INLINE void tfq_n16_unpack(const uint8_t *p, __m512i u[4], const int BITS) {
+  const __m512i lo = _mm512_set1_epi8(BITS == 4 ? 0x0F : 0x03);
+  if (BITS == 4) {
+    __m512i v0 = _mm512_loadu_si512((const void *)p), v1 = _mm512_loadu_si512((const void *)(p + 64));
+    u[0] = _mm512_and_si512(v0, lo), u[1] = _mm512_and_si512(_mm512_srli_epi32(v0, 4), lo);
+    u[2] = _mm512_and_si512(v1, lo), u[3] = _mm512_and_si512(_mm512_srli_epi32(v1, 4), lo);
+  } else {
+    __m512i v = _mm512_loadu_si512((const void *)p);
+    u[0] = _mm512_and_si512(v, lo), u[1] = _mm512_and_si512(_mm512_srli_epi32(v, 2), lo);
+    u[2] = _mm512_and_si512(_mm512_srli_epi32(v, 4), lo);
+    u[3] = _mm512_and_si512(_mm512_srli_epi32(v, 6), lo);
+  }
+}
+
 TFQ_INLINE void tfq_n16_tile(const tfq_q8_job *job, const uint8_t *block, int32_t n0,
                              __mmask16 mask, int32_t m0, const int MR, const int BITS) {
   const tfq_packed_weights *w = job->w;
@@ -66,20 +83,13 @@ TFQ_INLINE void tfq_n16_tile(const tfq_q8_job *job, const uint8_t *block, int32_
         __m512i v0 = _mm512_loadu_si512((const void *)p), v1 = _mm512_loadu_si512((const void *)(p + 64));
         u[0] = _mm512_and_si512(v0, lo), u[1] = _mm512_and_si512(v0, hi);
         u[2] = _mm512_and_si512(v1, lo), u[3] = _mm512_and_si512(v1, hi);
-      } else if (BITS == 4) {
-        __m512i v0 = _mm512_loadu_si512((const void *)p), v1 = _mm512_loadu_si512((const void *)(p + 64));
-        u[0] = _mm512_and_si512(v0, lo), u[1] = _mm512_and_si512(_mm512_srli_epi32(v0, 4), lo);
-        u[2] = _mm512_and_si512(v1, lo), u[3] = _mm512_and_si512(_mm512_srli_epi32(v1, 4), lo);
-      } else if (INPLACE) {
+      } else if (BITS == 2 && INPLACE) {
         __m512i v = _mm512_loadu_si512((const void *)p);
         u[0] = _mm512_and_si512(v, lo), u[1] = _mm512_and_si512(v, _mm512_set1_epi8(0x0C));
         u[2] = _mm512_and_si512(v, _mm512_set1_epi8(0x30));
         u[3] = _mm512_and_si512(v, _mm512_set1_epi8((char)0xC0));
       } else {
-        __m512i v = _mm512_loadu_si512((const void *)p);
-        u[0] = _mm512_and_si512(v, lo), u[1] = _mm512_and_si512(_mm512_srli_epi32(v, 2), lo);
-        u[2] = _mm512_and_si512(_mm512_srli_epi32(v, 4), lo);
-        u[3] = _mm512_and_si512(_mm512_srli_epi32(v, 6), lo);
+        tfq_n16_unpack(p, u, BITS);
       }
       for (int r = 0; r < MR; r++) {
         for (int c = 0; c < 4; c++)
@@ -160,24 +170,42 @@ void tfq_matmul_n16_avx512(const tfq_q8_job *job) {
  * FMA per row adds x[k] times them.  The old K-lane float path converted and reduced per
  * channel (7 GMAC/s at M = 1); this one has no horizontal work until the output.  Numerics as
  * kernels.h allows for this path: float sums in another order, FMAs. */
+/* A group's 16 scales (as float) and zero-point offsets, which follow its `len` inputs of
+ * weight vectors; returns where the next group starts. */
+TFQ_INLINE const uint8_t *tfq_n16_group_meta(const uint8_t *p, int32_t len, size_t ssz,
+                                             __m512 *scale, __m512i *off, const int BITS) {
+  const uint8_t *meta = p + (size_t)len / 16 * (BITS == 4 ? 128 : 64);
+  *scale = ssz == 2 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)meta))
+                    : _mm512_loadu_ps((const void *)meta);
+  *off = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(meta + 16 * ssz)));
+  return meta + 16 * ssz + 16;
+}
+
+/* The float weights (q - offset) of 16 channels for input 4 c + t, from plane u = u[c] of
+ * tfq_n16_unpack (exact: small integers). */
+TFQ_INLINE __m512 tfq_n16_weights_f32(__m512i u, int t, __m512i off) {
+  const __m512i byte = _mm512_set1_epi32(0xFF);
+  __m512i q = t == 0 ? _mm512_and_si512(u, byte)
+            : t == 3 ? _mm512_srli_epi32(u, 24)
+                     : _mm512_and_si512(_mm512_srli_epi32(u, 8 * t), byte);
+  return _mm512_cvtepi32_ps(_mm512_sub_epi32(q, off));
+}
+
 TFQ_INLINE void tfq_n16_f32_tile(const tfq_f32_job *job, const uint8_t *block, int32_t n0,
                                  __mmask16 mask, int32_t m0, const int MR, const int BITS) {
   const tfq_packed_weights *w = job->w;
   const int32_t kp = tfq_k_pad(w->k), k = w->k;
   const int32_t span = w->group_size < kp ? w->group_size : kp;
   const size_t ssz = w->scale_is_f16 ? 2 : 4;
-  const __m512i lo = _mm512_set1_epi8(BITS == 4 ? 0x0F : 0x03), byte = _mm512_set1_epi32(0xFF);
   const int NACC = MR >= 8 ? 1 : 2;  /* FMA chains in flight per row */
   __m512 total[8];
   for (int r = 0; r < MR; r++) total[r] = _mm512_setzero_ps();
   const uint8_t *p = block;
   for (int32_t g = 0; g < job->groups; g++) {
     int32_t k0 = g * span, k1 = g == job->groups - 1 ? kp : k0 + span;
-    /* The group's offsets come after its weight vectors: find them first. */
-    const uint8_t *meta = p + (size_t)(k1 - k0) / 16 * (BITS == 4 ? 128 : 64);
-    __m512 s = ssz == 2 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)meta))
-                        : _mm512_loadu_ps((const void *)meta);
-    __m512i off = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(meta + 16 * ssz)));
+    __m512 s;
+    __m512i off;
+    const uint8_t *next = tfq_n16_group_meta(p, k1 - k0, ssz, &s, &off, BITS);
     __m512 acc[8][2];
     for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     for (int32_t kv = k0; kv < k1 && kv < k; kv += 16, p += BITS == 4 ? 128 : 64) {
@@ -191,29 +219,17 @@ TFQ_INLINE void tfq_n16_f32_tile(const tfq_f32_job *job, const uint8_t *block, i
       for (int r = 0; r < MR; r++)
         _mm512_storeu_ps(xb[r], _mm512_maskz_loadu_ps(xm, job->x + (size_t)(m0 + r) * job->x_stride + (size_t)kv));
       __m512i u[4];
-      if (BITS == 4) {
-        __m512i v0 = _mm512_loadu_si512((const void *)p), v1 = _mm512_loadu_si512((const void *)(p + 64));
-        u[0] = _mm512_and_si512(v0, lo), u[1] = _mm512_and_si512(_mm512_srli_epi32(v0, 4), lo);
-        u[2] = _mm512_and_si512(v1, lo), u[3] = _mm512_and_si512(_mm512_srli_epi32(v1, 4), lo);
-      } else {
-        __m512i v = _mm512_loadu_si512((const void *)p);
-        u[0] = _mm512_and_si512(v, lo), u[1] = _mm512_and_si512(_mm512_srli_epi32(v, 2), lo);
-        u[2] = _mm512_and_si512(_mm512_srli_epi32(v, 4), lo);
-        u[3] = _mm512_and_si512(_mm512_srli_epi32(v, 6), lo);
-      }
+      tfq_n16_unpack(p, u, BITS);
       for (int c = 0; c < 4; c++) {
         for (int t = 0; t < 4; t++) {
           if (4 * c + t >= live) continue;
-          __m512i q = t == 0 ? _mm512_and_si512(u[c], byte)
-                    : t == 3 ? _mm512_srli_epi32(u[c], 24)
-                             : _mm512_and_si512(_mm512_srli_epi32(u[c], 8 * t), byte);
-          __m512 wf = _mm512_cvtepi32_ps(_mm512_sub_epi32(q, off));
+          __m512 wf = tfq_n16_weights_f32(u[c], t, off);
           for (int r = 0; r < MR; r++)
             acc[r][t % NACC] = _mm512_fmadd_ps(wf, _mm512_set1_ps(xb[r][4 * c + t]), acc[r][t % NACC]);
         }
       }
     }
-    p = meta + 16 * ssz + 16;
+    p = next;
     for (int r = 0; r < MR; r++)
       total[r] = _mm512_fmadd_ps(s, NACC == 1 ? acc[r][0] : _mm512_add_ps(acc[r][0], acc[r][1]), total[r]);
   }
@@ -247,35 +263,19 @@ TFQ_INLINE void tfq_n16_f32_decode(const tfq_f32_job *job, const uint8_t *block,
   const int32_t kp = tfq_k_pad(w->k), k = w->k;
   const int32_t span = w->group_size < kp ? w->group_size : kp;
   const size_t ssz = w->scale_is_f16 ? 2 : 4;
-  const __m512i lo = _mm512_set1_epi8(BITS == 4 ? 0x0F : 0x03), byte = _mm512_set1_epi32(0xFF);
   const uint8_t *p = block;
   for (int32_t g = 0; g < job->groups; g++) {
     int32_t k0 = g * span, k1 = g == job->groups - 1 ? kp : k0 + span;
-    const uint8_t *meta = p + (size_t)(k1 - k0) / 16 * (BITS == 4 ? 128 : 64);
-    d->scale[g] = ssz == 2 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)meta))
-                           : _mm512_loadu_ps((const void *)meta);
-    __m512i off = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(meta + 16 * ssz)));
+    __m512i off;
+    const uint8_t *next = tfq_n16_group_meta(p, k1 - k0, ssz, &d->scale[g], &off, BITS);
     for (int32_t kv = k0; kv < k1 && kv < k; kv += 16, p += BITS == 4 ? 128 : 64) {
       __m512i u[4];
-      if (BITS == 4) {
-        __m512i v0 = _mm512_loadu_si512((const void *)p), v1 = _mm512_loadu_si512((const void *)(p + 64));
-        u[0] = _mm512_and_si512(v0, lo), u[1] = _mm512_and_si512(_mm512_srli_epi32(v0, 4), lo);
-        u[2] = _mm512_and_si512(v1, lo), u[3] = _mm512_and_si512(_mm512_srli_epi32(v1, 4), lo);
-      } else {
-        __m512i v = _mm512_loadu_si512((const void *)p);
-        u[0] = _mm512_and_si512(v, lo), u[1] = _mm512_and_si512(_mm512_srli_epi32(v, 2), lo);
-        u[2] = _mm512_and_si512(_mm512_srli_epi32(v, 4), lo);
-        u[3] = _mm512_and_si512(_mm512_srli_epi32(v, 6), lo);
-      }
+      tfq_n16_unpack(p, u, BITS);
       for (int c = 0; c < 4; c++)
-        for (int t = 0; t < 4; t++) {
-          __m512i q = t == 0 ? _mm512_and_si512(u[c], byte)
-                    : t == 3 ? _mm512_srli_epi32(u[c], 24)
-                             : _mm512_and_si512(_mm512_srli_epi32(u[c], 8 * t), byte);
-          _mm512_storeu_ps(d->wf[kv + 4 * c + t], _mm512_cvtepi32_ps(_mm512_sub_epi32(q, off)));
-        }
+        for (int t = 0; t < 4; t++)
+          _mm512_storeu_ps(d->wf[kv + 4 * c + t], tfq_n16_weights_f32(u[c], t, off));
     }
-    p = meta + 16 * ssz + 16;
+    p = next;
   }
 }
 
