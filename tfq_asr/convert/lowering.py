@@ -514,6 +514,7 @@ def _fuse_shared_input(schema, model_obj, custom_code: int, op_names: dict, laye
     split_code = None
     for si, sg in enumerate(model_obj.subgraphs):
         by_input: dict[tuple, list[int]] = {}
+        params_of = {}
         for oi, op in enumerate(sg.operators):
             if op.opcodeIndex != custom_code or len(op.inputs) != 2:
                 continue
@@ -526,6 +527,7 @@ def _fuse_shared_input(schema, model_obj, custom_code: int, op_names: dict, laye
             key = (int(op.inputs[0]), tuple(blob.header.tolist()), tuple(params.tolist()),
                    tuple(int(d) for d in out.shape), tuple(v is None for v in blob.sections.values()))
             by_input.setdefault(key, []).append(oi)
+            params_of[oi] = blob.params
         fused_at, drop = {}, set()
         for key, members in by_input.items():
             if len(members) < 2:
@@ -535,8 +537,7 @@ def _fuse_shared_input(schema, model_obj, custom_code: int, op_names: dict, laye
             joined = "+".join(names)
             if joined not in layer_names:  # the same layers may join at several places
                 layer_names.append(joined)
-            first = op_blob.read(_array(model_obj, sg.tensors[ops[0].inputs[1]]))
-            params = first.params.copy()
+            params = params_of[members[0]].copy()
             params[3] = layer_names.index(joined)
             blob = op_blob.concat_columns([_array(model_obj, sg.tensors[op.inputs[1]]) for op in ops],
                                           params)
