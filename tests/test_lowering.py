@@ -524,6 +524,26 @@ def test_quantized_depthwise_conv_lowers_to_the_packed_op(tmp_path, case):
     assert (y > 0).any()
 
 
+@pytest.mark.parametrize("channels", [45, 64])
+def test_depthwise_sums_each_channel_in_tap_order(tmp_path, channels):
+    """The op walks channels in blocks of 32, 8 and 1 (45 = 32 + 8 + 5) with its taps blocked
+    to match: each output is 0 + x*tap 0 + x*tap 1 + ... + bias in float32, bit for bit the
+    plain loop over the dequantized taps, whatever block a channel falls in."""
+    model, dw = depthwise_model(15, "valid", 1, 1, False, SPECS[1], channels=channels)
+    path = tmp_path / "dw.tflite"
+    lower_to_tflite(model, {}, path, depthwise=dw)
+    x = np.random.default_rng(2).normal(size=(1, 29, channels)).astype(np.float32)
+    with LiteRtModel(path) as rt:
+        y = rt.run([x])[0]
+    taps = dw["dw/depthwise_kernel"].dequantize().astype(np.float32)  # [taps, channels]
+    bias = model.get_layer("dw").get_weights()[1].astype(np.float32)
+    acc = np.zeros((29 - 15 + 1, channels), np.float32)
+    for j in range(15):
+        acc = (acc + x[0, j:j + acc.shape[0]] * taps[j]).astype(np.float32)
+    expect = np.maximum(acc + bias, 0)[None]
+    assert np.array_equal(y, expect)
+
+
 def test_depthwise_taps_that_match_no_op_are_an_error(tmp_path):
     model, dw = depthwise_model(*DW_CASES["15-valid-w2-asym"])
     other = quantize_weight(np.ones((15, 24), np.float32), SPECS[1])
