@@ -72,8 +72,13 @@ class StreamingRelativeAttention(keras.layers.Layer):
         dist = tf.clip_by_value(j - i, -self.max_distance, self.max_distance)
         logits += tf.gather(self.rel_bias, dist + self.max_distance, axis=1)[None]
         # A cache slot j holds absolute frame position - L + j: invalid before the stream start.
-        valid = tf.cast(j, tf.float32) + position[0] - lc >= 0.0
-        logits = tf.where(valid[None, None], logits, tf.fill(tf.shape(logits), MASKED))
+        # As an additive mask from float arithmetic (positions are whole numbers, so the clip is
+        # 0 at or after the start and 1 before it): the converter's comparison, select and the
+        # scalar slice of `position` ran as TFLite builtins, each splitting XNNPACK's partition.
+        # The softmax is the same to the bit: a masked logit, now logit - 1e9 instead of -1e9,
+        # still gives exp(...) == 0, and every row keeps its own chunk's keys.
+        t = tf.cast(j, tf.float32) - lc + position          # [1, L + c]
+        logits = logits + MASKED * tf.clip_by_value(-t, 0.0, 1.0)
         out = tf.matmul(tf.nn.softmax(logits, axis=-1), self._heads(v))
         return tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [1, c, q.shape[-1]])
 
