@@ -76,6 +76,12 @@ int tfq_isa_available(tfq_isa isa) {
   return (mask >> isa) & 1;
 }
 
+void tfq_clean_vector_state(void) {
+#if defined(TFQ_BUILD_X86)
+  if (tfq_isa_available(TFQ_ISA_AVX2)) __asm__ volatile("vzeroupper" ::: "memory");
+#endif
+}
+
 const tfq_kernel_table *tfq_kernel_table_for(tfq_isa isa) {
   switch (isa) {
 #if defined(TFQ_BUILD_X86)

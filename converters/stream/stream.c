@@ -475,6 +475,7 @@ static int run_model(tfq_recognizer *r, int b, int *op_status, char *why, size_t
   *op_status = TFQ_OK;
   int st = r->api.RunCompiledModel(r->compiled, 0, r->n_ins, r->in_buffers[b], r->n_outs,
                                    r->out_buffers[b]);
+  tfq_clean_vector_state();  /* before the frontend and decoding of the next step */
   if (st != 0) return st;
   char msg[300];
   int32_t layer = -1;

@@ -91,6 +91,15 @@ TFQ_API const char *tfq_status_str(int status);
 TFQ_API const char *tfq_isa_name(tfq_isa isa);
 TFQ_API int tfq_isa_available(tfq_isa isa);
 
+/* Where code we did not compile (LiteRT, XNNPACK) may have left the upper halves of the vector
+ * registers in use, clear them (vzeroupper on x86-64 CPUs with AVX; nothing elsewhere), so that
+ * the SSE-encoded code after it does not run with false dependencies on them.  The streaming
+ * core calls it after each model run: with the frontend still SSE-encoded, the state XNNPACK
+ * left made a litert-int8 step of conformer-ctc-xs 15-20% slower on the Zen 4 VM
+ * (BENCHMARKS.md, 2026-12-03); the frontend is AVX2-encoded now, but its scalar and decoding
+ * code is not.  (On entry to our ops it measured no gain: their hot code is AVX-encoded.) */
+TFQ_API void tfq_clean_vector_state(void);
+
 /* The ISA that TFQ_ISA_AUTO runs for these weights and M (the dispatch rule is in dispatch.c).
  * The environment variable TFQ_KERNELS_ISA=ref|avx2|avx512vnni|neon|neon_dotprod, read once,
  * overrides the CPU choice when that ISA is available. */
