@@ -166,10 +166,7 @@ static int tfq_open(tfq_litert_context *ctx, tfq_tensor *t, tfq_lrt_buffer buffe
 /* In place over the op's output (the subsampling convolutions' ReLU runs over 50 thousand
  * values a step): the AVX2 clone doubles the vector width; the clamps are exact in any width,
  * and swish calls expf per element in both. */
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__) && \
-    !defined(__ANDROID__)
-__attribute__((target_clones("avx2", "default")))
-#endif
+TFQ_AVX2_CLONE
 static void tfq_activate(float *y, size_t count, int act) {
   switch (act) {
     case TFQ_ACT_RELU:
@@ -827,10 +824,7 @@ typedef float tfq_v8f __attribute__((vector_size(32)));
     memcpy(yo + c0, acc, sizeof acc);                                                         \
   } while (0)
 
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__) && \
-    !defined(__ANDROID__)
-__attribute__((target_clones("avx2", "default")))
-#endif
+TFQ_AVX2_CLONE
 static void tfq_dw_rows(const float *x, float *y, const float *taps, const float *bias,
                         size_t rows, int64_t width, int64_t out_w, size_t c_count, int32_t k,
                         int32_t stride, int32_t dil, int32_t pad_l) {

@@ -32,16 +32,10 @@
 
 #include "tfq/stream.h"
 
-/* x86-64 Linux with GCC: the FFT passes and the frame's other loops also get an AVX2 clone
- * (picked at load time by cpuid), four doubles a vector instead of SSE2's two.  Both clones do
- * the same IEEE operations on each element (no FMA: -ffp-contract=off), so the frames agree bit
- * for bit; the frontend took 10% of a conformer-ctc-xs step at 160 ms, 0.3 us per frame less. */
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__) && \
-    !defined(__ANDROID__)
-#define TFQ_AVX2_CLONE __attribute__((target_clones("avx2", "default")))
-#else
-#define TFQ_AVX2_CLONE
-#endif
+/* The FFT passes and the frame's other loops get an AVX2 clone (TFQ_AVX2_CLONE, kernels.h):
+ * four doubles a vector instead of SSE2's two, the same operations on each element, so the
+ * frames agree bit for bit; the frontend took 10% of a conformer-ctc-xs step at 160 ms, 0.3 us
+ * per frame less. */
 
 #define MAX_STAGES 32  /* 16384 has 14 prime factors */
 #define PI 3.14159265358979323846

@@ -42,6 +42,18 @@ extern "C" {
 #define TFQ_API __attribute__((visibility("default")))
 #endif
 
+/* For our own loops outside the hand-written kernels: an AVX2 clone of the function beside the
+ * baseline one, picked at load time by cpuid (GCC's ifunc target clones, on x86-64 glibc Linux
+ * only: not clang, not Android).  Only for code whose result does not depend on the vector
+ * width (same IEEE operations per element, no FMA: -ffp-contract=off), so both clones give the
+ * same bits. */
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__) && \
+    !defined(__ANDROID__)
+#define TFQ_AVX2_CLONE __attribute__((target_clones("avx2", "default")))
+#else
+#define TFQ_AVX2_CLONE
+#endif
+
 typedef enum tfq_status {
   TFQ_OK = 0,
   TFQ_ERR_NULL = -1,        /* a required pointer is NULL */
