@@ -830,6 +830,10 @@ static void tfq_dw_rows(const float *x, float *y, const float *taps, const float
                         int32_t stride, int32_t dil, int32_t pad_l) {
   for (size_t r = 0; r < rows; r++) {
     const float *xr = x + r * (size_t)width * c_count;
+    /* Channel blocks outside, output frames inside, so that a block's taps stay in L1 over the
+     * frames (the tap range of a frame is recomputed per block, which costs less: frames
+     * outside took 2.7-3.2 us instead of 2.0-2.4 at Conformer M's shape, 6.3-6.7 instead of 4.7
+     * at L's). */
     for (size_t c0 = 0; c0 < c_count;) {
       size_t cn = tfq_dw_block(c0, c_count);
       const float *tb = taps + c0 * (size_t)k;  /* the block's [K][cn] taps */
