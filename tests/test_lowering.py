@@ -290,13 +290,66 @@ def test_conformer_block_matches_keras_with_int_matmul(tmp_path, conformer):
     assert report["layers"]["block0_ff1_dense2"]["folded_factor"] == 0.5
     assert sorted(report["layers"]["block0_mhsa_query"]["shares_op_with"]) == [
         "block0_mhsa_key", "block0_mhsa_value"]
+    assert report["layers"]["block0_ff2_dense1"]["chained_with"] == "block0_ff2_dense2"
+    assert report["layers"]["block0_ff1_dense2"]["chained_with"] == "block0_ff1_dense1"
     x = np.random.default_rng(4).standard_normal((1, 48, 80)).astype(np.float32)
     with LiteRtModel(tmp_path / "c.tflite") as rt:
         y = rt.run([x])[0]
-        assert rt.op_calls() == len(dense) - 2  # q, k and v run as one op
+        # q, k and v run as one op; each feed-forward block (dense1, swish, dense2) as one
+        assert rt.op_calls() == len(dense) - 4
     expect = reference_model(conformer, q)(x, training=False).numpy()
     assert y.shape == expect.shape == (1, 12, conformer.output_shape[-1])
     assert np.abs(y - expect).max() <= 3e-2 * np.abs(expect).max()
+
+
+def feed_forward_stack(seed=0, k=40, hidden=96):
+    tf.random.set_seed(seed)
+    inp = keras.Input((None, k), name="features")
+    h = keras.layers.Dense(hidden, activation="swish", name="up")(inp)
+    return keras.Model(inp, keras.layers.Dense(k, name="down")(h))
+
+
+@pytest.mark.parametrize("spec", SPECS[:2], ids=["w4-g32", "w2-asym-pc-f16"])
+def test_feed_forward_block_runs_as_one_op(tmp_path, spec):
+    """Dense, swish, Dense: one TFQ_FULLY_CONNECTED call with both blobs and the op's own swish,
+    the same numbers as two calls with XNNPACK's swish between them to float rounding (a swish
+    a few ulp apart can move one int8 rounding of the second layer's input)."""
+    model = feed_forward_stack()
+    q = quantize_layers(model, ["up", "down"], spec)
+    fused, apart = tmp_path / "f.tflite", tmp_path / "a.tflite"
+    report = lower_to_tflite(model, q, fused, input_shape=(1, 7, 40))
+    lower_to_tflite(model, q, apart, input_shape=(1, 7, 40), fuse_feed_forward=False)
+    assert report["layers"]["up"]["chained_with"] == "down"
+    assert report["layers"]["down"]["chained_with"] == "up"
+    x = np.random.default_rng(6).normal(size=(1, 7, 40)).astype(np.float32)
+    with LiteRtModel(fused) as rt:
+        y = rt.run([x])[0]
+        assert rt.op_calls() == 1
+    with LiteRtModel(apart) as rt:
+        y_apart = rt.run([x])[0]
+        assert rt.op_calls() == 2
+    np.testing.assert_allclose(y, y_apart, rtol=0, atol=1e-2 * np.abs(y_apart).max())
+    expect = reference_model(model, q)(x, training=False).numpy()
+    assert np.abs(y - expect).max() <= 3e-2 * np.abs(expect).max()
+
+
+@pytest.mark.parametrize("layer,word,value,message", [
+    ("down", op_blob.HEADER_WORD + 4, 95, r"second layer: K = 95, but the first layer \(#0\) gives N = 96"),
+    ("down", op_blob.PARAMS_WORD + 2, lowering.FLAG_FLATTEN, "second layer params: unknown activation 0 or flags 2"),
+    ("up", op_blob.PARAMS_WORD + 2, lowering.FLAG_FLATTEN, "the flatten flag on the first of two chained layers"),
+])
+def test_chained_layers_that_do_not_fit_raise_by_name(tmp_path, layer, word, value, message):
+    model = feed_forward_stack()
+    good, bad = tmp_path / "good.tflite", tmp_path / "bad.tflite"
+    lower_to_tflite(model, quantize_layers(model, ["up", "down"], SPECS[0]), good, input_shape=(1, 7, 40))
+    edit_blob(good, bad, layer, {word: value})
+    x = np.ones((1, 7, 40), np.float32)
+    with LiteRtModel(bad) as rt:
+        with pytest.raises(TfqOpError, match=message) as err:
+            rt.run([x])
+        assert err.value.layer == layer
+    with LiteRtModel(good) as rt:
+        assert np.isfinite(rt.run([x])[0]).all()
 
 
 def test_float_model_through_the_same_runtime(tmp_path, conformer):

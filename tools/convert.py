@@ -96,6 +96,8 @@ def layer_rows(report: dict, file_bytes: bytes, layer_names) -> list[dict]:
                                 + (f", {info['ops']} ops" if info.get("ops", 1) > 1 else "")
                                 + (f", one op with {' and '.join(info['shares_op_with'])}"
                                    if info.get("shares_op_with") else "")
+                                + (f", one op with {info['chained_with']} (swish between)"
+                                   if info.get("chained_with") else "")
                                 + (f", {REFERENCE_KERNEL}" if runs_reference_kernel(info) else "")})
     why = {k["layer"]: f"quantized to {k['bits']} bits, stored float: {k['why']}" for k in report.get("float_kernels", [])}
     for r in report.get("weights") or weight_inventory(file_bytes, layer_names):

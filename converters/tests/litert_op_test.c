@@ -232,6 +232,38 @@ static void test_valid(tfq_litert_context *ctx, int symmetric) {
   destroy(&L);
 }
 
+/* TFQ_ACT_SWISH: the op's output against float64 y / (1 + e^-y) of tfq_linear_q8's y, within
+ * 3.7 ulp, the bound of a sweep over [-80, 88] (op_fully_connected.c).  135 outputs: the
+ * vectorized loop's full vectors and its scalar tail alike. */
+static void test_valid_swish(tfq_litert_context *ctx) {
+  layer L;
+  build(&L, 0);
+  params_of(&L)[TFQ_OP_PARAM_ACTIVATION] = TFQ_ACT_SWISH;
+  int st = run(ctx, &L, L.num_inputs);
+  check(st == TFQ_OK, "valid swish call");
+  int32_t m = M0 * M1;
+  float *y = (float *)calloc((size_t)m * N, sizeof(float));
+  size_t ws_bytes = tfq_workspace_bytes(&L.w, m);
+  void *ws = aligned_alloc(64, (ws_bytes + 63) / 64 * 64);
+  check(tfq_linear_q8(TFQ_ISA_AUTO, &L.w, (const float *)L.in[0]->data, (size_t)m * K, K, m, y,
+                      (size_t)m * N, N, ws, ws_bytes) == TFQ_OK, "direct tfq_linear_q8 (swish)");
+  double worst = 0.0;
+  int negative = 0;
+  for (int32_t i = 0; i < m * N; i++) {
+    double want = (double)y[i] / (1.0 + exp(-(double)y[i]));
+    float got = ((float *)L.out->data)[i];
+    float wf = (float)want;
+    double ulp = (double)nextafterf(fabsf(wf), INFINITY) - (double)fabsf(wf);
+    double err = fabs((double)got - want) / ulp;
+    if (err > worst) worst = err;
+    negative += y[i] < 0.0f;
+  }
+  check(worst <= 3.7 && negative > 0, "op output equals the swish of tfq_linear_q8 within 3.7 ulp");
+  free(ws);
+  free(y);
+  destroy(&L);
+}
+
 /* Format version 2: the same layer with dense rows (35 bytes for K = 70 int4, not 48) gives the
  * padded layer's output bit for bit; a dense data tensor of the padded width is refused. */
 static void test_valid_dense(tfq_litert_context *ctx, int symmetric) {
@@ -642,6 +674,7 @@ int main(void) {
   test_valid(ctx, 1);
   test_valid(ctx, 0);
   test_valid(ctx, 1);  /* the workspace is reused */
+  test_valid_swish(ctx);
   test_valid_dense(ctx, 1);
   test_valid_dense(ctx, 0);
   test_valid_float(ctx, 1, 0);

@@ -574,6 +574,76 @@ def _fuse_shared_input(schema, model_obj, custom_code: int, op_names: dict, laye
     return groups_done
 
 
+_LOGISTIC, _MUL = 14, 18
+
+
+def _fuse_feed_forward(schema, model_obj, custom_code: int, op_names: dict, shared: dict) -> list:
+    """Chain a TFQ_FULLY_CONNECTED, the swish after it (the converter's LOGISTIC and MUL) and
+    the TFQ_FULLY_CONNECTED that reads the swish into one op with three inputs: x, the first
+    layer's blob (its activation now TFQ_ACT_SWISH) and the second's (litert_op.h).  Each op
+    call costs about 1 us in LiteRT besides the kernel, and the swish ran as its own XNNPACK
+    partition; a feed-forward block is now one call.  Only where nothing else reads the first
+    layer's output or the swish, neither layer flattens and the first has no activation.  The
+    swish is then the op's own (x / (1 + e^-x) in float32, a few ulp from XNNPACK's): the same
+    numbers to float rounding, not to the bit.  Returns [(first layer, second layer)]."""
+    chained = []
+    for si, sg in enumerate(model_obj.subgraphs):
+        producer, readers = {}, {}
+        for oi, op in enumerate(sg.operators):
+            for t in op.outputs:
+                producer[int(t)] = oi
+            for t in op.inputs:
+                readers.setdefault(int(t), []).append(oi)
+        graph_outputs = {int(t) for t in (sg.outputs if sg.outputs is not None else [])}
+
+        def blob_of(op):
+            return op_blob.read(_array(model_obj, sg.tensors[op.inputs[1]]))
+
+        def plain_fc(op):  # a TFQ_FULLY_CONNECTED with x and one blob, not flattening
+            return (op.opcodeIndex == custom_code and len(op.inputs) == 2 and
+                    not blob_of(op).params[2] & FLAG_FLATTEN and (si, id(op)) in op_names)
+
+        drop, rewired = set(), {}
+        for bi, second in enumerate(sg.operators):
+            if not plain_fc(second) or bi in drop:
+                continue
+            swish = int(second.inputs[0])
+            mi = producer.get(swish)
+            if mi is None or _builtin(model_obj, sg.operators[mi]) != _MUL or len(sg.operators[mi].inputs) != 2:
+                continue
+            mul = sg.operators[mi]
+            if mul.builtinOptions is not None and getattr(mul.builtinOptions, "fusedActivationFunction", 0):
+                continue
+            a, b = (int(t) for t in mul.inputs)
+            for pre, sig in ((a, b), (b, a)):
+                li = producer.get(sig)
+                if li is None or _builtin(model_obj, sg.operators[li]) != _LOGISTIC or \
+                        int(sg.operators[li].inputs[0]) != pre:
+                    continue
+                ai = producer.get(pre)
+                if ai is None or ai in drop or not plain_fc(first := sg.operators[ai]):
+                    continue
+                params = blob_of(first).params.copy()
+                if params[1] != ACT_NONE:
+                    continue
+                if sorted(readers.get(pre, [])) != sorted([li, mi]) or readers.get(sig, []) != [mi] or \
+                        readers.get(swish, []) != [bi] or {pre, sig, swish} & graph_outputs:
+                    continue
+                params[1] = ACT_SWISH
+                names = (op_names[(si, id(first))], op_names[(si, id(second))])
+                blob = op_blob.with_params(_array(model_obj, sg.tensors[first.inputs[1]]), params)
+                rewired[bi] = np.array([first.inputs[0], _shared_blob(schema, model_obj, sg, shared,
+                                        f"{names[0]}/tfq_blob", blob), second.inputs[1]], np.int32)
+                drop.update((ai, li, mi))
+                chained.append(names)
+                break
+        for bi, inputs in rewired.items():
+            sg.operators[bi].inputs = inputs
+        if drop:
+            sg.operators = [op for oi, op in enumerate(sg.operators) if oi not in drop]
+    return chained
+
+
 def _channel_factors(expected: np.ndarray, taps: np.ndarray) -> np.ndarray | None:
     """Per-channel a with taps == expected * a up to float rounding (the converter folds a
     BatchNorm after a depthwise convolution into its filter and bias, like DESIGN.md warns),
@@ -939,7 +1009,8 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
                     input_shape=None, extra_metadata: dict | None = None,
                     activations: Mapping[str, str] | None = None, float_activations=(),
                     depthwise: Mapping[str, QuantizedWeight] | None = None,
-                    fuse_im2col: bool = True, fuse_shared_input: bool = True) -> dict:
+                    fuse_im2col: bool = True, fuse_shared_input: bool = True,
+                    fuse_feed_forward: bool = True) -> dict:
     """Write ``out_path`` (.tflite) with every layer of ``quantized`` as TFQ_FULLY_CONNECTED.
 
     float_model: a tf_keras model (not modified); quantized: key -> QuantizedWeight of the
@@ -961,6 +1032,10 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
     fuse_shared_input: layers that read the same tensor with the same packed format and N
     (attention's q, k, v) become one TFQ_FULLY_CONNECTED and a SPLIT (_fuse_shared_input; the
     same numbers bit for bit); their report entries name the others in "shares_op_with".
+    fuse_feed_forward: a quantized layer, swish and the quantized layer after it (a Conformer
+    feed-forward block) become one TFQ_FULLY_CONNECTED with both blobs (_fuse_feed_forward; the
+    swish is the op's own, a few ulp from XNNPACK's); the report entries name the other layer in
+    "chained_with".
     Returns a report: {"path", "input_shape", "file_bytes", "layers": {name: {"bits", "bytes",
     "ops", "activation_mode", ...}}, "float_ops": number of FULLY_CONNECTED ops left in float}.
     """
@@ -1013,6 +1088,9 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
     conv_layers = _fuse_im2col(schema, model_obj, geometry, custom_code, conv_code_of) if fuse_im2col else []
     for name in conv_layers:
         layers[name]["op"] = CONV_OP_NAME
+    if fuse_feed_forward and matches:
+        for first, second in _fuse_feed_forward(schema, model_obj, custom_code, op_names, shared):
+            layers[first]["chained_with"], layers[second]["chained_with"] = second, first
     split = _split_long_depthwise(schema, model_obj)
     _garbage_collect(model_obj)
     md_buf = schema.BufferT()

@@ -50,8 +50,12 @@ extern "C" {
 #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__) && \
     !defined(__ANDROID__)
 #define TFQ_AVX2_CLONE __attribute__((target_clones("avx2", "default")))
+/* The same for loops built on fmaf (exactly rounded everywhere): clones with FMA units (and
+ * AVX-512), so that fmaf becomes one vector instruction there. */
+#define TFQ_FMA_CLONE __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define TFQ_AVX2_CLONE
+#define TFQ_FMA_CLONE
 #endif
 
 typedef enum tfq_status {

@@ -9,8 +9,14 @@
  *         1  blob  uint8 [N, rest], or [1, N, rest] with TFQ_OP_FLAG_FLATTEN: the layer's
  *                  weight header, params, packed weights, scales, zero points and bias in one
  *                  constant tensor (the blob, below)
- * Output 0: float32 [..., N] (x's shape with the last dimension N), or [M, N] with
- * TFQ_OP_FLAG_FLATTEN (TFLite FULLY_CONNECTED with keep_num_dims = false on a rank > 2 input).
+ *         2  blob  (optional) a second layer's blob, [N2, rest]: the call then computes
+ *                  y = layer2(act1(layer1(x))), the first layer's output (its activation
+ *                  applied, TFQ_ACT_SWISH in a Conformer feed-forward block) kept in the op's
+ *                  own buffer; layer 2 has K = layer 1's N, and neither layer flattens.  One
+ *                  call instead of two and XNNPACK's swish between them.
+ * Output 0: float32 [..., N] (x's shape with the last dimension N, N2 with a second blob), or
+ * [M, N] with TFQ_OP_FLAG_FLATTEN (TFLite FULLY_CONNECTED with keep_num_dims = false on a rank
+ * > 2 input).
  * GetOutputLayouts sees layouts only, no tensor contents, so N and the flatten choice are read
  * from the blob's dims (Run checks that they agree with its descriptor).
  *
@@ -92,7 +98,9 @@ typedef enum tfq_op_activation {
   TFQ_ACT_RELU = 1,
   TFQ_ACT_RELU6 = 2,
   TFQ_ACT_RELU_N1_TO_1 = 3,
-  TFQ_ACT_SWISH = 4,   /* x * sigmoid(x) = x / (1 + exp(-x)) in float32 */
+  TFQ_ACT_SWISH = 4,   /* x * sigmoid(x) = x / (1 + exp(-x)) in float32, exp by a fixed sequence of
+                          float operations and fmaf (the same bits on every ISA; within 3.7
+                          ulp of float64) */
   TFQ_ACT_COUNT = 5
 } tfq_op_activation;
 
