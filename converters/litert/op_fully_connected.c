@@ -17,7 +17,14 @@
 
 /* Repacked weights in huge-page arenas (tfq_arena_alloc) on Linux, outside AddressSanitizer
  * builds (there each copy stays its own allocation, so that an overrun is caught). */
-#if defined(__linux__) && !defined(__SANITIZE_ADDRESS__)
+#if defined(__SANITIZE_ADDRESS__)
+#define TFQ_ASAN 1
+#elif defined(__has_feature) /* clang's spelling */
+#if __has_feature(address_sanitizer)
+#define TFQ_ASAN 1
+#endif
+#endif
+#if defined(__linux__) && !defined(TFQ_ASAN)
 #include <sys/mman.h>
 #define TFQ_USE_ARENA 1
 #else
