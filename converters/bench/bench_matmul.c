@@ -12,15 +12,12 @@
  * tools/benchmark.py --kernels uses it to split our op's time from LiteRT's dispatch.
  * `layers-f32` times the float-activation path (tfq_linear_f32) the same way.
  */
-#define _DEFAULT_SOURCE /* clock_gettime, mmap and madvise under -std=c11 */
+#define _POSIX_C_SOURCE 200112L /* clock_gettime under -std=c11 */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#ifdef __linux__
-#include <sys/mman.h>
-#endif
 
 #include "tfq/kernels.h"
 
@@ -92,32 +89,6 @@ static int cmp_double(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-/* Memory for a layer's repacked copy as the LiteRT op gets it (op_fully_connected.c,
- * tfq_arena_alloc): on Linux cut from one 2 MiB aligned region advised MADV_HUGEPAGE, so that
- * a stack of layers that streams from DRAM pays what it pays in the model. */
-static void *bench_repack_alloc(size_t bytes) {
-  size_t need = (bytes + 63) / 64 * 64;
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  static uint8_t *base;
-  static size_t used;
-  const size_t huge = (size_t)2 << 20, size = (size_t)1 << 30;
-  if (!base) {
-    void *map = mmap(NULL, size + huge, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (map != MAP_FAILED) {
-      base = (uint8_t *)(((uintptr_t)map + huge - 1) & ~(uintptr_t)(huge - 1));
-      (void)madvise(base, size, MADV_HUGEPAGE);
-    }
-  }
-  if (base && size - used >= need) {
-    void *p = base + used;
-    used += need;
-    return p;
-  }
-#endif
-  return aligned_alloc(64, need);
-}
-
 /* `tfq_bench layers ...` (see the top of the file); f32_path: `layers-f32`. */
 static int layers_main(int argc, char **argv, int f32_path) {
   if (argc < 9) {
@@ -133,6 +104,7 @@ static int layers_main(int argc, char **argv, int f32_path) {
     return 2;
   }
   tfq_packed_weights *w = calloc((size_t)nl, sizeof *w);
+  tfq_arena *arenas = NULL;  /* the repacked copies, kept until exit */
   int32_t kmax = 0, nmax = 0;
   size_t wsmax = 0;
   uint32_t s = 12345;
@@ -167,7 +139,8 @@ static int layers_main(int argc, char **argv, int f32_path) {
                             .bias_count = (size_t)n};
     size_t rp = tfq_repacked_bytes(&x);
     if (rp) {
-      void *copy = bench_repack_alloc(rp);
+      int in_arena;  /* as the LiteRT op allocates its copies (huge pages on Linux) */
+      void *copy = tfq_arena_alloc(&arenas, rp, &in_arena);
       if (tfq_repack(&x, copy, rp) != TFQ_OK) {
         fprintf(stderr, "tfq_repack failed\n");
         return 1;

@@ -3,9 +3,6 @@
  * tensor-buffer functions, check types, shapes, the blob's sections and byte sizes against its
  * header, then one tfq_linear_q8/_f32 call (or the depthwise loop over cached float taps) and
  * the fused activation. */
-#ifndef _DEFAULT_SOURCE
-#define _DEFAULT_SOURCE /* MAP_ANONYMOUS, MAP_NORESERVE and madvise under -std=c11 */
-#endif
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -14,22 +11,6 @@
 #include <string.h>
 
 #include "tfq/litert_op.h"
-
-/* Repacked weights in huge-page arenas (tfq_arena_alloc) on Linux, outside AddressSanitizer
- * builds (there each copy stays its own allocation, so that an overrun is caught). */
-#if defined(__SANITIZE_ADDRESS__)
-#define TFQ_ASAN 1
-#elif defined(__has_feature) /* clang's spelling */
-#if __has_feature(address_sanitizer)
-#define TFQ_ASAN 1
-#endif
-#endif
-#if defined(__linux__) && !defined(TFQ_ASAN)
-#include <sys/mman.h>
-#define TFQ_USE_ARENA 1
-#else
-#define TFQ_USE_ARENA 0
-#endif
 
 #define TFQ_MAX_INPUTS 3  /* x, blob and TFQ_CONV_2D's geometry */
 #define TFQ_CHECKED_SLOTS 256  /* layers whose zero points were scanned once (per context) */
@@ -51,15 +32,6 @@ typedef struct tfq_repack_entry {
   size_t bytes;
   int in_arena;  /* copy lies in an arena (freed with it), else its own allocation */
 } tfq_repack_entry;
-
-/* A chunk of anonymous memory that repacked copies are cut from, one after another. */
-typedef struct tfq_arena {
-  struct tfq_arena *next;
-  void *map;           /* as mapped, for munmap */
-  size_t map_bytes;
-  uint8_t *base;       /* 2 MiB aligned */
-  size_t size, used;
-} tfq_arena;
 
 struct tfq_litert_context {
   tfq_litert_api api;
@@ -86,7 +58,7 @@ struct tfq_litert_context {
   size_t patches_count;
   float *hidden;              /* a chained TFQ_FULLY_CONNECTED's first-layer output, grow-only */
   size_t hidden_count;
-  tfq_arena *arenas;          /* where repacked copies live (tfq_arena_alloc), newest first */
+  tfq_arena *arenas;          /* where repacked copies live (tfq_arena_alloc, huge pages) */
   int repack_off;             /* TFQ_NO_REPACK set: run the packed weights as they are */
 };
 
@@ -361,64 +333,6 @@ static int tfq_zero_points_checked(tfq_litert_context *ctx, const tfq_packed_wei
   return st;
 }
 
-/* Memory for a repacked copy: bytes (64-byte aligned) from an arena, *in_arena = 1, or from
- * aligned_alloc, *in_arena = 0 (the caller frees it); NULL if memory is short.
- * Why arenas: a streaming step reads every layer's weights once, and in Conformer L (33-56 MB
- * of repacked weights next to a 32 MiB L3) they come from DRAM.  In 4 KB pages each page
- * starts with a TLB walk and with demand misses, as hardware prefetchers stop at page
- * boundaries.  Arena chunks are 2 MiB aligned and advised MADV_HUGEPAGE (Linux transparent
- * huge pages; where they are off or refused, ordinary pages as before).  On a 17-layer
- * Conformer L stack of layers at M = 4 (tfq_bench layers): w4 3.0 -> 2.5 ms, w2 2.7 -> 2.5 ms;
- * no change where weights fit in cache (Conformer M).  Chunks reserve address space only
- * (MAP_NORESERVE): memory is committed as copies fill it, at most one partly used huge page
- * per chunk beyond the copies. */
-#define TFQ_HUGE_PAGE ((size_t)2 << 20)
-#define TFQ_ARENA_CHUNK ((size_t)64 << 20)
-static void *tfq_arena_alloc(tfq_litert_context *ctx, size_t bytes, int *in_arena) {
-  size_t need = (bytes + 63) / 64 * 64;
-  *in_arena = 0;
-#if TFQ_USE_ARENA
-  tfq_arena *a = ctx->arenas;
-  if (!a || a->size - a->used < need) {
-    size_t size = need > TFQ_ARENA_CHUNK ? (need + TFQ_HUGE_PAGE - 1) / TFQ_HUGE_PAGE * TFQ_HUGE_PAGE
-                                         : TFQ_ARENA_CHUNK;
-    size_t map_bytes = size + TFQ_HUGE_PAGE;
-    void *map = mmap(NULL, map_bytes, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    a = map == MAP_FAILED ? NULL : (tfq_arena *)malloc(sizeof *a);
-    if (!a) {
-      if (map != MAP_FAILED) munmap(map, map_bytes);
-      return aligned_alloc(64, need);
-    }
-    a->map = map, a->map_bytes = map_bytes, a->size = size, a->used = 0;
-    a->base = (uint8_t *)(((uintptr_t)map + TFQ_HUGE_PAGE - 1) & ~(uintptr_t)(TFQ_HUGE_PAGE - 1));
-#ifdef MADV_HUGEPAGE
-    (void)madvise(a->base, size, MADV_HUGEPAGE);  /* advice only: refused means small pages */
-#endif
-    a->next = ctx->arenas;
-    ctx->arenas = a;
-  }
-  void *p = a->base + a->used;
-  a->used += need;
-  *in_arena = 1;
-  return p;
-#else
-  (void)ctx;
-  return aligned_alloc(64, need);
-#endif
-}
-
-static void tfq_arenas_free(tfq_litert_context *ctx) {
-#if TFQ_USE_ARENA
-  for (tfq_arena *a = ctx->arenas, *next; a; a = next) {
-    next = a->next;
-    munmap(a->map, a->map_bytes);
-    free(a);
-  }
-#endif
-  ctx->arenas = NULL;
-}
-
 /* Give w its column-interleaved copy where the kernels use one (made on first use). */
 static void tfq_attach_repack(tfq_litert_context *ctx, tfq_packed_weights *w) {
   if (ctx->repack_off) return;
@@ -435,7 +349,7 @@ static void tfq_attach_repack(tfq_litert_context *ctx, tfq_packed_weights *w) {
     if (!ctx->repacks) return;
   }
   int in_arena;
-  void *copy = tfq_arena_alloc(ctx, bytes, &in_arena);
+  void *copy = tfq_arena_alloc(&ctx->arenas, bytes, &in_arena);
   if (!copy) return;
   if (tfq_repack(w, copy, bytes) != TFQ_OK) {
     if (!in_arena) free(copy);  /* an arena's bytes stay used: no partial undo */
@@ -1392,7 +1306,7 @@ void tfq_litert_context_destroy(tfq_litert_context *ctx) {
   for (size_t i = 0; i < ctx->num_repacks; i++)
     if (!ctx->repacks[i].in_arena) free(ctx->repacks[i].copy);
   free(ctx->repacks);
-  tfq_arenas_free(ctx);
+  tfq_arena_free_all(&ctx->arenas);
   for (size_t i = 0; i < ctx->num_dequants; i++) free(ctx->dequants[i].copy);
   free(ctx->dequants);
   for (size_t i = 0; i < ctx->num_expanded; i++) free(ctx->expanded[i].copy);

@@ -137,6 +137,16 @@ TFQ_API int tfq_weights_check(const tfq_packed_weights *w);
 TFQ_API size_t tfq_repacked_bytes(const tfq_packed_weights *w);
 TFQ_API int tfq_repack(const tfq_packed_weights *w, void *out, size_t out_bytes);
 
+/* Memory for repacked copies: bytes (64-byte aligned) cut from the chain of chunks *arenas
+ * (on Linux: 2 MiB aligned, advised MADV_HUGEPAGE, so that weights streamed from DRAM do not
+ * pay a TLB walk and a prefetcher restart every 4 KB; see arena.c), *in_arena = 1; or, where
+ * there are no arenas (other systems, AddressSanitizer builds, mmap refused), from
+ * aligned_alloc, *in_arena = 0, and the caller frees it.  NULL if memory is short.  Start with
+ * *arenas = NULL; tfq_arena_free_all releases every chunk (and the copies in them). */
+typedef struct tfq_arena tfq_arena;
+TFQ_API void *tfq_arena_alloc(tfq_arena **arenas, size_t bytes, int *in_arena);
+TFQ_API void tfq_arena_free_all(tfq_arena **arenas);
+
 /* Bytes of scratch memory tfq_linear_q8 / tfq_matmul_q8 need for M rows (0 if w is invalid).
  * Allocate it once per layer and shape (64-byte aligned for speed, not for correctness). */
 TFQ_API size_t tfq_workspace_bytes(const tfq_packed_weights *w, int32_t m);
