@@ -54,10 +54,10 @@ struct tfq_litert_context {
   size_t num_expanded, expanded_hint;
   void *expand_scratch;       /* padded rows for the call when the cache above is full */
   size_t expand_scratch_bytes;
-  float *patches;             /* TFQ_CONV_2D's im2col rows, grow-only */
-  size_t patches_count;
-  float *hidden;              /* a chained TFQ_FULLY_CONNECTED's first-layer output, grow-only */
-  size_t hidden_count;
+  void *patches;              /* TFQ_CONV_2D's im2col rows (floats), grow-only */
+  size_t patches_bytes;
+  void *hidden;               /* a chained TFQ_FULLY_CONNECTED's first-layer output, grow-only */
+  size_t hidden_bytes;
   tfq_arena *arenas;          /* where repacked copies live (tfq_arena_alloc, huge pages) */
   int repack_off;             /* TFQ_NO_REPACK set: run the packed weights as they are */
 };
@@ -229,15 +229,21 @@ static void tfq_activate(float *y, size_t count, int act) {
   }
 }
 
-static int tfq_workspace(tfq_litert_context *ctx, size_t bytes) {
-  if (bytes <= ctx->workspace_bytes) return 1;
+/* A grow-only, 64-byte aligned buffer of at least `bytes` (its old contents are not kept): 1, or
+ * 0 if memory is short (the old buffer stays). */
+static int tfq_grow(void **buf, size_t *buf_bytes, size_t bytes) {
+  if (bytes <= *buf_bytes) return 1;
   size_t rounded = (bytes + 63) / 64 * 64;
   void *p = aligned_alloc(64, rounded);
   if (!p) return 0;
-  free(ctx->workspace);
-  ctx->workspace = p;
-  ctx->workspace_bytes = rounded;
+  free(*buf);
+  *buf = p;
+  *buf_bytes = rounded;
   return 1;
+}
+
+static int tfq_workspace(tfq_litert_context *ctx, size_t bytes) {
+  return tfq_grow(&ctx->workspace, &ctx->workspace_bytes, bytes);
 }
 
 
@@ -376,14 +382,9 @@ static const uint8_t *tfq_expanded_rows(tfq_litert_context *ctx, const tfq_packe
   }
   int cached = copy != NULL;
   if (!cached) {
-    if (ctx->expand_scratch_bytes < bytes) {
-      void *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
-      if (!p) {
-        tfq_record(ctx, TFQ_ERR_WORKSPACE, layer, "cannot allocate %zu bytes for padded rows", bytes);
-        return NULL;
-      }
-      free(ctx->expand_scratch);
-      ctx->expand_scratch = p, ctx->expand_scratch_bytes = bytes;
+    if (!tfq_grow(&ctx->expand_scratch, &ctx->expand_scratch_bytes, bytes)) {
+      tfq_record(ctx, TFQ_ERR_WORKSPACE, layer, "cannot allocate %zu bytes for padded rows", bytes);
+      return NULL;
     }
     copy = (uint8_t *)ctx->expand_scratch;
   }
@@ -606,24 +607,8 @@ static int tfq_check_arity(tfq_litert_context *ctx, const char *what, size_t num
   return TFQ_OK;
 }
 
-static int tfq_check_params(tfq_litert_context *ctx, const char *what, const tfq_blob *b,
-                            int32_t version, int used, int32_t allowed);
-
-/* Output and blob of a call (output first, so that it can be filled with NaN whatever fails
- * later), then the params every op has: `version` and at most `used` values (the rest 0), the
- * layer index (from here on named in errors), an activation and no flag outside `allowed`.
- * Returns 1, or 0 with the error recorded. */
-static int tfq_open_op(tfq_litert_context *ctx, const char *what, const tfq_lrt_buffer *inputs,
-                       tfq_lrt_buffer *outputs, tfq_tensor *t, tfq_tensor *out, tfq_blob *b,
-                       int32_t version, int used, int32_t allowed) {
-  if (!tfq_open(ctx, out, outputs[0], TFQ_LRT_LOCK_WRITE, "output", TFQ_LRT_ELEMENT_FLOAT32, 0) ||
-      !tfq_open_blob(ctx, &t[1], inputs[1], b, "blob"))
-    return 0;
-  return tfq_check_params(ctx, what, b, version, used, allowed);
-}
-
-/* The params every op has (see tfq_open_op); sets ctx->current_layer.  1, or 0 with the error
- * recorded. */
+/* The params every op has (as tfq_open_op below describes; also a chained call's second blob);
+ * sets ctx->current_layer.  1, or 0 with the error recorded. */
 static int tfq_check_params(tfq_litert_context *ctx, const char *what, const tfq_blob *b,
                             int32_t version, int used, int32_t allowed) {
   if (b->params[TFQ_OP_PARAM_VERSION] != version) {
@@ -641,6 +626,19 @@ static int tfq_check_params(tfq_litert_context *ctx, const char *what, const tfq
     return 0;
   }
   return 1;
+}
+
+/* Output and blob of a call (output first, so that it can be filled with NaN whatever fails
+ * later), then the params every op has: `version` and at most `used` values (the rest 0), the
+ * layer index (from here on named in errors), an activation and no flag outside `allowed`.
+ * Returns 1, or 0 with the error recorded. */
+static int tfq_open_op(tfq_litert_context *ctx, const char *what, const tfq_lrt_buffer *inputs,
+                       tfq_lrt_buffer *outputs, tfq_tensor *t, tfq_tensor *out, tfq_blob *b,
+                       int32_t version, int used, int32_t allowed) {
+  if (!tfq_open(ctx, out, outputs[0], TFQ_LRT_LOCK_WRITE, "output", TFQ_LRT_ELEMENT_FLOAT32, 0) ||
+      !tfq_open_blob(ctx, &t[1], inputs[1], b, "blob"))
+    return 0;
+  return tfq_check_params(ctx, what, b, version, used, allowed);
 }
 
 /* The blob dims GetOutputLayouts read N from (TFQ_FULLY_CONNECTED, TFQ_CONV_2D): [N, rest], or
@@ -666,16 +664,12 @@ static int tfq_blob_dims_hold_n(tfq_litert_context *ctx, const char *what, const
  * recorded. */
 static float *tfq_hidden(tfq_litert_context *ctx, size_t m, int32_t n1, int32_t layer) {
   size_t count = m * (size_t)n1;  /* m <= TFQ_MAX_M, n1 <= TFQ_MAX_N: no overflow */
-  if (ctx->hidden_count >= count) return ctx->hidden;
-  float *h = (float *)aligned_alloc(64, (count * sizeof(float) + 63) / 64 * 64);
-  if (!h) {
+  if (!tfq_grow(&ctx->hidden, &ctx->hidden_bytes, count * sizeof(float))) {
     tfq_record(ctx, TFQ_ERR_WORKSPACE, layer, "cannot allocate %zu floats between the layers",
                count);
     return NULL;
   }
-  free(ctx->hidden);
-  ctx->hidden = h, ctx->hidden_count = count;
-  return h;
+  return (float *)ctx->hidden;
 }
 
 /* The op body with ctx locked; returns a tfq_status (also recorded in ctx).  With a third input
@@ -1198,18 +1192,14 @@ static int tfq_conv_run_locked(tfq_litert_context *ctx, size_t num_inputs,
     return TFQ_ERR_WORKSPACE;
   }
   size_t count = m * (size_t)w.k;
-  if (ctx->patches_count < count) {
-    float *p = (float *)aligned_alloc(64, (count * sizeof(float) + 63) / 64 * 64);
-    if (!p) {
-      tfq_record(ctx, TFQ_ERR_WORKSPACE, layer, "cannot allocate %zu bytes for the patches",
-                 count * sizeof(float));
-      return TFQ_ERR_WORKSPACE;
-    }
-    free(ctx->patches);
-    ctx->patches = p, ctx->patches_count = count;
+  if (!tfq_grow(&ctx->patches, &ctx->patches_bytes, count * sizeof(float))) {
+    tfq_record(ctx, TFQ_ERR_WORKSPACE, layer, "cannot allocate %zu bytes for the patches",
+               count * sizeof(float));
+    return TFQ_ERR_WORKSPACE;
   }
-  tfq_im2col((const float *)t[0].addr, ctx->patches, b, h, wd, c, ho, wo, kh, kw, sh, sw);
-  return tfq_linear_call(ctx, &w, ctx->patches, count, m, NULL, (float *)out->addr, out->count,
+  float *patches = (float *)ctx->patches;
+  tfq_im2col((const float *)t[0].addr, patches, b, h, wd, c, ho, wo, kh, kw, sh, sw);
+  return tfq_linear_call(ctx, &w, patches, count, m, NULL, (float *)out->addr, out->count,
                          flags, act, layer);
 }
 
