@@ -588,13 +588,7 @@ def _fuse_feed_forward(schema, model_obj, custom_code: int, op_names: dict, shar
     numbers to float rounding, not to the bit.  Returns [(first layer, second layer)]."""
     chained = []
     for si, sg in enumerate(model_obj.subgraphs):
-        producer, readers = {}, {}
-        for oi, op in enumerate(sg.operators):
-            for t in op.outputs:
-                producer[int(t)] = oi
-            for t in op.inputs:
-                readers.setdefault(int(t), []).append(oi)
-        graph_outputs = {int(t) for t in (sg.outputs if sg.outputs is not None else [])}
+        producer, readers, graph_outputs = _graph_links(sg)
 
         def blob_of(op):
             return op_blob.read(_array(model_obj, sg.tensors[op.inputs[1]]))
@@ -626,8 +620,8 @@ def _fuse_feed_forward(schema, model_obj, custom_code: int, op_names: dict, shar
                 params = blob_of(first).params.copy()
                 if params[1] != ACT_NONE:
                     continue
-                if sorted(readers.get(pre, [])) != sorted([li, mi]) or readers.get(sig, []) != [mi] or \
-                        readers.get(swish, []) != [bi] or {pre, sig, swish} & graph_outputs:
+                if readers.get(pre) != {li, mi} or readers.get(sig) != {mi} or \
+                        readers.get(swish) != {bi} or {pre, sig, swish} & graph_outputs:
                     continue
                 params[1] = ACT_SWISH
                 names = (op_names[(si, id(first))], op_names[(si, id(second))])
@@ -774,6 +768,17 @@ def _in_layer_scope(name, layer: str) -> bool:
     return any(part.startswith(f"{layer}/") or f"/{layer}/" in part for part in text.split(";"))
 
 
+def _graph_links(sg) -> tuple[dict, dict, set]:
+    """A subgraph's wiring: tensor -> index of the op that writes it, tensor -> set of the ops
+    that read it, and the subgraph's output tensors."""
+    producer = {int(t): i for i, op in enumerate(sg.operators) for t in op.outputs}
+    consumers: dict = {}
+    for i, op in enumerate(sg.operators):
+        for t in op.inputs:
+            consumers.setdefault(int(t), set()).add(i)
+    return producer, consumers, {int(t) for t in (sg.outputs if sg.outputs is not None else [])}
+
+
 def _fuse_im2col(schema, model_obj, geometry: Mapping[str, tuple], fc_code: int, conv_code_of) -> list:
     """Every TFQ_FULLY_CONNECTED of a convolution (geometry: layer -> (kh, kw, sh, sw)) whose
     input is computed, only for it, by the im2col ops of its layer's scope from one tensor X
@@ -782,12 +787,7 @@ def _fuse_im2col(schema, model_obj, geometry: Mapping[str, tuple], fc_code: int,
     as it is.  conv_code_of(): the custom opcode (created on first use).  Returns the layers."""
     fused = []
     for sg in model_obj.subgraphs:
-        producer = {int(t): i for i, op in enumerate(sg.operators) for t in op.outputs}
-        consumers: dict = {}
-        for i, op in enumerate(sg.operators):
-            for t in op.inputs:
-                consumers.setdefault(int(t), set()).add(i)
-        outputs = {int(t) for t in sg.outputs}
+        producer, consumers, outputs = _graph_links(sg)
         drop = set()
         for oi, op in enumerate(sg.operators):
             if op.opcodeIndex != fc_code:
