@@ -41,15 +41,19 @@ TFQ_INLINE void tfq_n16_unpack(const uint8_t *p, __m512i u[4], const int BITS) {
   }
 }
 
-TFQ_INLINE void tfq_n16_tile(const tfq_q8_job *job, const uint8_t *block, int32_t n0,
-                             __mmask16 mask, int32_t m0, const int MR, const int BITS) {
+/* One tile: MR rows by NB adjacent column blocks of 16 (NB = 2 shares each activation
+ * broadcast between two blocks: at few rows the broadcasts, not the vpdpbusd, filled the
+ * vector pipes).  Each block's lanes get the same operations in the same order for any NB. */
+TFQ_INLINE void tfq_n16_tile(const tfq_q8_job *job, const uint8_t *block, size_t block_bytes,
+                             int32_t n0, const __mmask16 *mask, int32_t m0, const int MR,
+                             const int BITS, const int NB) {
   const tfq_packed_weights *w = job->w;
   const int32_t kp = job->kp, groups = job->groups, span = job->span;
   const size_t ssz = w->scale_is_f16 ? 2 : 4;
   const __m512i lo = _mm512_set1_epi8(BITS == 4 ? 0x0F : 0x03);
-  /* NACC independent accumulators per row keep enough vpdpbusd chains in flight when there
-   * are few rows (its latency is several cycles); summed exactly at the group end. */
-  const int NACC = MR >= 8 ? 1 : MR >= 4 ? 2 : 4;
+  /* NACC independent accumulators per row and block keep enough vpdpbusd chains in flight
+   * when there are few (its latency is several cycles); summed exactly at the group end. */
+  const int NACC = MR * NB >= 8 ? 1 : MR * NB >= 4 ? 2 : 4;
   /* Where the planes that share an accumulator share a bit position (int4 with NACC >= 2: low
    * nibbles in even accumulators, high in odd; int2 with NACC = 4: one plane each), the fields
    * are masked in place instead of shifted down: 16x the high nibble, 4^c x 2-bit plane c.
@@ -57,86 +61,125 @@ TFQ_INLINE void tfq_n16_tile(const tfq_q8_job *job, const uint8_t *block, int32_
    * This saves the shifts that bound the kernel at one to four rows.  |acc| stays below 2^31:
    * 240 * 127 * K / 2 < 2^30 for K <= TFQ_MAX_K = 2^16 (int4), 192 * 127 * K / 4 (int2). */
   const int INPLACE = BITS == 4 ? NACC >= 2 : NACC == 4;
-  __m512 total[8];
-  for (int r = 0; r < MR; r++) total[r] = _mm512_setzero_ps();
-  const uint8_t *p = block;
+  __m512 total[8][2];
+  for (int r = 0; r < MR; r++)
+    for (int b = 0; b < NB; b++) total[r][b] = _mm512_setzero_ps();
+  const uint8_t *p[2] = {block, block + block_bytes};
   for (int32_t g = 0; g < groups; g++) {
     int32_t k0 = g * span, k1 = g == groups - 1 ? kp : k0 + span;
     const int8_t *a[8];
-    __m512i acc[8][4];
+    __m512i acc[8][2][4];
     for (int r = 0; r < MR; r++) {
       a[r] = job->qa + (size_t)(m0 + r) * (size_t)kp + (size_t)k0;
-      for (int c = 0; c < NACC; c++) acc[r][c] = _mm512_setzero_si512();
+      for (int b = 0; b < NB; b++)
+        for (int c = 0; c < NACC; c++) acc[r][b][c] = _mm512_setzero_si512();
     }
-    /* 16 k per step: two vectors of int4 or one of int2, four vpdpbusd per row.  Steps wholly
-     * past K (the padding to TFQ_K_ALIGN: weights and activations zero) are skipped. */
+    /* 16 k per step: two vectors of int4 or one of int2 per block, four vpdpbusd per row and
+     * block.  Steps wholly past K (the padding to TFQ_K_ALIGN: weights and activations zero)
+     * are skipped. */
     const int32_t step_bytes = BITS == 4 ? 128 : 64;
     int32_t kstop = g == groups - 1 ? (w->k + 15) / 16 * 16 : k1;
-    for (int32_t kv = k0; kv < kstop; kv += 16, p += step_bytes) {
-      __m512i u[4];
+    for (int32_t kv = k0; kv < kstop; kv += 16) {
+      __m512i u[2][4];
+      for (int b = 0; b < NB; b++) {
+        const uint8_t *q = p[b];
 #if TFQ_N16_PREFETCH
-      _mm_prefetch((const char *)p + TFQ_N16_PREFETCH, _MM_HINT_T0);
-      if (BITS == 4) _mm_prefetch((const char *)p + TFQ_N16_PREFETCH + 64, _MM_HINT_T0);
+        /* two blocks at a time: the same place in the next pair's block (2 KB ahead would be
+         * the partner block, already being read) */
+        const char *ahead = (const char *)q + (NB == 2 ? 2 * block_bytes : TFQ_N16_PREFETCH);
+        _mm_prefetch(ahead, _MM_HINT_T0);
+        if (BITS == 4) _mm_prefetch(ahead + 64, _MM_HINT_T0);
 #endif
-      if (BITS == 4 && INPLACE) {
-        const __m512i hi = _mm512_set1_epi8((char)0xF0);
-        __m512i v0 = _mm512_loadu_si512((const void *)p), v1 = _mm512_loadu_si512((const void *)(p + 64));
-        u[0] = _mm512_and_si512(v0, lo), u[1] = _mm512_and_si512(v0, hi);
-        u[2] = _mm512_and_si512(v1, lo), u[3] = _mm512_and_si512(v1, hi);
-      } else if (BITS == 2 && INPLACE) {
-        __m512i v = _mm512_loadu_si512((const void *)p);
-        u[0] = _mm512_and_si512(v, lo), u[1] = _mm512_and_si512(v, _mm512_set1_epi8(0x0C));
-        u[2] = _mm512_and_si512(v, _mm512_set1_epi8(0x30));
-        u[3] = _mm512_and_si512(v, _mm512_set1_epi8((char)0xC0));
-      } else {
-        tfq_n16_unpack(p, u, BITS);
+        if (BITS == 4 && INPLACE) {
+          const __m512i hi = _mm512_set1_epi8((char)0xF0);
+          __m512i v0 = _mm512_loadu_si512((const void *)q), v1 = _mm512_loadu_si512((const void *)(q + 64));
+          u[b][0] = _mm512_and_si512(v0, lo), u[b][1] = _mm512_and_si512(v0, hi);
+          u[b][2] = _mm512_and_si512(v1, lo), u[b][3] = _mm512_and_si512(v1, hi);
+        } else if (BITS == 2 && INPLACE) {
+          __m512i v = _mm512_loadu_si512((const void *)q);
+          u[b][0] = _mm512_and_si512(v, lo), u[b][1] = _mm512_and_si512(v, _mm512_set1_epi8(0x0C));
+          u[b][2] = _mm512_and_si512(v, _mm512_set1_epi8(0x30));
+          u[b][3] = _mm512_and_si512(v, _mm512_set1_epi8((char)0xC0));
+        } else {
+          tfq_n16_unpack(q, u[b], BITS);
+        }
+        p[b] += step_bytes;
       }
       for (int r = 0; r < MR; r++) {
-        for (int c = 0; c < 4; c++)
-          acc[r][c % NACC] = _mm512_dpbusd_epi32(acc[r][c % NACC], u[c], tfq_bcast4(a[r] + 4 * c));
+        for (int c = 0; c < 4; c++) {
+          __m512i x = tfq_bcast4(a[r] + 4 * c);
+          for (int b = 0; b < NB; b++)
+            acc[r][b][c % NACC] = _mm512_dpbusd_epi32(acc[r][b][c % NACC], u[b][c], x);
+        }
         a[r] += 16;
       }
     }
-    p += (size_t)((k1 - kstop) / 16) * (size_t)step_bytes;
-    __m512 s = ssz == 2 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p))
-                        : _mm512_loadu_ps((const void *)p);
-    p += 16 * ssz;
-    __m512i off = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
-    p += 16;
     const int32_t *asum = job->asum + (size_t)g * (size_t)job->m4 + (size_t)m0;
-    for (int r = 0; r < MR; r++) {
-      __m512i sum = acc[r][0];
-      for (int c = 1; c < NACC; c++) {
-        /* in place: accumulator c holds 2^(BITS * (c % (8 / BITS))) times its sum */
-        int shift = INPLACE ? BITS * (c % (8 / BITS)) : 0;
-        sum = _mm512_add_epi32(sum, _mm512_srav_epi32(acc[r][c], _mm512_set1_epi32(shift)));
+    for (int b = 0; b < NB; b++) {
+      p[b] += (size_t)((k1 - kstop) / 16) * (size_t)step_bytes;
+      __m512 s = ssz == 2 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p[b]))
+                          : _mm512_loadu_ps((const void *)p[b]);
+      p[b] += 16 * ssz;
+      __m512i off = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p[b]));
+      p[b] += 16;
+      for (int r = 0; r < MR; r++) {
+        __m512i sum = acc[r][b][0];
+        for (int c = 1; c < NACC; c++) {
+          /* in place: accumulator c holds 2^(BITS * (c % (8 / BITS))) times its sum */
+          int shift = INPLACE ? BITS * (c % (8 / BITS)) : 0;
+          sum = _mm512_add_epi32(sum, _mm512_srav_epi32(acc[r][b][c], _mm512_set1_epi32(shift)));
+        }
+        /* sum - off * asum: at groups of up to 128 one vpdpwssd (|asum| <= 128 * 128 fits
+         * int16; the high halves of off are zero), else a 32-bit multiply */
+        __m512i accg = span <= 128
+            ? _mm512_dpwssd_epi32(sum, off, _mm512_set1_epi32(-asum[r]))
+            : _mm512_sub_epi32(sum, _mm512_mullo_epi32(off, _mm512_set1_epi32(asum[r])));
+        total[r][b] = _mm512_add_ps(total[r][b], _mm512_mul_ps(s, _mm512_cvtepi32_ps(accg)));
       }
-      __m512i accg = _mm512_sub_epi32(sum, _mm512_mullo_epi32(off, _mm512_set1_epi32(asum[r])));
-      total[r] = _mm512_add_ps(total[r], _mm512_mul_ps(s, _mm512_cvtepi32_ps(accg)));
     }
   }
-  __m512 bias = w->bias ? _mm512_maskz_loadu_ps(mask, w->bias + n0) : _mm512_setzero_ps();
-  for (int r = 0; r < MR; r++) {
-    __m512 out = _mm512_mul_ps(_mm512_set1_ps(job->sa[m0 + r]), total[r]);
-    if (w->bias) out = _mm512_add_ps(out, bias);
-    _mm512_mask_storeu_ps(job->y + (size_t)(m0 + r) * job->y_stride + (size_t)n0, mask, out);
+  for (int b = 0; b < NB; b++) {
+    int32_t nb = n0 + 16 * b;
+    __m512 bias = w->bias ? _mm512_maskz_loadu_ps(mask[b], w->bias + nb) : _mm512_setzero_ps();
+    for (int r = 0; r < MR; r++) {
+      __m512 out = _mm512_mul_ps(_mm512_set1_ps(job->sa[m0 + r]), total[r][b]);
+      if (w->bias) out = _mm512_add_ps(out, bias);
+      _mm512_mask_storeu_ps(job->y + (size_t)(m0 + r) * job->y_stride + (size_t)nb, mask[b], out);
+    }
   }
+}
+
+/* The block's mask of the columns in [n_begin, n_end). */
+TFQ_INLINE __mmask16 tfq_n16_mask(const tfq_q8_job *job, int32_t n0) {
+  int32_t lo = job->n_begin > n0 ? job->n_begin - n0 : 0;
+  int32_t hi = job->n_end - n0 < 16 ? job->n_end - n0 : 16;
+  return (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
 }
 
 TFQ_INLINE void tfq_n16_run(const tfq_q8_job *job, const int BITS) {
   const size_t block_bytes = tfq_n16_block_bytes(job->w);
   const uint8_t *base = (const uint8_t *)job->w->repacked;
-  for (int32_t b = job->n_begin / 16; b * 16 < job->n_end; b++) {
+  for (int32_t b = job->n_begin / 16; b * 16 < job->n_end;) {
     int32_t n0 = b * 16;
-    int32_t lo = job->n_begin > n0 ? job->n_begin - n0 : 0;
-    int32_t hi = job->n_end - n0 < 16 ? job->n_end - n0 : 16;
-    __mmask16 mask = (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+    __mmask16 mask[2] = {tfq_n16_mask(job, n0), 0};
     const uint8_t *block = base + (size_t)b * block_bytes;
     int32_t m0 = 0;
-    for (; job->m - m0 >= 8; m0 += 8) tfq_n16_tile(job, block, n0, mask, m0, 8, BITS);
-    if (job->m - m0 >= 4) tfq_n16_tile(job, block, n0, mask, m0, 4, BITS), m0 += 4;
-    if (job->m - m0 >= 2) tfq_n16_tile(job, block, n0, mask, m0, 2, BITS), m0 += 2;
-    if (job->m - m0 >= 1) tfq_n16_tile(job, block, n0, mask, m0, 1, BITS);
+    if (job->m <= 4 && (b + 1) * 16 < job->n_end) {  /* two blocks at a time */
+      mask[1] = tfq_n16_mask(job, n0 + 16);
+      if (job->m == 4) tfq_n16_tile(job, block, block_bytes, n0, mask, 0, 4, BITS, 2);
+      else if (job->m == 3) {
+        tfq_n16_tile(job, block, block_bytes, n0, mask, 0, 2, BITS, 2);
+        tfq_n16_tile(job, block, block_bytes, n0, mask, 2, 1, BITS, 2);
+      } else if (job->m == 2) tfq_n16_tile(job, block, block_bytes, n0, mask, 0, 2, BITS, 2);
+      else tfq_n16_tile(job, block, block_bytes, n0, mask, 0, 1, BITS, 2);
+      b += 2;
+      continue;
+    }
+    for (; job->m - m0 >= 8; m0 += 8) tfq_n16_tile(job, block, block_bytes, n0, mask, m0, 8, BITS, 1);
+    if (job->m - m0 >= 4) tfq_n16_tile(job, block, block_bytes, n0, mask, m0, 4, BITS, 1), m0 += 4;
+    if (job->m - m0 >= 2) tfq_n16_tile(job, block, block_bytes, n0, mask, m0, 2, BITS, 1), m0 += 2;
+    if (job->m - m0 >= 1) tfq_n16_tile(job, block, block_bytes, n0, mask, m0, 1, BITS, 1);
+    b++;
   }
 }
 
