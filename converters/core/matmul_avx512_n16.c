@@ -64,7 +64,8 @@ TFQ_INLINE void tfq_n16_tile(const tfq_q8_job *job, const uint8_t *block, size_t
   __m512 total[8][2];
   for (int r = 0; r < MR; r++)
     for (int b = 0; b < NB; b++) total[r][b] = _mm512_setzero_ps();
-  const uint8_t *p[2] = {block, block + block_bytes};
+  const uint8_t *const start[2] = {block, block + block_bytes};
+  const uint8_t *p[2] = {start[0], start[1]};
   for (int32_t g = 0; g < groups; g++) {
     int32_t k0 = g * span, k1 = g == groups - 1 ? kp : k0 + span;
     const int8_t *a[8];
@@ -84,9 +85,10 @@ TFQ_INLINE void tfq_n16_tile(const tfq_q8_job *job, const uint8_t *block, size_t
       for (int b = 0; b < NB; b++) {
         const uint8_t *q = p[b];
 #if TFQ_N16_PREFETCH
-        /* two blocks at a time: the same place in the next pair's block (2 KB ahead would be
-         * the partner block, already being read) */
-        const char *ahead = (const char *)q + (NB == 2 ? 2 * block_bytes : TFQ_N16_PREFETCH);
+        /* TFQ_N16_PREFETCH ahead in the block; past its end, with two blocks at a time, the
+         * next pair's block at that place (the partner block, just past, is being read). */
+        const char *ahead = (const char *)q + TFQ_N16_PREFETCH;
+        if (NB == 2 && (size_t)(q - start[b]) + TFQ_N16_PREFETCH >= block_bytes) ahead += block_bytes;
         _mm_prefetch(ahead, _MM_HINT_T0);
         if (BITS == 4) _mm_prefetch(ahead + 64, _MM_HINT_T0);
 #endif
@@ -164,7 +166,9 @@ TFQ_INLINE void tfq_n16_run(const tfq_q8_job *job, const int BITS) {
     __mmask16 mask[2] = {tfq_n16_mask(job, n0), 0};
     const uint8_t *block = base + (size_t)b * block_bytes;
     int32_t m0 = 0;
-    if (job->m <= 4 && (b + 1) * 16 < job->n_end) {  /* two blocks at a time */
+    /* int2 at up to 4 rows: two blocks at a time.  Not int4: on the Conformer L stack (its
+     * weights from DRAM) two int4 streams ran 1.5x slower than one. */
+    if (BITS == 2 && job->m <= 4 && (b + 1) * 16 < job->n_end) {
       mask[1] = tfq_n16_mask(job, n0 + 16);
       if (job->m == 4) tfq_n16_tile(job, block, block_bytes, n0, mask, 0, 4, BITS, 2);
       else if (job->m == 3) {
