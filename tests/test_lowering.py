@@ -322,15 +322,23 @@ def test_feed_forward_block_runs_as_one_op(tmp_path, spec):
     assert report["layers"]["up"]["chained_with"] == "down"
     assert report["layers"]["down"]["chained_with"] == "up"
     x = np.random.default_rng(6).normal(size=(1, 7, 40)).astype(np.float32)
+    check_one_call_as_two(model, q, fused, apart, x)
+
+
+def check_one_call_as_two(model, q, fused, apart, x):
+    """The fused file runs one op call, the other two, with the same output to float rounding,
+    and both are the Keras model with integer matmuls to the int8 rounding of activations."""
     with LiteRtModel(fused) as rt:
         y = rt.run([x])[0]
         assert rt.op_calls() == 1
     with LiteRtModel(apart) as rt:
         y_apart = rt.run([x])[0]
         assert rt.op_calls() == 2
+    assert y.shape == y_apart.shape
     np.testing.assert_allclose(y, y_apart, rtol=0, atol=1e-2 * np.abs(y_apart).max())
     expect = reference_model(model, q)(x, training=False).numpy()
     assert np.abs(y - expect).max() <= 3e-2 * np.abs(expect).max()
+    return y
 
 
 @pytest.mark.parametrize("layer,word,value,message", [
@@ -624,6 +632,54 @@ def test_corrupted_depthwise_params_raise_from_the_side_channel(tmp_path, what, 
         with pytest.raises(TfqOpError, match=message) as err:
             rt.run([x])
         assert err.value.layer == (None if what == "version" else "dw")  # the layer index is in the params
+    with LiteRtModel(good) as rt:
+        assert np.isfinite(rt.run([x])[0]).all()
+
+
+def depthwise_pointwise_model(channels=24, out=16, frames=29, seed=0):
+    """DepthwiseConv1D (valid, 15 taps), swish, Dense: a Conformer convolution module's tail,
+    both layers quantized: (model, dense {name: QuantizedWeight}, depthwise {key: ...})."""
+    rng = np.random.default_rng(seed)
+    tf.random.set_seed(seed)
+    inp = keras.Input((frames, channels), batch_size=1, name="features")
+    y = keras.layers.DepthwiseConv1D(15, padding="valid", name="dw")(inp)
+    y = keras.layers.Activation("swish", name="swish")(y)
+    model = keras.Model(inp, keras.layers.Dense(out, name="pw")(y))
+    qw = quantize_weight(rng.normal(size=(15, channels)).astype(np.float32), SPECS[1])
+    model.get_layer("dw").set_weights([qw.dequantize().reshape(15, channels, 1),
+                                       rng.normal(size=channels).astype(np.float32)])
+    return model, quantize_layers(model, ["pw"], SPECS[0]), {"dw/depthwise_kernel": qw}
+
+
+def test_depthwise_then_pointwise_runs_as_one_op(tmp_path):
+    """Depthwise, swish, Dense: one TFQ_DEPTHWISE_CONV_1D call with both blobs and the op's own
+    swish; the same numbers as two calls with XNNPACK's swish between them, to float rounding."""
+    model, q, dw = depthwise_pointwise_model()
+    fused, apart = tmp_path / "f.tflite", tmp_path / "a.tflite"
+    report = lower_to_tflite(model, q, fused, depthwise=dw)
+    lower_to_tflite(model, q, apart, depthwise=dw, fuse_depthwise_pointwise=False)
+    assert report["layers"]["dw/depthwise_kernel"]["chained_with"] == "pw"
+    assert report["layers"]["pw"]["chained_with"] == "dw/depthwise_kernel"
+    x = np.random.default_rng(6).normal(size=(1, 29, 24)).astype(np.float32)
+    assert check_one_call_as_two(model, q, fused, apart, x).shape == (1, 15, 16)
+
+
+@pytest.mark.parametrize("word,value,message,named", [
+    (op_blob.HEADER_WORD + 4, 23, r"pointwise layer: K = 23, but the depthwise layer \(#1\) has C = 24", "pw"),
+    (op_blob.PARAMS_WORD + 2, lowering.FLAG_FLATTEN, "pointwise layer params: unknown activation 0 or flags 2", "pw"),
+    # a params version it does not know: the layer index in them is not read, the call's is named
+    (op_blob.PARAMS_WORD + 0, 7, "pointwise layer params: version 7", "dw"),
+])
+def test_chained_depthwise_that_does_not_fit_raises_by_name(tmp_path, word, value, message, named):
+    model, q, dw = depthwise_pointwise_model()
+    good, bad = tmp_path / "good.tflite", tmp_path / "bad.tflite"
+    lower_to_tflite(model, q, good, depthwise=dw)
+    edit_blob(good, bad, "pw", {word: value})
+    x = np.ones((1, 29, 24), np.float32)
+    with LiteRtModel(bad) as rt:
+        with pytest.raises(TfqOpError, match=message) as err:
+            rt.run([x])
+        assert err.value.layer == named
     with LiteRtModel(good) as rt:
         assert np.isfinite(rt.run([x])[0]).all()
 

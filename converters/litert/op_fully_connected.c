@@ -660,6 +660,35 @@ static int tfq_blob_dims_hold_n(tfq_litert_context *ctx, const char *what, const
   return 0;
 }
 
+/* A chained call's second layer, from input 2: its blob opened and its params checked as any
+ * op's (no flatten), its weights read, its K the first layer's output width k_in.  Errors name
+ * it `what` ("second layer") and its blob `blob_name`, and the first layer `first` ("the first
+ * layer") with its `k_in` as `first_gives` ("gives N").  Returns a tfq_status, recorded in ctx;
+ * sets *layer2, *act2 and *flags2. */
+static int tfq_open_chained(tfq_litert_context *ctx, const tfq_lrt_buffer *inputs, tfq_tensor *t,
+                            const char *what, const char *blob_name, const char *first,
+                            const char *first_gives, int32_t layer, int32_t k_in, tfq_blob *b,
+                            tfq_packed_weights *w, int32_t *layer2, int32_t *act2,
+                            int32_t *flags2) {
+  char prefix[48];
+  snprintf(prefix, sizeof prefix, "%s ", what);
+  if (!tfq_open_blob(ctx, &t[2], inputs[2], b, blob_name) ||
+      !tfq_check_params(ctx, prefix, b, TFQ_OP_PARAMS_VERSION, TFQ_OP_PARAMS_COUNT,
+                        TFQ_OP_FLAG_BIAS | TFQ_OP_FLAG_FLOAT_ACT))
+    return ctx->status;
+  *layer2 = b->params[TFQ_OP_PARAM_LAYER];
+  *act2 = b->params[TFQ_OP_PARAM_ACTIVATION], *flags2 = b->params[TFQ_OP_PARAM_FLAGS];
+  int st = tfq_weights_of_blob(ctx, b, *flags2, *layer2, w);
+  if (st != TFQ_OK) return st;
+  if (!tfq_blob_dims_hold_n(ctx, prefix, b, w->n, *flags2, 0, *layer2)) return TFQ_ERR_FORMAT;
+  if (w->k != k_in) {
+    tfq_record(ctx, TFQ_ERR_SHAPE, *layer2, "%s: K = %d, but %s (#%d) %s = %d", what, (int)w->k,
+               first, (int)layer, first_gives, (int)k_in);
+    return TFQ_ERR_SHAPE;
+  }
+  return TFQ_OK;
+}
+
 /* The hidden activations of a chained call, [m][n1] floats, grow-only; NULL with the error
  * recorded. */
 static float *tfq_hidden(tfq_litert_context *ctx, size_t m, int32_t n1, int32_t layer) {
@@ -715,21 +744,9 @@ static int tfq_run_locked(tfq_litert_context *ctx, size_t num_inputs, const tfq_
   tfq_packed_weights w2;
   int32_t layer2 = layer, act2 = act, flags2 = flags;
   if (chained) {
-    if (!tfq_open_blob(ctx, &t[2], inputs[2], &blob2, "second blob") ||
-        !tfq_check_params(ctx, "second layer ", &blob2, TFQ_OP_PARAMS_VERSION, TFQ_OP_PARAMS_COUNT,
-                          TFQ_OP_FLAG_BIAS | TFQ_OP_FLAG_FLOAT_ACT))
-      return ctx->status;
-    layer2 = blob2.params[TFQ_OP_PARAM_LAYER];
-    act2 = blob2.params[TFQ_OP_PARAM_ACTIVATION], flags2 = blob2.params[TFQ_OP_PARAM_FLAGS];
-    st = tfq_weights_of_blob(ctx, &blob2, flags2, layer2, &w2);
+    st = tfq_open_chained(ctx, inputs, t, "second layer", "second blob", "the first layer",
+                          "gives N", layer, w.n, &blob2, &w2, &layer2, &act2, &flags2);
     if (st != TFQ_OK) return st;
-    if (!tfq_blob_dims_hold_n(ctx, "second layer ", &blob2, w2.n, flags2, 0, layer2))
-      return TFQ_ERR_FORMAT;
-    if (w2.k != w.n) {
-      tfq_record(ctx, TFQ_ERR_SHAPE, layer2, "second layer: K = %d, but the first layer "
-                 "(#%d) gives N = %d", (int)w2.k, (int)layer, (int)w.n);
-      return TFQ_ERR_SHAPE;
-    }
   }
   /* The output must be what GetOutputLayouts announced: x's shape with N (or [M, N]). */
   int32_t n_out = chained ? w2.n : w.n;
@@ -979,10 +996,15 @@ static void tfq_dw_rows(const float *x, float *y, const float *taps, const float
 }
 #undef TFQ_DW_BLOCK_SUMS
 
+/* With a third input (a pointwise layer's blob) the call also runs that layer over the
+ * depthwise output, its activation applied (swish in a Conformer convolution module), kept in
+ * the op's own buffer: y [B, H * W_out, N2] = pointwise(act(depthwise(x))). */
 static int tfq_dw_run_locked(tfq_litert_context *ctx, size_t num_inputs,
                              const tfq_lrt_buffer *inputs, size_t num_outputs,
                              tfq_lrt_buffer *outputs, tfq_tensor *t, tfq_tensor *out) {
-  int st0 = tfq_check_arity(ctx, "depthwise: ", num_inputs, 2, inputs, num_outputs, outputs);
+  int chained = num_inputs == 3;
+  int st0 = tfq_check_arity(ctx, "depthwise: ", num_inputs, chained ? 3 : 2, inputs, num_outputs,
+                            outputs);
   if (st0 != TFQ_OK) return st0;
   tfq_blob blob;
   if (!tfq_open_op(ctx, "depthwise ", inputs, outputs, t, out, &blob, TFQ_DW_PARAMS_VERSION,
@@ -1022,26 +1044,53 @@ static int tfq_dw_run_locked(tfq_litert_context *ctx, size_t num_inputs,
   int64_t width = xl->dims[2];
   int64_t out_w = tfq_dw_out_width(width, w.k, stride, dil, pad_l, pad_r);
   size_t rows = (size_t)xl->dims[0] * (size_t)xl->dims[1];
-  if (out_w != bl->dims[0] || ol->rank != 4 || ol->dims[0] != xl->dims[0] ||
-      ol->dims[1] != xl->dims[1] || ol->dims[2] != out_w || ol->dims[3] != w.n ||
-      out->count != rows * (size_t)out_w * (size_t)w.n) {
+  /* The pointwise layer of a chained call: K = C, no flatten. */
+  tfq_blob blob2;
+  tfq_packed_weights w2;
+  int32_t layer2 = layer, act2 = TFQ_ACT_NONE, flags2 = 0, n_out = w.n;
+  if (chained) {
+    st = tfq_open_chained(ctx, inputs, t, "pointwise layer", "pointwise blob",
+                          "the depthwise layer", "has C", layer, w.n, &blob2, &w2, &layer2, &act2,
+                          &flags2);
+    if (st != TFQ_OK) return st;
+    n_out = w2.n;
+    ctx->current_layer = layer;
+  }
+  /* [B, H, W_out, C], or chained [B, H * W_out, N2] (the graph's reshape before the swish) */
+  int out_ok = out_w == bl->dims[0] &&
+               out->count == rows * (size_t)out_w * (size_t)n_out &&
+               (chained ? ol->rank == 3 && ol->dims[0] == xl->dims[0] &&
+                              ol->dims[1] == (int64_t)xl->dims[1] * out_w && ol->dims[2] == n_out
+                        : ol->rank == 4 && ol->dims[0] == xl->dims[0] &&
+                              ol->dims[1] == xl->dims[1] && ol->dims[2] == out_w &&
+                              ol->dims[3] == w.n);
+  if (!out_ok) {
     tfq_shape_str(xl, shape, sizeof shape);
     tfq_shape_str(ol, oshape, sizeof oshape);
-    tfq_record(ctx, TFQ_ERR_SHAPE, layer, "depthwise: output %s for x %s, %d taps, stride %d, "
-               "dilation %d, padding %d/%d (W_out %lld, the blob's first dim %d)", oshape, shape,
-               (int)w.k, (int)stride, (int)dil, (int)pad_l, (int)pad_r, (long long)out_w,
-               (int)bl->dims[0]);
+    tfq_record(ctx, TFQ_ERR_SHAPE, chained ? layer2 : layer, "depthwise: output %s for x %s, %d "
+               "taps, stride %d, dilation %d, padding %d/%d (W_out %lld, the blob's first dim %d"
+               "%s)", oshape, shape, (int)w.k, (int)stride, (int)dil, (int)pad_l, (int)pad_r,
+               (long long)out_w, (int)bl->dims[0], chained ? ", then a pointwise layer" : "");
     return TFQ_ERR_SHAPE;
   }
   if (out->count == 0) return TFQ_OK;
   const float *taps = tfq_dw_taps(ctx, &w, layer);
   if (!taps) return ctx->status;
   const float *x = (const float *)t[0].addr;
-  float *y = (float *)out->addr;
-  size_t c_count = (size_t)w.n;
+  size_t c_count = (size_t)w.n, m = rows * (size_t)out_w;
+  if (chained && m > TFQ_MAX_M) {
+    tfq_record(ctx, TFQ_ERR_SHAPE, layer, "depthwise: %zu output rows for the pointwise layer, "
+               "more than %d", m, (int)TFQ_MAX_M);
+    return TFQ_ERR_SHAPE;
+  }
+  float *y = chained ? tfq_hidden(ctx, m, w.n, layer) : (float *)out->addr;
+  if (!y) return TFQ_ERR_WORKSPACE;
   tfq_dw_rows(x, y, taps, w.bias, rows, width, out_w, c_count, w.k, stride, dil, pad_l);
-  tfq_activate(y, out->count, act);
-  return TFQ_OK;
+  tfq_activate(y, m * c_count, act);
+  if (!chained) return TFQ_OK;
+  ctx->current_layer = layer2;
+  return tfq_linear_call(ctx, &w2, y, m * c_count, m, NULL, (float *)out->addr, out->count,
+                         flags2, act2, layer2);
 }
 
 static int tfq_dw_run(void *user_data, size_t num_inputs, const tfq_lrt_buffer *inputs,
@@ -1057,21 +1106,27 @@ static int tfq_dw_output_layouts(void *user_data, size_t num_inputs, const tfq_l
   pthread_mutex_lock(&ctx->lock);
   ctx->current_layer = -1;  /* layouts come before any params are read: no layer to name */
   int st = TFQ_OK;
-  if (num_inputs != 2 || num_outputs != 1 || !inputs || !outputs || inputs[0].rank != 4 ||
-      inputs[1].rank != 2) {
-    tfq_record(ctx, TFQ_ERR_SHAPE, -1, "depthwise output layouts: %zu inputs (expected x and "
-               "blob), %zu outputs, x of rank %u, blob of rank %u", num_inputs, num_outputs,
-               inputs && num_inputs ? (unsigned)inputs[0].rank : 0u,
+  if ((num_inputs != 2 && num_inputs != 3) || num_outputs != 1 || !inputs || !outputs ||
+      inputs[0].rank != 4 || inputs[1].rank != 2 || (num_inputs == 3 && inputs[2].rank != 2)) {
+    tfq_record(ctx, TFQ_ERR_SHAPE, -1, "depthwise output layouts: %zu inputs (expected x, blob "
+               "and an optional pointwise blob), %zu outputs, x of rank %u, blob of rank %u",
+               num_inputs, num_outputs, inputs && num_inputs ? (unsigned)inputs[0].rank : 0u,
                inputs && num_inputs > 1 ? (unsigned)inputs[1].rank : 0u);
     st = TFQ_ERR_SHAPE;
   } else {
     tfq_lrt_layout o;
     memset(&o, 0, sizeof o);
-    o.rank = 4;
     o.dims[0] = inputs[0].dims[0];
-    o.dims[1] = inputs[0].dims[1];
-    o.dims[2] = inputs[1].dims[0];
-    o.dims[3] = inputs[0].dims[3];
+    if (num_inputs == 3) {  /* [B, H * W_out, N2] */
+      o.rank = 3;
+      o.dims[1] = inputs[0].dims[1] * inputs[1].dims[0];
+      o.dims[2] = inputs[2].dims[0];
+    } else {  /* [B, H, W_out, C] */
+      o.rank = 4;
+      o.dims[1] = inputs[0].dims[1];
+      o.dims[2] = inputs[1].dims[0];
+      o.dims[3] = inputs[0].dims[3];
+    }
     outputs[0] = o;
   }
   pthread_mutex_unlock(&ctx->lock);

@@ -108,10 +108,11 @@ static void set_blob(layer *L, const int32_t *hdr, const int32_t *params, int ra
   words[0] = TFQ_BLOB_MAGIC, words[1] = TFQ_BLOB_VERSION;
   if (hdr) memcpy(words + TFQ_BLOB_HEADER, hdr, TFQ_HEADER_COUNT * sizeof(int32_t));
   if (params) memcpy(words + TFQ_BLOB_PARAMS, params, TFQ_BLOB_PARAMS_MAX * sizeof(int32_t));
-  int32_t groups = tfq_num_groups(K, G);
+  const int32_t *h = words + TFQ_BLOB_HEADER;  /* K, N, G at 4, 5, 6 (format.h) */
+  int32_t groups = tfq_num_groups(h[4], h[6]), n = h[5];
   const void *src[4] = {L->data, L->scales, L->zp, L->bias};
-  size_t len[4] = {L->data_bytes, (size_t)groups * N * 4, L->zp ? (size_t)groups * N : 0,
-                   (size_t)N * 4};
+  size_t len[4] = {L->data_bytes, (size_t)groups * n * 4, L->zp ? (size_t)groups * n : 0,
+                   (size_t)n * 4};
   size_t pos = 4 * TFQ_BLOB_WORDS;
   for (int i = 0; i < 4; i++) {
     if (!len[i]) {
@@ -136,39 +137,42 @@ static void set_blob(layer *L, const int32_t *hdr, const int32_t *params, int ra
   L->words = (int32_t *)L->in[1]->data;
 }
 
-/* A valid int4 layer (x [M0, M1, K]) with relu, bias, and zero points when asymmetric. */
-static void build(layer *L, int symmetric) {
+/* A valid int4 layer of k inputs and n outputs (x [M0, M1, k]) with relu, bias, and zero
+ * points when asymmetric. */
+static void build_kn(layer *L, int symmetric, int32_t k, int32_t n) {
   memset(L, 0, sizeof *L);
-  int32_t groups = tfq_num_groups(K, G), row = (int32_t)tfq_row_bytes(K, 4);
-  int32_t dx[3] = {M0, M1, K}, dy[3] = {M0, M1, N};
+  int32_t groups = tfq_num_groups(k, G), row = (int32_t)tfq_row_bytes(k, 4);
+  int32_t dx[3] = {M0, M1, k}, dy[3] = {M0, M1, n};
   fake_buffer *x = make(TFQ_LRT_ELEMENT_FLOAT32, 3, dx, 4);
   L->out = make(TFQ_LRT_ELEMENT_FLOAT32, 3, dy, 4);
-  L->data_bytes = (size_t)N * (size_t)row;
+  L->data_bytes = (size_t)n * (size_t)row;
   L->data = (uint8_t *)malloc(L->data_bytes);
-  L->scales = (float *)malloc(sizeof(float) * (size_t)groups * N);
-  L->zp = symmetric ? NULL : (uint8_t *)malloc((size_t)groups * N);
-  L->bias = (float *)malloc(sizeof(float) * N);
+  L->scales = (float *)malloc(sizeof(float) * (size_t)groups * n);
+  L->zp = symmetric ? NULL : (uint8_t *)malloc((size_t)groups * n);
+  L->bias = (float *)malloc(sizeof(float) * n);
   for (size_t i = 0; i < x->bytes / 4; i++) ((float *)x->data)[i] = (float)(rnd() % 2001) / 100.0f - 10.0f;
   for (size_t i = 0; i < L->data_bytes; i++) L->data[i] = (uint8_t)rnd();
-  for (int32_t n = 0; n < N; n++)  /* zero the padding nibbles K..K_pad-1 */
-    for (int32_t k = K; k < tfq_k_pad(K); k++)
-      L->data[n * row + k / 2] &= (uint8_t)(k % 2 ? 0x0F : 0xF0);
-  for (int32_t i = 0; i < groups * N; i++) L->scales[i] = 0.001f * (float)(1 + rnd() % 100);
-  if (L->zp) for (int32_t i = 0; i < groups * N; i++) L->zp[i] = (uint8_t)(rnd() % 16);
-  for (int32_t n = 0; n < N; n++) L->bias[n] = (float)n - 4.0f;
-  int32_t h[TFQ_HEADER_COUNT] = {TFQ_HEADER_MAGIC, TFQ_FORMAT_VERSION, 4, symmetric, K, N, G, 0};
+  for (int32_t c = 0; c < n; c++)  /* zero the padding nibbles k..k_pad-1 */
+    for (int32_t j = k; j < tfq_k_pad(k); j++)
+      L->data[c * row + j / 2] &= (uint8_t)(j % 2 ? 0x0F : 0xF0);
+  for (int32_t i = 0; i < groups * n; i++) L->scales[i] = 0.001f * (float)(1 + rnd() % 100);
+  if (L->zp) for (int32_t i = 0; i < groups * n; i++) L->zp[i] = (uint8_t)(rnd() % 16);
+  for (int32_t c = 0; c < n; c++) L->bias[c] = (float)c - 4.0f;
+  int32_t h[TFQ_HEADER_COUNT] = {TFQ_HEADER_MAGIC, TFQ_FORMAT_VERSION, 4, symmetric, k, n, G, 0};
   int32_t p[TFQ_BLOB_PARAMS_MAX] = {TFQ_OP_PARAMS_VERSION, TFQ_ACT_RELU, TFQ_OP_FLAG_BIAS | extra_flags, 7};
-  int32_t lead[1] = {N};
+  int32_t lead[1] = {n};
   L->in[0] = x;
   set_blob(L, h, p, 1, lead);
   L->num_inputs = 2;
   tfq_packed_weights *w = &L->w;
-  w->bits = 4, w->symmetric = symmetric, w->k = K, w->n = N, w->group_size = G;
+  w->bits = 4, w->symmetric = symmetric, w->k = k, w->n = n, w->group_size = G;
   w->data = L->data, w->data_bytes = L->data_bytes;
-  w->scales = L->scales, w->scales_bytes = sizeof(float) * (size_t)groups * N;
-  if (L->zp) w->zero_points = L->zp, w->zero_points_bytes = (size_t)groups * N;
-  w->bias = L->bias, w->bias_count = N;
+  w->scales = L->scales, w->scales_bytes = sizeof(float) * (size_t)groups * n;
+  if (L->zp) w->zero_points = L->zp, w->zero_points_bytes = (size_t)groups * n;
+  w->bias = L->bias, w->bias_count = (size_t)n;
 }
+
+static void build(layer *L, int symmetric) { build_kn(L, symmetric, K, N); }
 
 static void destroy(layer *L) {
   for (int i = 0; i < 3; i++) release(L->in[i]);
@@ -500,12 +504,72 @@ static void dw_blob_rank(layer *L) { L->in[1]->type.layout.rank = 1; L->in[1]->t
 static void dw_taps_long(layer *L) { header_of(L)[4] = DW_W + 1; }
 static void dw_flatten(layer *L) { params_of(L)[2] |= TFQ_OP_FLAG_FLATTEN; }
 
+/* A depthwise call with a pointwise blob (K = C = N, N2 = 5): equals the depthwise op with
+ * swish, then the fully connected op over its output, bit for bit; a pointwise layer whose K
+ * is not C, and an output not [B, H * W_out, N2], are refused; the layouts. */
+enum { PW_N = 5, PW_W = 11 };  /* PW_W: W_out of build_dw(.., 1, 1, 0, 0) */
+
+static void test_dw_chain(tfq_litert_context *ctx) {
+  layer D, P;
+  build_dw(&D, 0, 1, 1, 0, 0);
+  params_of(&D)[TFQ_OP_PARAM_ACTIVATION] = TFQ_ACT_SWISH;
+  build_kn(&P, 1, N, PW_N);
+  params_of(&P)[TFQ_OP_PARAM_LAYER] = 8;
+  check(run_dw(ctx, &D) == TFQ_OK, "depthwise with swish runs");
+  int32_t dx[3] = {1, PW_W, N}, dy[3] = {1, PW_W, PW_N};
+  release(P.in[0]);
+  release(P.out);
+  P.in[0] = make(TFQ_LRT_ELEMENT_FLOAT32, 3, dx, 4);
+  P.out = make(TFQ_LRT_ELEMENT_FLOAT32, 3, dy, 4);
+  memcpy(P.in[0]->data, D.out->data, P.in[0]->bytes);
+  check(run(ctx, &P, 2) == TFQ_OK, "pointwise over the depthwise output runs");
+  release(D.out);
+  D.out = make(TFQ_LRT_ELEMENT_FLOAT32, 3, dy, 4);
+  D.in[2] = P.in[1];
+  D.num_inputs = 3;
+  int st = run_dw(ctx, &D);
+  check(st == TFQ_OK && memcmp(D.out->data, P.out->data, P.out->bytes) == 0,
+        "chained depthwise + pointwise equals the two calls bit for bit");
+  char msg[512];
+  D.out->type.layout.rank = 4, D.out->type.layout.dims[3] = PW_N;  /* [1, 11, 5, 5]: wrong */
+  D.out->type.layout.dims[1] = 1, D.out->type.layout.dims[2] = PW_W;
+  st = run_dw(ctx, &D);
+  tfq_litert_error(ctx, msg, sizeof msg, NULL, NULL);
+  check(st == TFQ_ERR_SHAPE && strstr(msg, "then a pointwise layer") && all_nan(D.out),
+        "chained depthwise: a 4-D output refused");
+  D.out->type.layout.rank = 3, D.out->type.layout.dims[1] = PW_W, D.out->type.layout.dims[2] = PW_N;
+  header_of(&P)[4] = N - 1;  /* K = 8: the same padded rows and groups */
+  int32_t layer_index = 0;
+  st = run_dw(ctx, &D);
+  tfq_litert_error(ctx, msg, sizeof msg, &layer_index, NULL);
+  check(st == TFQ_ERR_SHAPE && strstr(msg, "pointwise layer: K = 8, but the depthwise layer (#7) "
+                                           "has C = 9") && layer_index == 8,
+        "chained depthwise: pointwise K != C refused, naming the pointwise layer");
+  header_of(&P)[4] = N;
+  tfq_lrt_layout in[3], out[1];
+  memset(in, 0, sizeof in);
+  in[0] = D.in[0]->type.layout, in[1] = D.in[1]->type.layout, in[2] = P.in[1]->type.layout;
+  tfq_litert_clear_error(ctx);
+  tfq_litert_depthwise_kernel()->get_output_layouts(ctx, 3, in, 1, out);
+  check(out[0].rank == 3 && out[0].dims[0] == 1 && out[0].dims[1] == PW_W &&
+            out[0].dims[2] == PW_N && tfq_litert_error(ctx, NULL, 0, NULL, NULL) == TFQ_OK,
+        "chained depthwise output layout [1, 11, 5]");
+  in[2].rank = 3;
+  tfq_litert_depthwise_kernel()->get_output_layouts(ctx, 3, in, 1, out);
+  check(tfq_litert_error(ctx, NULL, 0, NULL, NULL) == TFQ_ERR_SHAPE,
+        "chained depthwise layouts: pointwise blob of rank 3");
+  D.in[2] = NULL;  /* P owns it */
+  destroy(&D);
+  destroy(&P);
+}
+
 static void test_dw(tfq_litert_context *ctx) {
   check(!strcmp(tfq_litert_depthwise_op_name(), TFQ_DW_OP_NAME), "depthwise op name");
   test_dw_valid(ctx, 0, 1, 1, 0, 0);
   test_dw_valid(ctx, 1, 1, 1, 0, 0);
   test_dw_valid(ctx, 0, 2, 1, 35, 34);   /* SAME-like padding, stride 2: zeros outside x */
   test_dw_valid(ctx, 1, 1, 1, 69, 0);    /* causal */
+  test_dw_chain(ctx);
   expect_dw_error(ctx, dw_x_short, TFQ_ERR_BUFFER, "tensor x", "depthwise: x buffer short");
   expect_dw_error(ctx, dw_x_channels, TFQ_ERR_BUFFER, "tensor x", "depthwise: x channels");
   expect_dw_error(ctx, dw_x_rank, TFQ_ERR_SHAPE, "expected [B, H, W, 9]", "depthwise: x rank");

@@ -47,6 +47,9 @@ Steps (``lower_to_tflite``):
    attention's q, k and v projections) become one op over the joined output channels and a
    builtin SPLIT (``_fuse_shared_input``): LiteRT's fixed cost per custom op call is paid
    once, the input is quantized once, the outputs are the same bit for bit.
+   A layer, swish and the layer after it run as one op call with both blobs: a feed-forward
+   block's two Dense layers (``_fuse_feed_forward``) and a convolution module's depthwise and
+   second pointwise layers (``_fuse_depthwise_pointwise``); the swish is then the op's own.
 4. Drop the float weights no op uses any more, move every constant buffer behind the
    flatbuffer at 64-byte aligned file offsets (Buffer.offset/size: LiteRT needs constant
    inputs of custom ops 64-byte aligned), add the layer names as metadata ``tfq_asr`` (the
@@ -577,6 +580,76 @@ def _fuse_shared_input(schema, model_obj, custom_code: int, op_names: dict, laye
 _LOGISTIC, _MUL = 14, 18
 
 
+def _swish_before(model_obj, sg, links, swish: int, reader: int):
+    """(pre, logistic op, mul op) where tensor ``swish`` is the converter's swish of ``pre``
+    (MUL(pre, LOGISTIC(pre)), no fused activation) read only by op ``reader``, pre only by the
+    two ops and the sigmoid only by the MUL, none of them a graph output; else None."""
+    producer, readers, graph_outputs = links
+    mi = producer.get(swish)
+    if mi is None or _builtin(model_obj, sg.operators[mi]) != _MUL or len(sg.operators[mi].inputs) != 2:
+        return None
+    mul = sg.operators[mi]
+    if mul.builtinOptions is not None and getattr(mul.builtinOptions, "fusedActivationFunction", 0):
+        return None
+    a, b = (int(t) for t in mul.inputs)
+    for pre, sig in ((a, b), (b, a)):
+        li = producer.get(sig)
+        if li is None or _builtin(model_obj, sg.operators[li]) != _LOGISTIC or \
+                int(sg.operators[li].inputs[0]) != pre:
+            continue
+        if readers.get(pre) != {li, mi} or readers.get(sig) != {mi} or \
+                readers.get(swish) != {reader} or {pre, sig, swish} & graph_outputs:
+            return None
+        return pre, li, mi
+    return None
+
+
+def _plain_fc(model_obj, sg, si, op, custom_code: int, op_names: dict) -> bool:
+    """A TFQ_FULLY_CONNECTED of ours with x and one blob, not flattening."""
+    return (op.opcodeIndex == custom_code and len(op.inputs) == 2 and (si, id(op)) in op_names and
+            not op_blob.read(_array(model_obj, sg.tensors[op.inputs[1]])).params[2] & FLAG_FLATTEN)
+
+
+def _chain_after_swish(model_obj, custom_code: int, op_names: dict, chain_with) -> list:
+    """What both chaining passes share: for each plain TFQ_FULLY_CONNECTED that reads a swish
+    (_swish_before), chain_with(si, sg, links, pre, op, drop) gives (the ops to drop besides the
+    swish's, the op's new inputs, its new opcode index or None, the names chained) or None; the
+    op is rewired and the dropped ops removed, subgraph by subgraph.  Returns the names."""
+    chained = []
+    for si, sg in enumerate(model_obj.subgraphs):
+        links = _graph_links(sg)
+        drop, rewired = set(), {}
+        for bi, op in enumerate(sg.operators):
+            if bi in drop or not _plain_fc(model_obj, sg, si, op, custom_code, op_names):
+                continue
+            found = _swish_before(model_obj, sg, links, int(op.inputs[0]), bi)
+            chain = None if found is None else chain_with(si, sg, links, found[0], op, drop)
+            if chain is None:
+                continue
+            extra, inputs, opcode, names = chain
+            rewired[bi] = (inputs, opcode)
+            drop.update((*extra, found[1], found[2]))
+            chained.append(names)
+        for bi, (inputs, opcode) in rewired.items():
+            sg.operators[bi].inputs = inputs
+            if opcode is not None:
+                sg.operators[bi].opcodeIndex = opcode
+        if drop:
+            sg.operators = [op for oi, op in enumerate(sg.operators) if oi not in drop]
+    return chained
+
+
+def _swish_blob(schema, model_obj, sg, shared: dict, op, name: str):
+    """A constant tensor for op's blob with activation TFQ_ACT_SWISH, or None when op's blob
+    has an activation already."""
+    params = op_blob.read(_array(model_obj, sg.tensors[op.inputs[1]])).params.copy()
+    if params[1] != ACT_NONE:
+        return None
+    params[1] = ACT_SWISH
+    blob = op_blob.with_params(_array(model_obj, sg.tensors[op.inputs[1]]), params)
+    return _shared_blob(schema, model_obj, sg, shared, f"{name}/tfq_blob", blob)
+
+
 def _fuse_feed_forward(schema, model_obj, custom_code: int, op_names: dict, shared: dict) -> list:
     """Chain a TFQ_FULLY_CONNECTED, the swish after it (the converter's LOGISTIC and MUL) and
     the TFQ_FULLY_CONNECTED that reads the swish into one op with three inputs: x, the first
@@ -586,56 +659,49 @@ def _fuse_feed_forward(schema, model_obj, custom_code: int, op_names: dict, shar
     layer's output or the swish, neither layer flattens and the first has no activation.  The
     swish is then the op's own (x / (1 + e^-x) in float32, a few ulp from XNNPACK's): the same
     numbers to float rounding, not to the bit.  Returns [(first layer, second layer)]."""
-    chained = []
-    for si, sg in enumerate(model_obj.subgraphs):
-        producer, readers, graph_outputs = _graph_links(sg)
+    def chain_with(si, sg, links, pre, second, drop):
+        ai = links[0].get(pre)
+        if ai is None or ai in drop or \
+                not _plain_fc(model_obj, sg, si, first := sg.operators[ai], custom_code, op_names):
+            return None
+        names = (op_names[(si, id(first))], op_names[(si, id(second))])
+        blob = _swish_blob(schema, model_obj, sg, shared, first, names[0])
+        if blob is None:
+            return None
+        return (ai,), np.array([first.inputs[0], blob, second.inputs[1]], np.int32), None, names
+    return _chain_after_swish(model_obj, custom_code, op_names, chain_with)
 
-        def blob_of(op):
-            return op_blob.read(_array(model_obj, sg.tensors[op.inputs[1]]))
 
-        def plain_fc(op):  # a TFQ_FULLY_CONNECTED with x and one blob, not flattening
-            return (op.opcodeIndex == custom_code and len(op.inputs) == 2 and
-                    not blob_of(op).params[2] & FLAG_FLATTEN and (si, id(op)) in op_names)
-
-        drop, rewired = set(), {}
-        for bi, second in enumerate(sg.operators):
-            if not plain_fc(second) or bi in drop:
-                continue
-            swish = int(second.inputs[0])
-            mi = producer.get(swish)
-            if mi is None or _builtin(model_obj, sg.operators[mi]) != _MUL or len(sg.operators[mi].inputs) != 2:
-                continue
-            mul = sg.operators[mi]
-            if mul.builtinOptions is not None and getattr(mul.builtinOptions, "fusedActivationFunction", 0):
-                continue
-            a, b = (int(t) for t in mul.inputs)
-            for pre, sig in ((a, b), (b, a)):
-                li = producer.get(sig)
-                if li is None or _builtin(model_obj, sg.operators[li]) != _LOGISTIC or \
-                        int(sg.operators[li].inputs[0]) != pre:
-                    continue
-                ai = producer.get(pre)
-                if ai is None or ai in drop or not plain_fc(first := sg.operators[ai]):
-                    continue
-                params = blob_of(first).params.copy()
-                if params[1] != ACT_NONE:
-                    continue
-                if readers.get(pre) != {li, mi} or readers.get(sig) != {mi} or \
-                        readers.get(swish) != {bi} or {pre, sig, swish} & graph_outputs:
-                    continue
-                params[1] = ACT_SWISH
-                names = (op_names[(si, id(first))], op_names[(si, id(second))])
-                blob = op_blob.with_params(_array(model_obj, sg.tensors[first.inputs[1]]), params)
-                rewired[bi] = np.array([first.inputs[0], _shared_blob(schema, model_obj, sg, shared,
-                                        f"{names[0]}/tfq_blob", blob), second.inputs[1]], np.int32)
-                drop.update((ai, li, mi))
-                chained.append(names)
-                break
-        for bi, inputs in rewired.items():
-            sg.operators[bi].inputs = inputs
-        if drop:
-            sg.operators = [op for oi, op in enumerate(sg.operators) if oi not in drop]
-    return chained
+def _fuse_depthwise_pointwise(schema, model_obj, dw_code: int, custom_code: int, dw_names: dict,
+                              op_names: dict, shared: dict) -> list:
+    """Chain a TFQ_DEPTHWISE_CONV_1D, the reshape [B, H, W, C] -> [B, H * W, C] and swish after
+    it and the TFQ_FULLY_CONNECTED that reads the swish (a Conformer convolution module's
+    depthwise and second pointwise layers) into one TFQ_DEPTHWISE_CONV_1D with three inputs: x,
+    the depthwise blob (its activation now TFQ_ACT_SWISH) and the pointwise blob (litert_op.h).
+    One LiteRT call and one XNNPACK partition fewer per module; as in _fuse_feed_forward the
+    swish is the op's own, and only where nothing else reads what the chain hides.  Returns
+    [(depthwise key, pointwise layer)]."""
+    def chain_with(si, sg, links, pre, pw, drop):
+        producer, readers, graph_outputs = links
+        ri = producer.get(pre)
+        if ri is None or ri in drop or _builtin(model_obj, reshape := sg.operators[ri]) != _RESHAPE:
+            return None
+        y4 = int(reshape.inputs[0])
+        di = producer.get(y4)
+        if di is None or di in drop or (dw := sg.operators[di]).opcodeIndex != dw_code or \
+                len(dw.inputs) != 2 or (si, id(dw)) not in dw_names or \
+                readers.get(y4) != {ri} or y4 in graph_outputs:
+            return None
+        s4, s3 = sg.tensors[y4].shape, sg.tensors[pre].shape
+        if s4 is None or s3 is None or len(s4) != 4 or \
+                [int(d) for d in s3] != [int(s4[0]), int(s4[1]) * int(s4[2]), int(s4[3])]:
+            return None
+        names = (dw_names[(si, id(dw))], op_names[(si, id(pw))])
+        blob = _swish_blob(schema, model_obj, sg, shared, dw, _layer_of(names[0]))
+        if blob is None:
+            return None
+        return (di, ri), np.array([dw.inputs[0], blob, pw.inputs[1]], np.int32), dw_code, names
+    return _chain_after_swish(model_obj, custom_code, op_names, chain_with)
 
 
 def _channel_factors(expected: np.ndarray, taps: np.ndarray) -> np.ndarray | None:
@@ -1010,7 +1076,7 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
                     activations: Mapping[str, str] | None = None, float_activations=(),
                     depthwise: Mapping[str, QuantizedWeight] | None = None,
                     fuse_im2col: bool = True, fuse_shared_input: bool = True,
-                    fuse_feed_forward: bool = True) -> dict:
+                    fuse_feed_forward: bool = True, fuse_depthwise_pointwise: bool = True) -> dict:
     """Write ``out_path`` (.tflite) with every layer of ``quantized`` as TFQ_FULLY_CONNECTED.
 
     float_model: a tf_keras model (not modified); quantized: key -> QuantizedWeight of the
@@ -1035,6 +1101,10 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
     fuse_feed_forward: a quantized layer, swish and the quantized layer after it (a Conformer
     feed-forward block) become one TFQ_FULLY_CONNECTED with both blobs (_fuse_feed_forward; the
     swish is the op's own, a few ulp from XNNPACK's); the report entries name the other layer in
+    "chained_with".
+    fuse_depthwise_pointwise: a quantized depthwise layer, swish and the quantized layer after
+    it (a Conformer convolution module) become one TFQ_DEPTHWISE_CONV_1D with both blobs
+    (_fuse_depthwise_pointwise; the op's swish); both report entries name the other in
     "chained_with".
     Returns a report: {"path", "input_shape", "file_bytes", "layers": {name: {"bits", "bytes",
     "ops", "activation_mode", ...}}, "float_ops": number of FULLY_CONNECTED ops left in float}.
@@ -1063,9 +1133,11 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
             layers[name]["ops"] += 1
         else:
             layers[name] = dict(info, ops=1)
+    dw_names = {}
     for si, oi, key, factors in dw_matches:
         info = _replace_depthwise(schema, model_obj, si, oi, key, depthwise[key], factors,
                                   layer_names.index(_layer_of(key)), dw_code, shared)
+        dw_names[(si, id(model_obj.subgraphs[si].operators[oi]))] = key
         if key in layers:
             layers[key]["ops"] += 1
         else:
@@ -1091,6 +1163,10 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
     if fuse_feed_forward and matches:
         for first, second in _fuse_feed_forward(schema, model_obj, custom_code, op_names, shared):
             layers[first]["chained_with"], layers[second]["chained_with"] = second, first
+    if fuse_depthwise_pointwise and matches and dw_matches:
+        for key, name in _fuse_depthwise_pointwise(schema, model_obj, dw_code, custom_code, dw_names,
+                                                   op_names, shared):
+            layers[key]["chained_with"], layers[name]["chained_with"] = name, key
     split = _split_long_depthwise(schema, model_obj)
     _garbage_collect(model_obj)
     md_buf = schema.BufferT()

@@ -112,9 +112,12 @@ typedef enum tfq_op_activation {
  * y[b, h, o, c] = SUM_j x[b, h, o*stride + j*dilation - pad_left, c] * w[j, c]  (+ bias[c]),
  * in float32 with the sum in tap order, outside the input counting as zero.
  * Inputs: 0 x float32 [B, H, W, C]; 1 the blob as TFQ_FULLY_CONNECTED's, with K = taps and
- * N = C in its header and TFQ_DW_PARAMS_COUNT params, of dims [W_out, rest].
+ * N = C in its header and TFQ_DW_PARAMS_COUNT params, of dims [W_out, rest]; 2 (optional) a
+ * TFQ_FULLY_CONNECTED blob of a pointwise layer with K = C, [N2, rest], no flatten: the call
+ * then also runs that layer over the depthwise output (its activation applied, swish in a
+ * Conformer convolution module), y = pointwise(act(depthwise(x))), one call instead of two.
  * Output 0: float32 [B, H, W_out, C], W_out = (W + pad_left + pad_right - dilation*(taps-1)
- * - 1) / stride + 1.  GetOutputLayouts sees no tensor contents, so the blob's first dim carries
+ * - 1) / stride + 1; with a pointwise blob [B, H * W_out, N2].  GetOutputLayouts sees no tensor contents, so the blob's first dim carries
  * W_out (Run checks it against the geometry). */
 #define TFQ_DW_OP_NAME "TFQ_DEPTHWISE_CONV_1D"
 #define TFQ_DW_OP_VERSION 1
