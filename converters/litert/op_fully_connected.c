@@ -1117,9 +1117,14 @@ static int tfq_dw_output_layouts(void *user_data, size_t num_inputs, const tfq_l
     tfq_lrt_layout o;
     memset(&o, 0, sizeof o);
     o.dims[0] = inputs[0].dims[0];
-    if (num_inputs == 3) {  /* [B, H * W_out, N2] */
+    int64_t rows = (int64_t)inputs[0].dims[1] * (int64_t)inputs[1].dims[0];
+    if (num_inputs == 3 && (rows < 0 || rows > INT32_MAX)) {  /* dims from the file */
+      tfq_record(ctx, TFQ_ERR_SHAPE, -1, "depthwise output layouts: H %d x W_out %d rows",
+                 (int)inputs[0].dims[1], (int)inputs[1].dims[0]);
+      st = TFQ_ERR_SHAPE;
+    } else if (num_inputs == 3) {  /* [B, H * W_out, N2] */
       o.rank = 3;
-      o.dims[1] = inputs[0].dims[1] * inputs[1].dims[0];
+      o.dims[1] = (int32_t)rows;
       o.dims[2] = inputs[2].dims[0];
     } else {  /* [B, H, W_out, C] */
       o.rank = 4;

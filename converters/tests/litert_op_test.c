@@ -558,6 +558,11 @@ static void test_dw_chain(tfq_litert_context *ctx) {
   tfq_litert_depthwise_kernel()->get_output_layouts(ctx, 3, in, 1, out);
   check(tfq_litert_error(ctx, NULL, 0, NULL, NULL) == TFQ_ERR_SHAPE,
         "chained depthwise layouts: pointwise blob of rank 3");
+  in[2].rank = 2, in[0].dims[1] = 1 << 20, in[1].dims[0] = 1 << 12;  /* H * W_out = 2^32 */
+  tfq_litert_clear_error(ctx);
+  tfq_litert_depthwise_kernel()->get_output_layouts(ctx, 3, in, 1, out);
+  check(tfq_litert_error(ctx, NULL, 0, NULL, NULL) == TFQ_ERR_SHAPE,
+        "chained depthwise layouts: H * W_out past int32 refused");
   D.in[2] = NULL;  /* P owns it */
   destroy(&D);
   destroy(&P);
