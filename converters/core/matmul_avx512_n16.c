@@ -158,6 +158,18 @@ TFQ_INLINE __mmask16 tfq_n16_mask(const tfq_q8_job *job, int32_t n0) {
   return (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
 }
 
+/* Every row of NB column blocks from n0: tiles of 8 rows (one block only: two blocks of 8
+ * rows spill registers), then 4, 2, 1. */
+TFQ_INLINE void tfq_n16_rows(const tfq_q8_job *job, const uint8_t *block, size_t block_bytes,
+                             int32_t n0, const __mmask16 *mask, const int BITS, const int NB) {
+  int32_t m0 = 0;
+  for (; NB == 1 && job->m - m0 >= 8; m0 += 8)
+    tfq_n16_tile(job, block, block_bytes, n0, mask, m0, 8, BITS, NB);
+  if (job->m - m0 >= 4) tfq_n16_tile(job, block, block_bytes, n0, mask, m0, 4, BITS, NB), m0 += 4;
+  if (job->m - m0 >= 2) tfq_n16_tile(job, block, block_bytes, n0, mask, m0, 2, BITS, NB), m0 += 2;
+  if (job->m - m0 >= 1) tfq_n16_tile(job, block, block_bytes, n0, mask, m0, 1, BITS, NB);
+}
+
 TFQ_INLINE void tfq_n16_run(const tfq_q8_job *job, const int BITS) {
   const size_t block_bytes = tfq_n16_block_bytes(job->w);
   const uint8_t *base = (const uint8_t *)job->w->repacked;
@@ -165,25 +177,16 @@ TFQ_INLINE void tfq_n16_run(const tfq_q8_job *job, const int BITS) {
     int32_t n0 = b * 16;
     __mmask16 mask[2] = {tfq_n16_mask(job, n0), 0};
     const uint8_t *block = base + (size_t)b * block_bytes;
-    int32_t m0 = 0;
     /* int2 at up to 4 rows: two blocks at a time.  Not int4: on the Conformer L stack (its
      * weights from DRAM) two int4 streams ran 1.5x slower than one. */
     if (BITS == 2 && job->m <= 4 && (b + 1) * 16 < job->n_end) {
       mask[1] = tfq_n16_mask(job, n0 + 16);
-      if (job->m == 4) tfq_n16_tile(job, block, block_bytes, n0, mask, 0, 4, BITS, 2);
-      else if (job->m == 3) {
-        tfq_n16_tile(job, block, block_bytes, n0, mask, 0, 2, BITS, 2);
-        tfq_n16_tile(job, block, block_bytes, n0, mask, 2, 1, BITS, 2);
-      } else if (job->m == 2) tfq_n16_tile(job, block, block_bytes, n0, mask, 0, 2, BITS, 2);
-      else tfq_n16_tile(job, block, block_bytes, n0, mask, 0, 1, BITS, 2);
+      tfq_n16_rows(job, block, block_bytes, n0, mask, BITS, 2);
       b += 2;
-      continue;
+    } else {
+      tfq_n16_rows(job, block, block_bytes, n0, mask, BITS, 1);
+      b++;
     }
-    for (; job->m - m0 >= 8; m0 += 8) tfq_n16_tile(job, block, block_bytes, n0, mask, m0, 8, BITS, 1);
-    if (job->m - m0 >= 4) tfq_n16_tile(job, block, block_bytes, n0, mask, m0, 4, BITS, 1), m0 += 4;
-    if (job->m - m0 >= 2) tfq_n16_tile(job, block, block_bytes, n0, mask, m0, 2, BITS, 1), m0 += 2;
-    if (job->m - m0 >= 1) tfq_n16_tile(job, block, block_bytes, n0, mask, m0, 1, BITS, 1);
-    b++;
   }
 }
 
