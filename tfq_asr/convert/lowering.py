@@ -642,11 +642,12 @@ def _chain_after_swish(model_obj, custom_code: int, op_names: dict, chain_with) 
 def _swish_blob(schema, model_obj, sg, shared: dict, op, name: str):
     """A constant tensor for op's blob with activation TFQ_ACT_SWISH, or None when op's blob
     has an activation already."""
-    params = op_blob.read(_array(model_obj, sg.tensors[op.inputs[1]])).params.copy()
+    array = _array(model_obj, sg.tensors[op.inputs[1]])
+    params = op_blob.read(array).params.copy()
     if params[1] != ACT_NONE:
         return None
     params[1] = ACT_SWISH
-    blob = op_blob.with_params(_array(model_obj, sg.tensors[op.inputs[1]]), params)
+    blob = op_blob.with_params(array, params)
     return _shared_blob(schema, model_obj, sg, shared, f"{name}/tfq_blob", blob)
 
 
