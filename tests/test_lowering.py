@@ -350,14 +350,7 @@ def test_chained_layers_that_do_not_fit_raise_by_name(tmp_path, layer, word, val
     model = feed_forward_stack()
     good, bad = tmp_path / "good.tflite", tmp_path / "bad.tflite"
     lower_to_tflite(model, quantize_layers(model, ["up", "down"], SPECS[0]), good, input_shape=(1, 7, 40))
-    edit_blob(good, bad, layer, {word: value})
-    x = np.ones((1, 7, 40), np.float32)
-    with LiteRtModel(bad) as rt:
-        with pytest.raises(TfqOpError, match=message) as err:
-            rt.run([x])
-        assert err.value.layer == layer
-    with LiteRtModel(good) as rt:
-        assert np.isfinite(rt.run([x])[0]).all()
+    expect_blob_error(good, bad, layer, {word: value}, np.ones((1, 7, 40), np.float32), message, layer)
 
 
 def test_float_model_through_the_same_runtime(tmp_path, conformer):
@@ -417,6 +410,20 @@ def corrupt_header(src: Path, dst: Path, layer: str, index: int, value: int) -> 
     edit_blob(src, dst, layer, {op_blob.HEADER_WORD + index: value})
 
 
+def expect_blob_error(good: Path, bad: Path, layer: str, words: dict, x, message: str, named):
+    """bad = good with layer's blob descriptor words edited (edit_blob): running it raises a
+    TfqOpError matching message that names layer `named` (None: no layer), and good still
+    runs.  Returns the error."""
+    edit_blob(good, bad, layer, words)
+    with LiteRtModel(bad) as rt:
+        with pytest.raises(TfqOpError, match=message) as err:
+            rt.run([x])
+        assert err.value.layer == named
+    with LiteRtModel(good) as rt:  # the intact file still runs
+        assert np.isfinite(rt.run([x])[0]).all()
+    return err.value
+
+
 @pytest.fixture(scope="module")
 def lowered_stack(tmp_path_factory):
     path = tmp_path_factory.mktemp("stack") / "d.tflite"
@@ -446,14 +453,9 @@ H, S = op_blob.HEADER_WORD, op_blob.SECTIONS_WORD
 ])
 def test_corrupted_blob_raises_from_the_side_channel(tmp_path, lowered_stack, word, value, message, named):
     bad = tmp_path / "bad.tflite"
-    edit_blob(lowered_stack, bad, "d2", {word: value})
-    x = np.ones((1, 5, 40), np.float32)
-    with LiteRtModel(bad) as rt:
-        with pytest.raises(TfqOpError, match=message) as err:
-            rt.run([x])
-        assert err.value.layer == ("d2" if named else None) and str(bad) in str(err.value)
-    with LiteRtModel(lowered_stack) as rt:  # the intact file still runs
-        assert np.isfinite(rt.run([x])[0]).all()
+    err = expect_blob_error(lowered_stack, bad, "d2", {word: value}, np.ones((1, 5, 40), np.float32),
+                            message, "d2" if named else None)
+    assert str(bad) in str(err)
 
 
 def test_runtime_errors_name_the_file(tmp_path, lowered_stack):
@@ -626,14 +628,8 @@ def test_corrupted_depthwise_params_raise_from_the_side_channel(tmp_path, what, 
     model, dw = depthwise_model(*DW_CASES["15-valid-w2-asym"])
     good, bad = tmp_path / "good.tflite", tmp_path / "bad.tflite"
     lower_to_tflite(model, {}, good, depthwise=dw)
-    edit_blob(good, bad, "dw", words)
-    x = np.ones((1, 29, 24), np.float32)
-    with LiteRtModel(bad) as rt:
-        with pytest.raises(TfqOpError, match=message) as err:
-            rt.run([x])
-        assert err.value.layer == (None if what == "version" else "dw")  # the layer index is in the params
-    with LiteRtModel(good) as rt:
-        assert np.isfinite(rt.run([x])[0]).all()
+    expect_blob_error(good, bad, "dw", words, np.ones((1, 29, 24), np.float32), message,
+                      None if what == "version" else "dw")  # the layer index is in the params
 
 
 def depthwise_pointwise_model(channels=24, out=16, frames=29, seed=0):
@@ -674,14 +670,7 @@ def test_chained_depthwise_that_does_not_fit_raises_by_name(tmp_path, word, valu
     model, q, dw = depthwise_pointwise_model()
     good, bad = tmp_path / "good.tflite", tmp_path / "bad.tflite"
     lower_to_tflite(model, q, good, depthwise=dw)
-    edit_blob(good, bad, "pw", {word: value})
-    x = np.ones((1, 29, 24), np.float32)
-    with LiteRtModel(bad) as rt:
-        with pytest.raises(TfqOpError, match=message) as err:
-            rt.run([x])
-        assert err.value.layer == named
-    with LiteRtModel(good) as rt:
-        assert np.isfinite(rt.run([x])[0]).all()
+    expect_blob_error(good, bad, "pw", {word: value}, np.ones((1, 29, 24), np.float32), message, named)
 
 
 def _conv_file(tmp_path) -> Path:
