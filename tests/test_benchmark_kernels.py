@@ -20,7 +20,8 @@ def kernel_run(tmp_path_factory):
             pytest.fail(f"{NATIVE / f} missing: run `make native`")
     out = tmp_path_factory.mktemp("kbench") / "kernels.json"
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "benchmark.py"), "--kernels", "--quick",
-                           "--shapes", "64x96", "--m", "1", "4", "--seconds", "0.02", "--json", str(out)],
+                           "--shapes", "64x96", "--m", "1", "4", "--seconds", "0.02", "--rounds", "2",
+                           "--json", str(out)],
                           capture_output=True, text=True, timeout=170, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout, json.loads(out.read_text())
@@ -29,7 +30,7 @@ def kernel_run(tmp_path_factory):
 def test_json_structure(kernel_run):
     import _kernel_bench as kb
     _, res = kernel_run
-    assert res["kind"] == "kernels" and res["threads"] == 1 and res["quick"] is True
+    assert res["kind"] == "kernels" and res["threads"] == 1 and res["quick"] is True and res["rounds"] == 2
     assert len(res["load_before"]) == 3 and "load average" in res["uptime"]
     assert res["runner_floor_us"] > 0 and set(res["per_op_us"]) == {"litert-int8", "tfq"}
     lim = res["limits"]
@@ -59,6 +60,7 @@ def test_table_lists_every_variant(kernel_run):
     import _kernel_bench as kb
     out, res = kernel_run
     assert "read bandwidth" in out and "peak int8 MAC rate" in out and "uptime:" in out
+    assert "fastest of 2 interleaved rounds" in out
     rows = [line for line in out.splitlines() if line.startswith("| 64x96 |")]
     detail = [r for r in rows if r.split("|")[3].strip() in kb.VARIANTS]
     assert len(detail) == 2 * len(kb.VARIANTS)
@@ -67,3 +69,48 @@ def test_table_lists_every_variant(kernel_run):
         assert cells[3].startswith("failed: ") or float(cells[3]) > 0, row
     summary = [r for r in rows if r not in detail]
     assert len(summary) == 2 and all(len(r.split("|")) == len(kb.VARIANTS) + 11 for r in summary)
+
+
+class _NoLog:
+    def mark(self):
+        return 0
+
+    def errors_since(self, pos):
+        return ""
+
+
+def test_rounds_keep_each_variants_fastest(monkeypatch, tmp_path):
+    """_time_point merges a point's rounds: the fastest call with its own output error, the
+    fastest kernel-alone time (timed apart), and a failure that replaces the earlier rounds."""
+    import numpy as np
+    import _kernel_bench as kb
+    calls = iter([(3e-6, 1.0), (1e-6, 2.0), (2e-6, 3.0)])
+    kernels = iter([5.0, 7.0, 4.0])
+
+    def fake_time(path, x, seconds, repeats, wall):
+        t, v = next(calls)
+        wall.append(2 * t)
+        return t, np.full((1, 2), v, np.float32)
+
+    monkeypatch.setattr(kb, "time_model", fake_time)
+    monkeypatch.setattr(kb, "with_rows", lambda data, m0, m: data)
+    monkeypatch.setattr(kb, "kernel_alone_us", lambda v, layers, m, s: next(kernels))
+    built = tmp_path / "v.tflite"
+    built.write_bytes(b"model")
+    b = {"path": built, "weight_bytes": 64}
+    x, ref = np.zeros((1, 2), np.float32), np.full((1, 2), 2.0)
+    best = None
+    for _ in range(3):
+        best = kb._time_point(best, "tfq-w4", b, tmp_path, 1, x, ref, [(2, 2)], 0.01, 1, _NoLog())
+    assert best["us"] == pytest.approx(1.0) and best["wall_us"] == pytest.approx(2.0)
+    assert best["rel_err"] == 0.0  # the output of that fastest round (2.0 = ref)
+    assert best["kernel_us"] == 4.0  # the kernel alone: its own fastest round
+    assert kb._time_point(best, "float", {"error": "cannot convert"}, tmp_path, 1, x, ref, [(2, 2)],
+                          0.01, 1, _NoLog()) == {"error": "cannot convert"}
+
+    def broken(*a):
+        raise RuntimeError("the run failed")
+
+    monkeypatch.setattr(kb, "time_model", broken)
+    failed = kb._time_point(best, "tfq-w4", b, tmp_path, 1, x, ref, [(2, 2)], 0.01, 1, _NoLog())
+    assert set(failed) == {"error"} and "the run failed" in failed["error"]

@@ -5,7 +5,7 @@ file size; with several models, ratios against the first.
 
     python tools/benchmark.py --model fp32.tflite w4.tflite w2.tflite --threads 1
     python tools/benchmark.py --model w2.tflite --audio data/corpus/test.tsv --json
-    python tools/benchmark.py --kernels [--quick] [--json kernels.json]
+    python tools/benchmark.py --kernels [--quick] [--rounds N] [--json kernels.json]
 
 --kernels: fully connected layers alone (our packed w4/w2 ops against LiteRT float, int8 and
 ai-edge-quantizer int4/int2) at the Conformer shapes, M in {1, 4, 16, 64}, with the machine's
@@ -171,8 +171,9 @@ def main(argv=None):
     ap.add_argument("--m", nargs="+", type=int, default=None, help="--kernels: rows M with --shapes")
     ap.add_argument("--seconds", type=float, default=None, help="--kernels: timing per point")
     ap.add_argument("--rounds", type=int, default=1,
-                    help="measure every model this many times, interleaved, and keep each one's fastest "
-                         "round (this VM's speed drifts; the minimum is the least disturbed)")
+                    help="measure every model (with --kernels: every variant at each point) this many times, "
+                         "interleaved, and keep each one's fastest round (this VM's speed drifts; the minimum "
+                         "is the least disturbed)")
     ap.add_argument("--no-c-core", action="store_true",
                     help="skip the C streaming core's RTF (build/native/tfq_transcribe)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -257,6 +258,8 @@ def kernels(args) -> None:
     import _kernel_bench as kb
     if args.m is not None and any(m < 1 for m in args.m):
         raise UserError(f"--m {args.m}: rows must be positive")
+    if args.rounds < 1:
+        raise UserError(f"--rounds {args.rounds}: must be at least 1")
     try:
         configs = (kb.custom_configs(args.shapes, args.m or [1, 16]) if args.shapes
                    else kb.default_configs(args.quick))
@@ -266,7 +269,7 @@ def kernels(args) -> None:
         for c in configs:
             c["m"] = [m for m in args.m if not c["stack"] or m <= kb.MEMORY_BOUND_M]
         configs = [c for c in configs if c["m"]]
-    res = kb.run(configs, args.quick, seconds=args.seconds)
+    res = kb.run(configs, args.quick, seconds=args.seconds, rounds=args.rounds)
     if args.json == "-":
         print(json.dumps(res, indent=2))
         return
