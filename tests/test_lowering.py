@@ -341,6 +341,42 @@ def check_one_call_as_two(model, q, fused, apart, x):
     return y
 
 
+def test_unrolled_lstm_input_kernel_runs_as_one_op_over_the_steps(tmp_path):
+    """An unrolled LSTM's input kernel, one op per step on the rows of an UNPACK, becomes one op
+    over all the steps and an UNPACK of its output; the recurrent kernel stays one op per step.
+    The same outputs as one call per step, to float rounding, and as Keras with the dequantized
+    kernels (float activations: no int8 rounding to flip)."""
+    steps, k, units = 6, 12, 16
+    keras.utils.set_random_seed(3)
+    inp = keras.Input(batch_shape=(1, steps, k), name="features")
+    state = [keras.Input(batch_shape=(1, units), name=n) for n in ("h", "c")]  # as a streaming step
+    out = keras.layers.LSTM(units, return_sequences=True, unroll=True, name="lstm0")(inp, initial_state=state)
+    model = keras.Model([inp] + state, out)
+    kernel, recurrent, _ = model.get_layer("lstm0").get_weights()
+    spec = WeightQuantSpec(bits=4, granularity="group", group_size=4)
+    q = {"lstm0/kernel": quantize_weight(kernel, spec), "lstm0/recurrent_kernel": quantize_weight(recurrent, spec)}
+    batched, apart = tmp_path / "b.tflite", tmp_path / "a.tflite"
+    report = lower_to_tflite(model, q, batched, float_activations=list(q))
+    report_apart = lower_to_tflite(model, q, apart, float_activations=list(q), batch_unpacked_rows=False)
+    assert report["layers"]["lstm0/kernel"]["ops"] == 1 and report["layers"]["lstm0/kernel"]["batched_rows"] == steps
+    assert report["layers"]["lstm0/recurrent_kernel"]["ops"] == steps
+    assert "batched_rows" not in report["layers"]["lstm0/recurrent_kernel"]
+    assert report_apart["layers"]["lstm0/kernel"]["ops"] == steps
+    assert _op_names(batched).count("TFQ_FULLY_CONNECTED") == steps + 1
+    assert _op_names(apart).count("TFQ_FULLY_CONNECTED") == 2 * steps
+    rng = np.random.default_rng(8)
+    feeds = {"features": rng.normal(size=(1, steps, k)).astype(np.float32),
+             "h": rng.normal(size=(1, units)).astype(np.float32), "c": rng.normal(size=(1, units)).astype(np.float32)}
+    with LiteRtModel(batched) as rt:
+        y = rt.run(feeds)[0]
+        assert rt.op_calls() == steps + 1
+    with LiteRtModel(apart) as rt:
+        y_apart = rt.run(feeds)[0]
+    np.testing.assert_allclose(y, y_apart, rtol=0, atol=1e-6 * np.abs(y_apart).max())
+    expect = lowering._clone_with_dequantized(model, q)([feeds[n] for n in ("features", "h", "c")]).numpy()
+    np.testing.assert_allclose(y, expect, rtol=0, atol=1e-5 * np.abs(expect).max())
+
+
 @pytest.mark.parametrize("layer,word,value,message", [
     ("down", op_blob.HEADER_WORD + 4, 95, r"second layer: K = 95, but the first layer \(#0\) gives N = 96"),
     ("down", op_blob.PARAMS_WORD + 2, lowering.FLAG_FLATTEN, "second layer params: unknown activation 0 or flags 2"),

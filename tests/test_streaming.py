@@ -212,7 +212,9 @@ def test_lstm_kernels_are_packed_on_the_float_activation_path(tmp_path):
     path = tmp_path / "lstm-w4.tflite"
     rep = export_streaming(m, path, policy="w4-wo", lstm_steps=8)
     assert {"lstm0/kernel", "lstm0/recurrent_kernel", "lstm1/kernel", "lstm1/recurrent_kernel"} <= set(rep["layers"])
-    assert rep["layers"]["lstm0/kernel"]["ops"] == 8 and rep["layers"]["lstm0/kernel"]["float_activations"]
+    # the input kernel: one op over the 8 steps (_batch_unpacked_rows); the recurrent one per step
+    assert rep["layers"]["lstm0/kernel"]["ops"] == 1 and rep["layers"]["lstm0/kernel"]["batched_rows"] == 8
+    assert rep["layers"]["lstm0/recurrent_kernel"]["ops"] == 8 and rep["layers"]["lstm0/kernel"]["float_activations"]
     assert not rep["float_kernels"]
     fp32 = tmp_path / "lstm-fp32.tflite"
     export_streaming(m, fp32, lstm_steps=8)

@@ -31,7 +31,8 @@ Steps (``lower_to_tflite``):
    (weight recurrent_kernel^T [4u, u]), the four gates concatenated as in Keras (i, f, c, o);
    the bias is a separate ADD, nothing is batched across steps and nothing is folded, so every
    step's op carries the dequantized kernel bit for bit.  All ops of one kernel share its
-   blob (the file holds each kernel once).  A rolled LSTM (``unroll=False``) becomes
+   blob (the file holds each kernel once).  The input kernel's ops read the rows of one
+   UNPACK of the layer's input; they become one op over all the steps (_batch_unpacked_rows).  A rolled LSTM (``unroll=False``) becomes
    the fused UNIDIRECTIONAL_SEQUENCE_LSTM op with per-gate weights: no FULLY_CONNECTED carries
    its kernels, so asking to lower them raises.
    Depthwise convolutions (``depthwise``: quantized DepthwiseConv1D taps): every
@@ -566,15 +567,93 @@ def _fuse_shared_input(schema, model_obj, custom_code: int, op_names: dict, laye
             fused_at[members[0]] = [new, split]
             drop.update(members[1:])
             groups_done.append((names, int(blob.size)))
-        if fused_at:
-            new_ops = []
-            for oi, op in enumerate(sg.operators):
-                if oi in fused_at:
-                    new_ops.extend(fused_at[oi])
-                elif oi not in drop:
-                    new_ops.append(op)
-            sg.operators = new_ops
+        _splice(sg, fused_at, drop)
     return groups_done
+
+
+def _splice(sg, replace_at: dict, drop: set) -> None:
+    """sg's operators with op i replaced by the list replace_at[i] and the ops in drop removed,
+    in order."""
+    if not replace_at and not drop:
+        return
+    new_ops = []
+    for oi, op in enumerate(sg.operators):
+        if oi in replace_at:
+            new_ops.extend(replace_at[oi])
+        elif oi not in drop:
+            new_ops.append(op)
+    sg.operators = new_ops
+
+
+_UNPACK = 88
+
+
+def _batch_unpacked_rows(schema, model_obj, custom_code: int, op_names: dict) -> dict:
+    """An UNPACK along axis 0 of a tensor X [T, ..., K] each of whose T outputs is read only by
+    a plain TFQ_FULLY_CONNECTED, all of one blob (an unrolled LSTM's input kernel: one op per
+    step, ``x_t @ kernel``), becomes one op over X and an UNPACK of its output [T, ..., N] into
+    the T ops' outputs, where the UNPACK was (X is ready there, and every reader of an output
+    came after it).  One call over T rows instead of T calls of one: the float-activation
+    path decodes the 4- or 2-bit weights once per call, not once per row, and LiteRT's cost
+    per custom op is paid once.  Each row is still multiplied on its own (the same weights, its
+    own per-row quantization on the int8 path), so the outputs equal the separate calls' within
+    float rounding: from 8 rows the float path multiplies by the decoded weights, as the Keras
+    layer does (x @ dequantized kernel), where one row factors each group's scale out of its
+    sum.  The bundled lstm-ctc-xs-w4 over 128 frames: max logit difference to Keras 5.7e-6
+    batched, 2.5e-3 one row per call.  Returns {layer name: T}."""
+    batched = {}
+    unpack_code = None
+    for si, sg in enumerate(model_obj.subgraphs):
+        _, readers, graph_outputs = _graph_links(sg)
+        replace_at, drop = {}, set()
+        for ui, unpack in enumerate(sg.operators):
+            opts = unpack.builtinOptions
+            if _builtin(model_obj, unpack) != _UNPACK or opts is None or getattr(opts, "axis", 0) != 0:
+                continue
+            x = int(unpack.inputs[0])
+            x_shape = [int(d) for d in sg.tensors[x].shape]
+            rows = [int(t) for t in unpack.outputs]
+            if len(x_shape) < 2 or len(rows) != x_shape[0] or len(rows) < 2:
+                continue
+            fcs = []
+            for t in rows:
+                readers_of_t = readers.get(t, set())
+                if len(readers_of_t) != 1 or t in graph_outputs:
+                    break
+                fi = next(iter(readers_of_t))
+                fc = sg.operators[fi]
+                if fi in drop or not _plain_fc(model_obj, sg, si, fc, custom_code, op_names) or \
+                        int(fc.inputs[0]) != t:
+                    break
+                fcs.append(fi)
+            if len(fcs) != len(rows) or len({int(sg.operators[f].inputs[1]) for f in fcs}) != 1:
+                continue
+            ops = [sg.operators[f] for f in fcs]
+            out_shapes = {tuple(int(d) for d in sg.tensors[op.outputs[0]].shape) for op in ops}
+            if len(out_shapes) != 1 or list(next(iter(out_shapes)))[:-1] != x_shape[1:-1]:
+                continue
+            name = op_names[(si, id(ops[0]))]
+            n = next(iter(out_shapes))[-1]
+            y = _add_activation_tensor(schema, sg, f"{name}/tfq_batched", x_shape[:-1] + [n])
+            fc = schema.OperatorT()
+            fc.opcodeIndex = custom_code
+            fc.inputs = np.array([x, ops[0].inputs[1]], np.int32)
+            fc.outputs = np.array([y], np.int32)
+            op_names[(si, id(fc))] = name
+            if unpack_code is None:
+                unpack_code = _opcode(schema, model_obj, _UNPACK)
+            split = schema.OperatorT()
+            split.opcodeIndex = unpack_code
+            split.inputs = np.array([y], np.int32)
+            split.outputs = np.array([op.outputs[0] for op in ops], np.int32)
+            split.builtinOptionsType = schema.BuiltinOptions.UnpackOptions
+            split.builtinOptions = schema.UnpackOptionsT()
+            split.builtinOptions.num, split.builtinOptions.axis = len(rows), 0
+            replace_at[ui] = [fc, split]
+            drop.update(fcs)
+            batched[name] = len(rows)
+        _splice(sg, replace_at, drop)
+    return batched
 
 
 _LOGISTIC, _MUL = 14, 18
@@ -1077,7 +1156,8 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
                     activations: Mapping[str, str] | None = None, float_activations=(),
                     depthwise: Mapping[str, QuantizedWeight] | None = None,
                     fuse_im2col: bool = True, fuse_shared_input: bool = True,
-                    fuse_feed_forward: bool = True, fuse_depthwise_pointwise: bool = True) -> dict:
+                    fuse_feed_forward: bool = True, fuse_depthwise_pointwise: bool = True,
+                    batch_unpacked_rows: bool = True) -> dict:
     """Write ``out_path`` (.tflite) with every layer of ``quantized`` as TFQ_FULLY_CONNECTED.
 
     float_model: a tf_keras model (not modified); quantized: key -> QuantizedWeight of the
@@ -1107,6 +1187,9 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
     it (a Conformer convolution module) become one TFQ_DEPTHWISE_CONV_1D with both blobs
     (_fuse_depthwise_pointwise; the op's swish); both report entries name the other in
     "chained_with".
+    batch_unpacked_rows: the T ops of an unrolled LSTM's input kernel, one per step, become one
+    op over the T rows and an UNPACK (_batch_unpacked_rows; equal within float rounding); the
+    report entry's "ops" counts the one op and "batched_rows" says T.
     Returns a report: {"path", "input_shape", "file_bytes", "layers": {name: {"bits", "bytes",
     "ops", "activation_mode", ...}}, "float_ops": number of FULLY_CONNECTED ops left in float}.
     """
@@ -1143,6 +1226,9 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
             layers[key]["ops"] += 1
         else:
             layers[key] = dict(info, ops=1)
+    if batch_unpacked_rows and matches:
+        for name, rows in _batch_unpacked_rows(schema, model_obj, custom_code, op_names).items():
+            layers[name].update(ops=layers[name]["ops"] - rows + 1, batched_rows=rows)
     fused = _fuse_shared_input(schema, model_obj, custom_code, op_names, layer_names, shared) \
         if fuse_shared_input and matches else []
     for names, blob_bytes in fused:  # the joined blob's bytes, shared by each layer's own
