@@ -231,14 +231,34 @@ TFQ_INLINE const uint8_t *tfq_n16_group_meta(const uint8_t *p, int32_t len, size
   return meta + 16 * ssz + 16;
 }
 
-/* The float weights (q - offset) of 16 channels for input 4 c + t, from plane u = u[c] of
- * tfq_n16_unpack (exact: small integers). */
-TFQ_INLINE __m512 tfq_n16_weights_f32(__m512i u, int t, __m512i off) {
-  const __m512i byte = _mm512_set1_epi32(0xFF);
-  __m512i q = t == 0 ? _mm512_and_si512(u, byte)
-            : t == 3 ? _mm512_srli_epi32(u, 24)
-                     : _mm512_and_si512(_mm512_srli_epi32(u, 8 * t), byte);
-  return _mm512_cvtepi32_ps(_mm512_sub_epi32(q, off));
+/* The float weights (q - offset) of 16 channels for input 4 c + t of one step, read straight
+ * from its packed vectors v (two of int4: planes 0-1 in the low and high nibbles of the first,
+ * 2-3 of the second; one of int2) by table lookup: vpermps reads only the low 4 bits of each
+ * lane's dword, so one shift brings the field there and `table` maps those 4 bits to its value
+ * (i for int4; i & 3 for int2, whose next field sits in bits 2-3), minus the offset where it is
+ * the same for every lane (symmetric: 8 or 2), else minus `off`.  Exact small integers, the
+ * values tfq_n16_unpack, masking and a conversion gave, in 2 or 3 instructions instead of 3
+ * to 4: the float path at one row spent most of its time decoding. */
+TFQ_INLINE __m512 tfq_n16_field_f32(const __m512i v[2], int c, int t, __m512 table, __m512 off,
+                                    int sym, const int BITS) {
+  const __m512i src = BITS == 4 ? v[c >> 1] : v[0];
+  const int shift = 8 * t + (BITS == 4 ? 4 * (c & 1) : 2 * c);
+  const __m512 f = _mm512_permutexvar_ps(shift ? _mm512_srli_epi32(src, shift) : src, table);
+  return sym ? f : _mm512_sub_ps(f, off);
+}
+
+/* The lookup table of tfq_n16_field_f32: the field value of each 4-bit index, minus the
+ * symmetric offset where there is one. */
+TFQ_INLINE __m512 tfq_n16_field_table(int sym, const int BITS) {
+  float t[16];
+  for (int i = 0; i < 16; i++)
+    t[i] = (float)((BITS == 4 ? i : i & 3) - (sym ? (BITS == 4 ? 8 : 2) : 0));
+  return _mm512_loadu_ps(t);
+}
+
+TFQ_INLINE void tfq_n16_load_step(const uint8_t *p, __m512i v[2], const int BITS) {
+  v[0] = _mm512_loadu_si512((const void *)p);
+  v[1] = BITS == 4 ? _mm512_loadu_si512((const void *)(p + 64)) : v[0];
 }
 
 TFQ_INLINE void tfq_n16_f32_tile(const tfq_f32_job *job, const uint8_t *block, int32_t n0,
@@ -248,6 +268,8 @@ TFQ_INLINE void tfq_n16_f32_tile(const tfq_f32_job *job, const uint8_t *block, i
   const int32_t span = w->group_size < kp ? w->group_size : kp;
   const size_t ssz = w->scale_is_f16 ? 2 : 4;
   const int NACC = MR >= 8 ? 1 : 2;  /* FMA chains in flight per row */
+  const int sym = w->symmetric;
+  const __m512 table = tfq_n16_field_table(sym, BITS);
   __m512 total[8];
   for (int r = 0; r < MR; r++) total[r] = _mm512_setzero_ps();
   const uint8_t *p = block;
@@ -256,6 +278,7 @@ TFQ_INLINE void tfq_n16_f32_tile(const tfq_f32_job *job, const uint8_t *block, i
     __m512 s;
     __m512i off;
     const uint8_t *next = tfq_n16_group_meta(p, k1 - k0, ssz, &s, &off, BITS);
+    const __m512 off_f = _mm512_cvtepi32_ps(off);
     __m512 acc[8][2];
     for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     for (int32_t kv = k0; kv < k1 && kv < k; kv += 16, p += BITS == 4 ? 128 : 64) {
@@ -268,12 +291,12 @@ TFQ_INLINE void tfq_n16_f32_tile(const tfq_f32_job *job, const uint8_t *block, i
                    : kv >= k ? (__mmask16)0 : (__mmask16)((1u << (k - kv)) - 1u);
       for (int r = 0; r < MR; r++)
         _mm512_storeu_ps(xb[r], _mm512_maskz_loadu_ps(xm, job->x + (size_t)(m0 + r) * job->x_stride + (size_t)kv));
-      __m512i u[4];
-      tfq_n16_unpack(p, u, BITS);
+      __m512i v[2];
+      tfq_n16_load_step(p, v, BITS);
       for (int c = 0; c < 4; c++) {
         for (int t = 0; t < 4; t++) {
           if (4 * c + t >= live) continue;
-          __m512 wf = tfq_n16_weights_f32(u[c], t, off);
+          __m512 wf = tfq_n16_field_f32(v, c, t, table, off_f, sym, BITS);
           for (int r = 0; r < MR; r++)
             acc[r][t % NACC] = _mm512_fmadd_ps(wf, _mm512_set1_ps(xb[r][4 * c + t]), acc[r][t % NACC]);
         }
@@ -313,17 +336,20 @@ TFQ_INLINE void tfq_n16_f32_decode(const tfq_f32_job *job, const uint8_t *block,
   const int32_t kp = tfq_k_pad(w->k), k = w->k;
   const int32_t span = w->group_size < kp ? w->group_size : kp;
   const size_t ssz = w->scale_is_f16 ? 2 : 4;
+  const int sym = w->symmetric;
+  const __m512 table = tfq_n16_field_table(sym, BITS);
   const uint8_t *p = block;
   for (int32_t g = 0; g < job->groups; g++) {
     int32_t k0 = g * span, k1 = g == job->groups - 1 ? kp : k0 + span;
     __m512i off;
     const uint8_t *next = tfq_n16_group_meta(p, k1 - k0, ssz, &d->scale[g], &off, BITS);
+    const __m512 off_f = _mm512_cvtepi32_ps(off);
     for (int32_t kv = k0; kv < k1 && kv < k; kv += 16, p += BITS == 4 ? 128 : 64) {
-      __m512i u[4];
-      tfq_n16_unpack(p, u, BITS);
+      __m512i v[2];
+      tfq_n16_load_step(p, v, BITS);
       for (int c = 0; c < 4; c++)
         for (int t = 0; t < 4; t++)
-          _mm512_storeu_ps(d->wf[kv + 4 * c + t], tfq_n16_weights_f32(u[c], t, off));
+          _mm512_storeu_ps(d->wf[kv + 4 * c + t], tfq_n16_field_f32(v, c, t, table, off_f, sym, BITS));
     }
     p = next;
   }
