@@ -223,6 +223,9 @@ void tfq_prepare_q8_interleaved32(const int8_t *qa, size_t qa_stride, int32_t m,
 /* matmul_ref.c */
 void tfq_matmul_q8_ref(const tfq_q8_job *job);
 void tfq_linear_f32_ref(const tfq_f32_job *job);
+/* The reference's float path blocked for the compiler to vectorize (matmul_f32_blocked.c; the
+ * NEON tables' float entries). */
+void tfq_linear_f32_blocked(const tfq_f32_job *job);
 
 /* IEEE binary16 to float32, exact for every input (normals, subnormals, inf, NaN). */
 static inline float tfq_f16_to_f32(uint16_t h) {

@@ -17,13 +17,14 @@ static void tfq_matmul_q4_asym_neon(const tfq_q8_job *job) { tfq_neon_run(job, 4
 static void tfq_matmul_q2_sym_neon(const tfq_q8_job *job) { tfq_neon_run(job, 2, 1); }
 static void tfq_matmul_q2_asym_neon(const tfq_q8_job *job) { tfq_neon_run(job, 2, 0); }
 
-/* No NEON float-activation kernel: the f32 entries fall back to the reference. */
+/* The float-activation entries: the reference's sums blocked for the compiler's vectorizer. */
 const tfq_kernel_table tfq_kernels_neon = {
     .isa = TFQ_ISA_NEON,
     .interleaved = 1,
     .q8 = {{tfq_matmul_q4_asym_neon, tfq_matmul_q4_sym_neon},
            {tfq_matmul_q2_asym_neon, tfq_matmul_q2_sym_neon}},
-    .f32 = {{NULL, NULL}, {NULL, NULL}},
+    .f32 = {{tfq_linear_f32_blocked, tfq_linear_f32_blocked},
+            {tfq_linear_f32_blocked, tfq_linear_f32_blocked}},
     .quantize = NULL,
     .prepare = NULL,
 };

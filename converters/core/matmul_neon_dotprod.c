@@ -17,7 +17,8 @@ const tfq_kernel_table tfq_kernels_neon_dotprod = {
     .interleaved = 1,
     .q8 = {{tfq_matmul_q4_asym_neon_dotprod, tfq_matmul_q4_sym_neon_dotprod},
            {tfq_matmul_q2_asym_neon_dotprod, tfq_matmul_q2_sym_neon_dotprod}},
-    .f32 = {{NULL, NULL}, {NULL, NULL}},
+    .f32 = {{tfq_linear_f32_blocked, tfq_linear_f32_blocked},
+            {tfq_linear_f32_blocked, tfq_linear_f32_blocked}},
     .quantize = NULL,
     .prepare = NULL,
 };
