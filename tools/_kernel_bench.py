@@ -22,7 +22,9 @@ A variant that cannot be built or run keeps its reason instead of a time.  Weigh
 back-to-back calls (LiteRtModel.time_calls) of about `seconds / repeats` each; the median, in
 CPU time of the calling thread (threads=1, so the whole call runs on it): on this shared
 2-core machine the wall clock would also count time the run waited for a core (the wall-clock
-median is kept in the JSON as wall_us).  The C programs time themselves the same way.
+median is kept in the JSON as wall_us).  The C programs time themselves the same way.  With
+rounds > 1 (benchmark.py --rounds) each point times its variants in that many interleaved
+rounds and keeps each one's fastest.
 The runner's own floor (a 8x8 float layer) is measured too: at small shapes it is part of
 every variant's time.  Limits come from build/native/tfq_bandwidth (read bandwidth of L2-,
 L3- and DRAM-sized buffers, peak int8 MAC rate): memory-bound points (M <= 4) are held against

@@ -32,9 +32,9 @@ Steps (``lower_to_tflite``):
    the bias is a separate ADD, nothing is batched across steps and nothing is folded, so every
    step's op carries the dequantized kernel bit for bit.  All ops of one kernel share its
    blob (the file holds each kernel once).  The input kernel's ops read the rows of one
-   UNPACK of the layer's input; they become one op over all the steps (_batch_unpacked_rows).  A rolled LSTM (``unroll=False``) becomes
-   the fused UNIDIRECTIONAL_SEQUENCE_LSTM op with per-gate weights: no FULLY_CONNECTED carries
-   its kernels, so asking to lower them raises.
+   UNPACK of the layer's input; they become one op over all the steps (_batch_unpacked_rows).
+   A rolled LSTM (``unroll=False``) becomes the fused UNIDIRECTIONAL_SEQUENCE_LSTM op with
+   per-gate weights: no FULLY_CONNECTED carries its kernels, so asking to lower them raises.
    Depthwise convolutions (``depthwise``: quantized DepthwiseConv1D taps): every
    DEPTHWISE_CONV_2D whose [1, 1, taps, C] filter is the dequantized taps bit for bit becomes
    ``TFQ_DEPTHWISE_CONV_1D`` (litert_op.h) with the packed taps, on float activations as its
@@ -566,6 +566,8 @@ def _fuse_shared_input(schema, model_obj, custom_code: int, op_names: dict, laye
             split.builtinOptions.numSplits = len(ops)
             fused_at[members[0]] = [new, split]
             drop.update(members[1:])
+            for op in ops:  # gone: a new op must not find a name under a reused id()
+                op_names.pop((si, id(op)), None)
             groups_done.append((names, int(blob.size)))
         _splice(sg, fused_at, drop)
     return groups_done
@@ -600,8 +602,8 @@ def _batch_unpacked_rows(schema, model_obj, custom_code: int, op_names: dict) ->
     float rounding (at 8 rows the float path sums each row in one FMA chain, at one row in two).
     The bundled lstm-ctc-xs-w4 over 128 frames, against Keras: 5.7e-6 batched; one op per step
     the same except one frame at 2.5e-3, where its CTC head's int8 input rounding flipped.
-    Returns {layer name: T}."""
-    batched = {}
+    Returns [(layer name, T)] per op made."""
+    batched = []
     unpack_code = None
     for si, sg in enumerate(model_obj.subgraphs):
         _, readers, graph_outputs = _graph_links(sg)
@@ -651,7 +653,9 @@ def _batch_unpacked_rows(schema, model_obj, custom_code: int, op_names: dict) ->
             split.builtinOptions.num, split.builtinOptions.axis = len(rows), 0
             replace_at[ui] = [fc, split]
             drop.update(fcs)
-            batched[name] = len(rows)
+            for op in ops:  # gone: a new op must not find a name under a reused id()
+                op_names.pop((si, id(op)), None)
+            batched.append((name, len(rows)))
         _splice(sg, replace_at, drop)
     return batched
 
@@ -1227,7 +1231,7 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
         else:
             layers[key] = dict(info, ops=1)
     if batch_unpacked_rows and matches:
-        for name, rows in _batch_unpacked_rows(schema, model_obj, custom_code, op_names).items():
+        for name, rows in _batch_unpacked_rows(schema, model_obj, custom_code, op_names):
             layers[name].update(ops=layers[name]["ops"] - rows + 1, batched_rows=rows)
     fused = _fuse_shared_input(schema, model_obj, custom_code, op_names, layer_names, shared) \
         if fuse_shared_input and matches else []
