@@ -297,6 +297,16 @@ static void run_case(int bits, int sym, int f16, int with_bias, int32_t m, int32
     st = tfq_linear_f32((tfq_isa)isa, &L.w, x, x_count, x_stride, m, y, y_count, y_stride);
     snprintf(what, sizeof what, "%s linear_f32", tfq_isa_name((tfq_isa)isa));
     report(st == TFQ_OK && check_f32(&L, x, x_stride, m, y, y_stride), what, desc);
+    /* The NEON tables' float path (matmul_f32_blocked.c) is the reference's arithmetic in the
+     * reference's order: the same bits, not only within the tolerance. */
+    if (st == TFQ_OK && (isa == TFQ_ISA_NEON || isa == TFQ_ISA_NEON_DOTPROD)) {
+      float *yr = (float *)calloc(y_count, sizeof(float));
+      int sr = yr ? tfq_linear_f32(TFQ_ISA_REF, &L.w, x, x_count, x_stride, m, yr, y_count, y_stride)
+                  : TFQ_ERR_WORKSPACE;
+      snprintf(what, sizeof what, "%s linear_f32 equals the reference", tfq_isa_name((tfq_isa)isa));
+      report(sr == TFQ_OK && same_bits(y, yr, m, n, y_stride), what, desc);
+      free(yr);
+    }
     /* Above 8 rows the AVX-512 column path decodes each column block once for all row tiles;
      * its first 8 rows must equal those of an 8-row call (which decodes per tile) bit for bit. */
     if (st == TFQ_OK && m > 8) {
