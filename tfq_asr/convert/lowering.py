@@ -566,18 +566,19 @@ def _fuse_shared_input(schema, model_obj, custom_code: int, op_names: dict, laye
             split.builtinOptions.numSplits = len(ops)
             fused_at[members[0]] = [new, split]
             drop.update(members[1:])
-            for op in ops:  # gone: a new op must not find a name under a reused id()
-                op_names.pop((si, id(op)), None)
             groups_done.append((names, int(blob.size)))
-        _splice(sg, fused_at, drop)
+        _splice(sg, si, fused_at, drop, op_names)
     return groups_done
 
 
-def _splice(sg, replace_at: dict, drop: set) -> None:
+def _splice(sg, si: int, replace_at: dict, drop: set, op_names: dict) -> None:
     """sg's operators with op i replaced by the list replace_at[i] and the ops in drop removed,
-    in order."""
+    in order.  The ops that go leave op_names too: a new op must not find a name under a reused
+    id()."""
     if not replace_at and not drop:
         return
+    for oi in (*replace_at, *drop):
+        op_names.pop((si, id(sg.operators[oi])), None)
     new_ops = []
     for oi, op in enumerate(sg.operators):
         if oi in replace_at:
@@ -604,7 +605,6 @@ def _batch_unpacked_rows(schema, model_obj, custom_code: int, op_names: dict) ->
     the same except one frame at 2.5e-3, where its CTC head's int8 input rounding flipped.
     Returns [(layer name, T)] per op made."""
     batched = []
-    unpack_code = None
     for si, sg in enumerate(model_obj.subgraphs):
         _, readers, graph_outputs = _graph_links(sg)
         replace_at, drop = {}, set()
@@ -624,8 +624,7 @@ def _batch_unpacked_rows(schema, model_obj, custom_code: int, op_names: dict) ->
                     break
                 fi = next(iter(readers_of_t))
                 fc = sg.operators[fi]
-                if fi in drop or not _plain_fc(model_obj, sg, si, fc, custom_code, op_names) or \
-                        int(fc.inputs[0]) != t:
+                if not _plain_fc(model_obj, sg, si, fc, custom_code, op_names) or int(fc.inputs[0]) != t:
                     break
                 fcs.append(fi)
             if len(fcs) != len(rows) or len({int(sg.operators[f].inputs[1]) for f in fcs}) != 1:
@@ -642,21 +641,13 @@ def _batch_unpacked_rows(schema, model_obj, custom_code: int, op_names: dict) ->
             fc.inputs = np.array([x, ops[0].inputs[1]], np.int32)
             fc.outputs = np.array([y], np.int32)
             op_names[(si, id(fc))] = name
-            if unpack_code is None:
-                unpack_code = _opcode(schema, model_obj, _UNPACK)
-            split = schema.OperatorT()
-            split.opcodeIndex = unpack_code
-            split.inputs = np.array([y], np.int32)
-            split.outputs = np.array([op.outputs[0] for op in ops], np.int32)
-            split.builtinOptionsType = schema.BuiltinOptions.UnpackOptions
-            split.builtinOptions = schema.UnpackOptionsT()
-            split.builtinOptions.num, split.builtinOptions.axis = len(rows), 0
-            replace_at[ui] = [fc, split]
+            # the UNPACK itself (same axis and count) now splits the op's output into theirs
+            unpack.inputs = np.array([y], np.int32)
+            unpack.outputs = np.array([op.outputs[0] for op in ops], np.int32)
+            replace_at[ui] = [fc, unpack]
             drop.update(fcs)
-            for op in ops:  # gone: a new op must not find a name under a reused id()
-                op_names.pop((si, id(op)), None)
             batched.append((name, len(rows)))
-        _splice(sg, replace_at, drop)
+        _splice(sg, si, replace_at, drop, op_names)
     return batched
 
 
@@ -717,8 +708,7 @@ def _chain_after_swish(model_obj, custom_code: int, op_names: dict, chain_with) 
             sg.operators[bi].inputs = inputs
             if opcode is not None:
                 sg.operators[bi].opcodeIndex = opcode
-        if drop:
-            sg.operators = [op for oi, op in enumerate(sg.operators) if oi not in drop]
+        _splice(sg, si, {}, drop, op_names)
     return chained
 
 
