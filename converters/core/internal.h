@@ -267,6 +267,11 @@ static inline int32_t tfq_zero_point_at(const tfq_packed_weights *w, int32_t n, 
   return w->zero_points[(size_t)g * (size_t)w->n + (size_t)n];
 }
 
+/* A stored field (0 .. 2^bits - 1) as the value it encodes: sign-extended when symmetric. */
+static inline int32_t tfq_field_value(int32_t field, int32_t bits, int32_t symmetric) {
+  return symmetric && field >= (1 << (bits - 1)) ? field - (1 << bits) : field;
+}
+
 /* Stored field of weight k of a packed row (format.h), sign-extended when symmetric: the
  * weight is this minus tfq_zero_point_at.  The reference kernels and tfq_dequantize_f32. */
 static inline int32_t tfq_weight_value_ref(const uint8_t *row, int32_t k, int32_t bits,
@@ -276,8 +281,7 @@ static inline int32_t tfq_weight_value_ref(const uint8_t *row, int32_t k, int32_
     field = (row[k / 2] >> (4 * (k % 2))) & 0xF;
   else
     field = (row[k / 4] >> (2 * (k % 4))) & 0x3;
-  if (symmetric && field >= (1 << (bits - 1))) field -= 1 << bits;
-  return field;
+  return tfq_field_value(field, bits, symmetric);
 }
 
 #endif /* TFQ_INTERNAL_H */

@@ -28,10 +28,8 @@ static void tfq_fb_decode(const tfq_f32_job *job, int32_t n0, int32_t nb, int32_
     const uint8_t *row = w->data + (size_t)(n0 + l) * job->row_bytes;
     const int32_t zp = tfq_zero_point_at(w, n0 + l, g);
     float lut[16];
-    for (int32_t v = 0; v < values; v++) {
-      int32_t field = w->symmetric && v >= values / 2 ? v - values : v;
-      lut[v] = (float)(field - zp);
-    }
+    for (int32_t v = 0; v < values; v++)
+      lut[v] = (float)(tfq_field_value(v, w->bits, w->symmetric) - zp);
     /* Whole bytes from c0 where it starts one (always: the groups the SIMD tables take start at
      * multiples of 32), then the fields left one by one. */
     const int32_t per_byte = 8 / w->bits, whole_bytes = c0 % per_byte ? 0 : kn / per_byte;
@@ -48,10 +46,8 @@ static void tfq_fb_decode(const tfq_f32_job *job, int32_t n0, int32_t nb, int32_
         wf[4 * b + 2][l] = lut[(bytes[b] >> 4) & 0x3];
         wf[4 * b + 3][l] = lut[bytes[b] >> 6];
       }
-    for (int32_t kk = whole_bytes * per_byte; kk < kn; kk++) {  /* the last byte's first fields */
-      int32_t k = c0 + kk;
-      wf[kk][l] = lut[(row[k / per_byte] >> (w->bits * (k % per_byte))) & (values - 1)];
-    }
+    for (int32_t kk = whole_bytes * per_byte; kk < kn; kk++)  /* the last byte's first fields */
+      wf[kk][l] = (float)(tfq_weight_value_ref(row, c0 + kk, w->bits, w->symmetric) - zp);
   }
 }
 
