@@ -278,3 +278,26 @@ def test_int8_convs_option(model_dir, tmp_path):
     assert r.info["policy"] == "w4-convq8" and r.transcribe(_audio())
     one_line_error(run_tool("convert.py", "--model", model_dir, "--policy", "litert-int8", "--int8-convs",
                             "--streaming", "--out", tmp_path / "b.tflite"), "--int8-convs", "not a TFQ policy")
+    one_line_error(run_tool("convert.py", "--model", model_dir, "--policy", "w4", "--int8-lstm",
+                            "--streaming", "--out", tmp_path / "c.tflite"), "--int8-lstm", "no LSTM layers")
+    assert not (tmp_path / "c.tflite").exists()
+
+
+def test_int8_lstm_option_on_the_bundled_lstm_checkpoint(tmp_path):
+    """--int8-lstm on a QAT checkpoint: its integer weights are kept (post-training for the
+    activations), every LSTM kernel runs the int8 path, and the file transcribes."""
+    from tfq_asr.streaming import Recognizer
+    path, rep = tmp_path / "lstm-q8.tflite", tmp_path / "lstm-q8.json"
+    proc = run_tool("convert.py", "--model", "lstm-ctc-xs-w4", "--int8-lstm", "--streaming", "--chunk-ms", "80",
+                    "--out", path, "--report", rep)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(rep.read_text())
+    assert report["policy"] == "w4-lstmq8"
+    kernels = {k: v for k, v in report["layers"].items() if k.startswith("lstm")}
+    assert len(kernels) == 6 and all(v["activation_mode"] == "dynamic" and v["bits"] == 4 for v in kernels.values())
+    r = Recognizer(path)
+    try:
+        assert r.info["policy"] == "w4-lstmq8" and r.chunk_frames == 8
+        assert isinstance(r.transcribe(_audio()), str)
+    finally:
+        r.close()

@@ -11,6 +11,11 @@ within 1e-5 (measured 3.5e-7).  Under the checkpoint policy `w4` the CTC head ke
 inputs: a last-bit difference in h may flip one activation's int8 rounding (a step of
 max|h|/127), so there the states carry the 2e-5 bound and the logits one of a few such steps
 (5e-2; measured 1.1e-6, no flip).
+
+With `-lstmq8` the same LSTM ops take the int8 path instead: each quantizes its rows (x_t,
+h_{t-1}) to int8 per row as the Keras cell does (quant/configs.py), so a last-bit difference
+may flip one rounding there too, and the recurrence carries it on: states and logits within
+5e-2 of their largest magnitude (measured 1.8e-6 and 2.4e-7 relative, no flip).
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ CFG = dataclasses.replace(get_config("lstm-xs"), num_layers=2, units=24)
 STEPS = 4
 KERNELS = {f"lstm{i}/{r}" for i in range(2) for r in ("kernel", "recurrent_kernel")}
 STATE_BOUND = LOGIT_BOUND = 2e-5  # of the largest magnitude; float rounding only
+LSTMQ8_BOUND = 0.05  # -lstmq8: a few flipped int8 roundings of x_t or h_{t-1} (module docstring)
 
 
 pytestmark = pytest.mark.usefixtures("native_op_library")
@@ -57,7 +63,7 @@ def lstm_exports(tmp_path_factory):
     root = tmp_path_factory.mktemp("lstm")
     m = _lstm()
     out = {}
-    for policy in ("w4", "w4-wo", None):
+    for policy in ("w4", "w4-wo", "w4-lstmq8", None):
         path = root / f"{policy or 'fp32'}.tflite"
         out[policy] = (path, export_streaming(m, path, policy=policy, lstm_steps=STEPS))
     return m, out
@@ -127,6 +133,29 @@ def test_lstm_step_file_equals_keras_quantized_step(lstm_exports, policy):
             assert dl <= LOGIT_BOUND * ml, (policy, rows)
         else:  # int8-dynamic CTC head: at most a few flipped activation roundings
             assert dl <= 0.05 * ml, (policy, rows)
+
+
+def test_lstmq8_step_runs_the_int8_path_and_equals_keras(lstm_exports):
+    """-lstmq8: the same kernels, bytes and ops, but every LSTM op quantizes its rows (x_t, h_{t-1})
+    to int8 itself, as the Keras cell does; the file follows the Keras step to a few int8
+    roundings (see LSTMQ8_BOUND)."""
+    m, out = lstm_exports
+    path, rep = out["w4-lstmq8"]
+    assert path.stat().st_size == out["w4"][0].stat().st_size
+    for key in KERNELS:
+        info, float_info = rep["layers"][key], out["w4"][1]["layers"][key]
+        assert info["activation_mode"] == "dynamic" and not info["float_activations"], (key, info)
+        assert info["ops"] == float_info["ops"] and info["bytes"] == float_info["bytes"]
+    rows = _compare_steps(m, path, "w4-lstmq8")
+    print("w4-lstmq8 file vs Keras per chunk (logit diff, max, state diff, max):", rows)
+    for dl, ml, ds, ms in rows:
+        assert ms > 0.1 and ml > 0.1
+        assert ds <= LSTMQ8_BOUND * ms and dl <= LSTMQ8_BOUND * ml, rows
+    # the bound allows flips; what sets the two paths apart: the float-path file is as far
+    # from this Keras step as int8 rounding of every activation makes it
+    float_path = _compare_steps(m, out["w4"][0], "w4-lstmq8")
+    print("w4 (float path) file vs the w4-lstmq8 Keras step:", float_path)
+    assert max(r[2] for r in float_path) > 20 * max(r[2] for r in rows)
 
 
 def _wo_stack(seed=0, k=40):

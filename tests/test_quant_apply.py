@@ -151,6 +151,60 @@ def test_with_conv_activations_keeps_the_integer_weights():
         "w2-sc16-asym-clipl2-f16"
 
 
+def _lstm_with_states(unroll, steps=6, features=12, units=16):
+    x, h, c = keras.Input((steps, features)), keras.Input((units,)), keras.Input((units,))
+    y, h2, c2 = keras.layers.LSTM(units, return_sequences=True, return_state=True, unroll=unroll,
+                                  name="lstm0")(x, initial_state=[h, c])
+    return keras.Model([x, h, c], [y, h2, c2])
+
+
+def test_lstmq8_quantizes_each_steps_input_and_state():
+    """-lstmq8: x_t and h_{t-1} are quantized to int8 per row before the input and recurrent
+    products (what the kernels' int8 path computes), rolled (training, the layer would take the
+    fused path) and unrolled (the streaming step) alike; the quantizers stay off the rest of the
+    cell, and QAT's straight-through gradient reaches both kernels. Without the suffix the
+    LSTM keeps float activations."""
+    from tfq_asr.quant.apply import policy_of, with_lstm_activations
+    keras.utils.set_random_seed(3)
+    rolled, unrolled = _lstm_with_states(False), _lstm_with_states(True)
+    unrolled.set_weights(rolled.get_weights())
+    q, qu = quantize(rolled, "w4-sc4-lstmq8"), quantize(unrolled, "w4-sc4-lstmq8")
+    assert {ql.activation for ql in quantized_layers(q)} == {"dynamic"}
+    rng = np.random.default_rng(4)
+    inputs = [rng.normal(0, 1.5, s).astype(np.float32) for s in ((2, 6, 12), (2, 16), (2, 16))]
+    w = {ql.role: ql.weight.dequantize() for ql in quantized_layers(q)}
+    bias = rolled.get_layer("lstm0").cell.bias.numpy()
+
+    def sig(v):
+        return 1 / (1 + np.exp(-v))
+
+    def deq8(v):
+        qa, sa = quantize_activation_dynamic(v)
+        return qa * sa
+
+    x, h, c = inputs
+    ys = []
+    for t in range(6):
+        z = deq8(x[:, t]) @ w["kernel"] + deq8(h) @ w["recurrent_kernel"] + bias
+        i, f, g, o = np.split(z, 4, axis=1)
+        c = sig(f) * c + sig(i) * np.tanh(g)
+        h = sig(o) * np.tanh(c)
+        ys.append(h)
+    manual = np.stack(ys, 1)
+    for model in (q, qu):
+        y, _, c_out = (t.numpy() for t in model(inputs))
+        np.testing.assert_allclose(y, manual, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(c_out, c, rtol=0, atol=1e-5)
+    weight_only = quantize(rolled, "w4-sc4")
+    assert {ql.activation for ql in quantized_layers(weight_only)} == {"none"}
+    assert np.abs(weight_only(inputs)[0].numpy() - manual).max() > 1e-4  # float activations: no int8 rounding
+    assert policy_of(with_lstm_activations(weight_only, "dynamic")).name == "w4-sc4-lstmq8"
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(q(inputs, training=True)[0])
+    grads = tape.gradient(loss, q.trainable_weights)
+    assert grads and all(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)
+
+
 def test_quantized_kernels_equal_numpy_fake_quant_bit_for_bit():
     m = every_layer_model()
     q = quantize(m, "w4-sc4-asym-clipl2-f16")

@@ -87,3 +87,9 @@ def test_activation_suffixes_and_round_trip():
     assert "conv_activations" not in from_name("w4").to_dict()  # older checkpoints read the same
     with pytest.raises(ValueError, match="-convq8"):
         from_name("w4-convq4")
+    assert from_name("w4").lstm_activations == "none" and "lstm_activations" not in from_name("w4").to_dict()
+    r = from_name("w4-sc64-lstmq8-convq8")
+    assert r.lstm_activations == "dynamic" and r.conv_activations == "dynamic"
+    assert Policy.from_dict(r.to_dict()) == r and "LSTMs dynamic" in r.describe()
+    with pytest.raises(ValueError, match="-lstmq8"):
+        from_name("w4-lstmq4")

@@ -159,6 +159,10 @@ def main(argv=None):
                     help="quantize the inputs of VALID Conv2D layers to int8 per patch too (the -convq8 policy "
                     "suffix; default: convolutions are weight-only); with a quantized checkpoint its integer "
                     "weights are kept and only the convolutions' inputs change (post-training)")
+    ap.add_argument("--int8-lstm", action="store_true",
+                    help="quantize the LSTMs' inputs and states to int8 per step (the -lstmq8 policy suffix; "
+                    "default: LSTM kernels are weight-only, on float activations); with a quantized "
+                    "checkpoint its integer weights are kept (post-training)")
     ap.add_argument("--random-weights", action="store_true", help="allow a configuration name (random weights)")
     ap.add_argument("--report", type=Path, help="write the report as JSON here")
     ap.add_argument("--cache-dir", type=Path, default=Path("data/cache"))
@@ -202,20 +206,25 @@ def main(argv=None):
         kind, policy_name = "baseline", "fp32"
     if kind == "baseline" and method != "none":
         raise UserError(f"--policy {policy_name} is a LiteRT baseline: --calibration/--method do not apply")
-    if args.int8_convs:
+    for flag, field, suffix in (("--int8-convs", "conv_activations", "convq8"),
+                                ("--int8-lstm", "lstm_activations", "lstmq8")):
+        if not getattr(args, flag[2:].replace("-", "_")):
+            continue
         if kind == "baseline":
-            raise UserError(f"--int8-convs: {policy_name} is not a TFQ policy (the LiteRT baselines choose "
+            raise UserError(f"{flag}: {policy_name} is not a TFQ policy (the LiteRT baselines choose "
                             "their own activations)")
-        if kind == "policy" and policy.conv_activations != "dynamic":
-            policy = dataclasses.replace(policy, conv_activations="dynamic", name=policy.name + "-convq8")
-            policy_name = policy.name
-        elif kind == "checkpoint" and policy.conv_activations != "dynamic":
-            from tfq_asr.quant.apply import policy_of, with_conv_activations
-            requantized = with_conv_activations(src.keras_model, "dynamic")
-            policy = policy_of(requantized)
-            policy_name = policy.name
-            src = AsrModel(src.name, src.config, requantized,
-                           {**src.quantization, "policy": policy.to_dict()})
+        if field == "lstm_activations" and src.config.kind != "lstm":
+            raise UserError(f"{flag}: {src.name} has no LSTM layers (a {src.config.kind} model)")
+        if getattr(policy, field) == "dynamic":
+            continue
+        if kind == "policy":
+            policy = dataclasses.replace(policy, **{field: "dynamic"}, name=f"{policy.name}-{suffix}")
+        else:  # a quantized checkpoint: its integer weights stay, only these inputs change
+            from tfq_asr.quant import apply
+            requantized = getattr(apply, f"with_{field}")(src.keras_model, "dynamic")
+            policy = apply.policy_of(requantized)
+            src = AsrModel(src.name, src.config, requantized, {**src.quantization, "policy": policy.to_dict()})
+        policy_name = policy.name
     if args.streaming and not src.config.streaming:
         raise UserError(f"--streaming: {src.name} is not a streaming configuration (chunk = 0)")
     src, lstm_steps = streaming_window(src, args.chunk_ms, args.left_context_ms, args.streaming)

@@ -77,6 +77,8 @@ def quantize(model, policy, calibration=None, *, data_aware_clipping: bool = Tru
             if policy.conv_activations == "dynamic" and patch_conv(layer) and \
                     patch_inputs(layer) >= MIN_INT8_PATCH_INPUTS:
                 activation = "dynamic"
+            if policy.lstm_activations == "dynamic" and isinstance(layer, keras.layers.LSTM):
+                activation = "dynamic"
             plan[layer.name] = TfqQuantizeConfig(specs, activation)
 
     def clone(layer):
@@ -140,14 +142,24 @@ def with_conv_activations(q, mode: str):
     int8 per patch, the -convq8 suffix; "none": float): a new model with the same integer
     weights, clipping factors and calibration; only those layers' activation quantization
     changes (post-training for them if q was trained the other way; measure the accuracy)."""
+    return _with_activation_mode(q, "conv_activations", "convq8", mode)
+
+
+def with_lstm_activations(q, mode: str):
+    """As `with_conv_activations`, for the LSTMs' x_t and h_{t-1} ("dynamic": int8 per step,
+    the -lstmq8 suffix; "none": float)."""
+    return _with_activation_mode(q, "lstm_activations", "lstmq8", mode)
+
+
+def _with_activation_mode(q, field: str, suffix: str, mode: str):
     from dataclasses import replace
     policy = policy_of(q)
     if policy is None:
-        raise UserError("with_conv_activations: the model is not quantized")
-    if mode == policy.conv_activations:
+        raise UserError(f"cannot set {field}: the model is not quantized")
+    if mode == getattr(policy, field):
         return q
-    base = policy.name.replace("-convq8", "")
-    new_policy = replace(policy, conv_activations=mode, name=base + ("-convq8" if mode == "dynamic" else ""))
+    base = policy.name.replace(f"-{suffix}", "")
+    new_policy = replace(policy, **{field: mode}, name=base + (f"-{suffix}" if mode == "dynamic" else ""))
     new = quantize(_unwrapped_clone(q), new_policy)
     for layer in new.layers:
         if layer.weights:

@@ -10,7 +10,9 @@ kernels compute, to float rounding):
   DepthwiseConv1D / 2D      fake-quant kernel viewed as [taps, channels]; float activations.
   LSTM                      fake-quant input kernel [in, 4u] and recurrent kernel [u, 4u], each
                             with its own spec (the LSTM literature quantizes them differently);
-                            float activations (the recurrent matmul is M = 1, memory bound).
+                            float activations by default, or (activation "dynamic", the -lstmq8
+                            policy suffix) x_t and h_{t-1} quantized to int8 per step and row
+                            before their products, as the kernels' int8 path computes them.
 
 The weight quantizer keeps its clipping factors (from the float weights, `clip_factors`) as a
 non-trainable weight of the wrapper, so they are saved with the model and stay fixed during QAT.
@@ -76,6 +78,17 @@ def _patch_conv_call(self, inputs):
     if self.use_bias:
         y = tf.nn.bias_add(y, self.bias)
     return self.activation(y)
+
+
+def _int8_lstm_cell_call(original):
+    """LSTMCell.call with x_t and h_{t-1} quantize-dequantized to int8 per row (dynamic) first:
+    in the cell h_{t-1} only feeds the recurrent product and x_t only the input product, so
+    this is exactly int8 activations x fake-quant kernels, what the lowered ops compute."""
+    def call(inputs, states, training=None):
+        h_tm1, *rest = states
+        return original(fake_quant_activation_dynamic_tf(inputs),
+                        [fake_quant_activation_dynamic_tf(h_tm1), *rest], training=training)
+    return call
 
 
 def _owner(layer, role):
@@ -183,6 +196,8 @@ class TfqQuantizeWrapper(QuantizeWrapperV2):
 
     def call(self, inputs, training=None, **kwargs):
         mode = self.quantize_config.activation
+        if mode == "dynamic" and isinstance(self.layer, keras.layers.LSTM):
+            return self._int8_lstm_call(inputs, training=training, **kwargs)
         if mode == "dynamic" and patch_conv(self.layer):
             # per patch, not per input row: the wrapped layer computes over quantized patches
             # for this call (tfmot calls layer.call after setting the fake-quantized kernel)
@@ -198,6 +213,19 @@ class TfqQuantizeWrapper(QuantizeWrapperV2):
                 self.input_max, message=f"layer {self.layer.name}: static activation range not calibrated")
             inputs = fake_quant_activation_static_tf(inputs, self.input_max)
         return super().call(inputs, training=training, **kwargs)
+
+    def _int8_lstm_call(self, inputs, training=None, **kwargs):
+        # Per step, through the cell: the fused standard_lstm path (taken when the layer could
+        # use cuDNN) never calls cell.call, so it is switched off for this call only.
+        lstm, cell = self.layer, self.layer.cell
+        fused = lstm._could_use_gpu_kernel  # noqa: SLF001
+        cell.call = _int8_lstm_cell_call(type(cell).call.__get__(cell))
+        lstm._could_use_gpu_kernel = False  # noqa: SLF001
+        try:
+            return super().call(inputs, training=training, **kwargs)
+        finally:
+            del cell.call
+            lstm._could_use_gpu_kernel = fused  # noqa: SLF001
 
     def init_clipping(self):
         """Set every quantizer's clipping factors from the current float kernel."""
