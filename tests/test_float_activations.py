@@ -211,7 +211,11 @@ def test_rolled_lstm_kernels_stay_float_offline_and_are_refused_by_name(tmp_path
     rep = convert(q, tmp_path / "offline.tflite", input_shape=(1, 32, CFG.num_mels))
     assert set(rep["layers"]) == {"ctc_head"}
     assert {f"{k['layer']}/{k['role']}" for k in rep["float_kernels"]} == KERNELS
-    assert all("rolled LSTM" in k["why"] for k in rep["float_kernels"])
+    assert all("rolled LSTM" in k["why"] and "-lstmq8" not in k["why"] for k in rep["float_kernels"])
+    rep8 = convert(quantize(m.keras_model, "w4-lstmq8"), tmp_path / "offline8.tflite",
+                   input_shape=(1, 32, CFG.num_mels))
+    assert len(rep8["float_kernels"]) == len(KERNELS)
+    assert all("not the -lstmq8 Keras model" in k["why"] for k in rep8["float_kernels"])
     ql = next(ql for ql in quantized_layers(q) if ql.layer == "lstm0" and ql.role == "kernel")
     with pytest.raises(LoweringError, match="'lstm0/kernel'.*not unrolled"):
         lower_to_tflite(float_twin(q), {"lstm0/kernel": ql.weight}, tmp_path / "x.tflite",

@@ -51,6 +51,9 @@ def lowering_plan(q, float_convs: bool = False):
         elif ql.layer in rolled:
             why = ("a rolled LSTM converts to the fused builtin LSTM op (offline files); its kernels "
                    "are packed only in the unrolled streaming step model")
+            if ql.activation == "dynamic":  # -lstmq8: the builtin op does not quantize x_t, h_{t-1}
+                why += ("; the builtin op also keeps x_t and h_{t-1} float, so this file is not "
+                        "the -lstmq8 Keras model to float rounding (the streaming file is)")
         elif ql.weight.spec.bits not in packing.SUPPORTED_BITS:
             why = f"{ql.weight.spec.bits}-bit weights are not in the packed format"
         elif ql.activation == "static":
