@@ -218,14 +218,16 @@ class TfqQuantizeWrapper(QuantizeWrapperV2):
         # Per step, through the cell: the fused standard_lstm path (taken when the layer could
         # use cuDNN) never calls cell.call, so it is switched off for this call only.
         lstm, cell = self.layer, self.layer.cell
-        fused = lstm._could_use_gpu_kernel  # noqa: SLF001
+        fused = getattr(lstm, "_could_use_gpu_kernel", None)
         cell.call = _int8_lstm_cell_call(type(cell).call.__get__(cell))
-        lstm._could_use_gpu_kernel = False  # noqa: SLF001
+        if fused is not None:
+            lstm._could_use_gpu_kernel = False  # noqa: SLF001
         try:
             return super().call(inputs, training=training, **kwargs)
         finally:
             del cell.call
-            lstm._could_use_gpu_kernel = fused  # noqa: SLF001
+            if fused is not None:
+                lstm._could_use_gpu_kernel = fused  # noqa: SLF001
 
     def init_clipping(self):
         """Set every quantizer's clipping factors from the current float kernel."""
