@@ -32,6 +32,27 @@ def test_incremental_equals_offline_exactly(seed):
     assert inc.frames_emitted == num_frames(x.size)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_held_samples_pulled_at_random_points_give_the_same_frames(seed):
+    """push/pull (what the streaming recognizer does: compute when a step's worth is in):
+    `available` counts exactly the frames `pull` returns, and any pulling yields log_mel's
+    frames; a NaN push raises and holds nothing."""
+    x = speechlike(1.3, seed)
+    rng = np.random.default_rng(seed)
+    chunks = np.split(x, np.sort(rng.choice(np.arange(1, x.size), size=40, replace=False)))
+    inc, out = IncrementalLogMel(), []
+    for c in chunks:
+        inc.push(c)
+        if rng.random() < 0.3:
+            want = inc.available()
+            out.append(inc.pull())
+            assert len(out[-1]) == want and inc.available() == 0
+        with pytest.raises(ValueError, match="NaN"):
+            inc.push(np.array([np.nan], np.float32))
+    out.append(inc.pull())
+    assert np.array_equal(np.concatenate(out), log_mel(x)) and inc.frames_emitted == num_frames(x.size)
+
+
 def test_one_sample_at_a_time():
     x = speechlike(0.1, 3)
     inc = IncrementalLogMel()

@@ -69,24 +69,43 @@ def log_mel(audio: np.ndarray) -> np.ndarray:
 class IncrementalLogMel:
     """Log-mel over audio arriving in chunks of any length: emits each frame as soon as its
     400 samples are in, keeping only the samples later frames still need. Any chunking of
-    the same audio yields exactly the frames of `log_mel` on the whole."""
+    the same audio yields exactly the frames of `log_mel` on the whole.
+
+    `accept` computes at once; `push` only holds the samples, and `pull` computes every frame
+    they complete. A streaming recognizer pulls when a model step's worth is in: one log_mel
+    call per step instead of one per piece of audio (numpy's per-call cost dominated), and
+    the same frames, since each frame depends only on its own samples."""
 
     def __init__(self):
         self.reset()
 
     def reset(self) -> None:
         self._tail = np.zeros(0, np.float32)
+        self._held: list[np.ndarray] = []
+        self._held_samples = 0
         self._frames = 0
 
     @property
     def frames_emitted(self) -> int:
         return self._frames
 
-    def accept(self, samples) -> np.ndarray:
+    def push(self, samples) -> None:
+        """Hold samples for the next `pull` (NaN or Inf: ValueError, nothing held)."""
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
         if not np.all(np.isfinite(samples)):
             raise ValueError("audio chunk contains NaN or Inf samples")
-        buf = np.concatenate([self._tail, samples])
+        if samples.size:
+            self._held.append(samples)
+            self._held_samples += samples.size
+
+    def available(self) -> int:
+        """Frames the held samples complete: what `pull` would return."""
+        return num_frames(self._tail.size + self._held_samples)
+
+    def pull(self) -> np.ndarray:
+        """[frames, 80]: every frame the samples so far complete and no earlier call returned."""
+        buf = np.concatenate([self._tail, *self._held]) if self._held else self._tail
+        self._held, self._held_samples = [], 0
         n = num_frames(buf.size)
         if n == 0:
             self._tail = buf
@@ -95,3 +114,7 @@ class IncrementalLogMel:
         self._tail = buf[n * HOP:]
         self._frames += n
         return out
+
+    def accept(self, samples) -> np.ndarray:
+        self.push(samples)
+        return self.pull()

@@ -122,10 +122,16 @@ class Stream:
         if not np.all(np.isfinite(x)):
             raise ValueError("audio chunk contains NaN or Inf samples; nothing was consumed")
         self.samples += x.size
-        frames = self.frontend.accept(x)
+        self.frontend.push(x)
+        # the frames are computed when a model step's worth is in (the same frames, fewer calls)
+        if len(self.pending) + self.frontend.available() >= self.r.chunk_frames:
+            self._pull_frames()
+            self._run_full_chunks()
+
+    def _pull_frames(self) -> None:
+        frames = self.frontend.pull()
         if frames.size:
             self.pending = np.concatenate([self.pending, frames])
-        self._run_full_chunks()
 
     def _run_full_chunks(self) -> None:
         n = self.r.chunk_frames
@@ -141,6 +147,7 @@ class Stream:
         if self.finished:
             raise UserError("finish() called twice on one stream")
         self.finished = True
+        self._pull_frames()
         if len(self.pending):
             pad = np.full((self.r.chunk_frames - len(self.pending), N_MELS), np.log(LOG_FLOOR), np.float32)
             self.pending = np.concatenate([self.pending, pad])
