@@ -7,6 +7,7 @@ LiteRT-native baseline, streaming (one chunk per call, explicit state) or offlin
         --streaming --out w4.tflite --report w4.json
     python tools/convert.py --model conformer-ctc-xs --policy litert-int8 --streaming --out int8.tflite
     python tools/convert.py --model conformer-m --random-weights --policy w2-sc64-f16 --streaming --out m-w2.tflite
+    python tools/convert.py --model lstm-ctc-xs-w4 --int8-lstm --streaming --out lstm-w4q8.tflite
 
 --model: a bundled name, a model folder, a quantized checkpoint (its own policy is used; --policy
 must then be omitted or equal), or a configuration name (conformer-m, ...) which needs
