@@ -307,10 +307,15 @@ def test_zero_shot_inputs_match_batch_norm_statistics_better_than_noise():
     assert all(float(w.input_max.numpy()) > 0 for w in wrappers(q) if w.quantize_config.activation == "static")
 
 
-def test_qat_steps_train_every_layer_type_and_keep_clipping_fixed():
+@pytest.mark.parametrize("policy", ["w2-sc4-clipl2", "w2-sc4-clipl2-lstmq8"])
+def test_qat_steps_train_every_layer_type_and_keep_clipping_fixed(policy):
+    """Keras fit (a tf.function; the rolled LSTM's while loop, through the int8 cell with
+    -lstmq8) trains every quantized kernel and leaves the clipping factors as they were."""
     from tfq_asr.quant.qat import CtcFitModel
     m = every_layer_model()
-    q = quantize(m, "w2-sc4-clipl2")
+    q = quantize(m, policy)
+    lstm_modes = {ql.activation for ql in quantized_layers(q) if ql.layer == "lstm"}
+    assert lstm_modes == {"dynamic" if policy.endswith("lstmq8") else "none"}
     alphas = [v.numpy().copy() for w in wrappers(q) for v in w.weights if "_clip" in v.name]
     kernels = {w.layer.name: w._weight_vars[0][0].numpy().copy() for w in wrappers(q)}
     rng = np.random.default_rng(0)
