@@ -115,7 +115,6 @@ def streaming_window(src, chunk_ms, left_ms, streaming: bool):
     """The model with the chunk and left context asked for (encoder frames are 40 ms), and the
     LSTM steps per call.  The weights do not depend on them: a Conformer trained with one chunk
     runs with another (accuracy may move; measure it), an LSTM takes any number of steps."""
-    import dataclasses
     from tfq_asr.models import AsrModel
     if chunk_ms is None and left_ms is None:
         return src, 8
@@ -207,9 +206,11 @@ def main(argv=None):
         kind, policy_name = "baseline", "fp32"
     if kind == "baseline" and method != "none":
         raise UserError(f"--policy {policy_name} is a LiteRT baseline: --calibration/--method do not apply")
-    for flag, field, suffix in (("--int8-convs", "conv_activations", "convq8"),
-                                ("--int8-lstm", "lstm_activations", "lstmq8")):
-        if not getattr(args, flag[2:].replace("-", "_")):
+    from tfq_asr.quant import apply
+    for flag, wanted, field, requantize in (
+            ("--int8-convs", args.int8_convs, "conv_activations", apply.with_conv_activations),
+            ("--int8-lstm", args.int8_lstm, "lstm_activations", apply.with_lstm_activations)):
+        if not wanted:
             continue
         if kind == "baseline":
             raise UserError(f"{flag}: {policy_name} is not a TFQ policy (the LiteRT baselines choose "
@@ -219,10 +220,9 @@ def main(argv=None):
         if getattr(policy, field) == "dynamic":
             continue
         if kind == "policy":
-            policy = dataclasses.replace(policy, **{field: "dynamic"}, name=f"{policy.name}-{suffix}")
+            policy = policy.with_input_mode(field, "dynamic")
         else:  # a quantized checkpoint: its integer weights stay, only these inputs change
-            from tfq_asr.quant import apply
-            requantized = getattr(apply, f"with_{field}")(src.keras_model, "dynamic")
+            requantized = requantize(src.keras_model, "dynamic")
             policy = apply.policy_of(requantized)
             src = AsrModel(src.name, src.config, requantized, {**src.quantization, "policy": policy.to_dict()})
         policy_name = policy.name

@@ -142,25 +142,22 @@ def with_conv_activations(q, mode: str):
     int8 per patch, the -convq8 suffix; "none": float): a new model with the same integer
     weights, clipping factors and calibration; only those layers' activation quantization
     changes (post-training for them if q was trained the other way; measure the accuracy)."""
-    return _with_activation_mode(q, "conv_activations", "convq8", mode)
+    return _with_input_mode(q, "conv_activations", mode)
 
 
 def with_lstm_activations(q, mode: str):
     """As `with_conv_activations`, for the LSTMs' x_t and h_{t-1} ("dynamic": int8 per step,
     the -lstmq8 suffix; "none": float)."""
-    return _with_activation_mode(q, "lstm_activations", "lstmq8", mode)
+    return _with_input_mode(q, "lstm_activations", mode)
 
 
-def _with_activation_mode(q, field: str, suffix: str, mode: str):
-    from dataclasses import replace
+def _with_input_mode(q, field: str, mode: str):
     policy = policy_of(q)
     if policy is None:
         raise UserError(f"cannot set {field}: the model is not quantized")
     if mode == getattr(policy, field):
         return q
-    base = policy.name.replace(f"-{suffix}", "")
-    new_policy = replace(policy, **{field: mode}, name=base + (f"-{suffix}" if mode == "dynamic" else ""))
-    new = quantize(_unwrapped_clone(q), new_policy)
+    new = quantize(_unwrapped_clone(q), policy.with_input_mode(field, mode))
     for layer in new.layers:
         if layer.weights:
             copy_layer_weights(q.get_layer(layer.name), layer)

@@ -36,7 +36,10 @@ from .numerics import WeightQuantSpec
 SENSITIVE_PATTERNS = ("subsample_*", "ctc_head")
 _SUFFIX = re.compile(r"^(pc|pt|sc(\d+)|asym|clipl1|clipl2|f16|mixed|static|wo|convq8|lstmq8)$")
 ACTIVATIONS = ("dynamic", "static", "none")
-CONV_ACTIVATIONS = ("none", "dynamic")  # also the modes of lstm_activations
+# Inputs of other layer types than Dense: float unless their suffix asks for int8 per row.
+INPUT_MODES = ("none", "dynamic")
+INPUT_MODE_SUFFIXES = {"conv_activations": "convq8", "lstm_activations": "lstmq8"}  # field -> suffix
+_SUFFIX_INPUT_MODE = {suffix: f for f, suffix in INPUT_MODE_SUFFIXES.items()}
 
 
 @dataclass(frozen=True)
@@ -60,12 +63,10 @@ class Policy:
     def __post_init__(self):
         if self.activations not in ACTIVATIONS:
             raise ValueError(f"policy {self.name!r}: activations={self.activations!r}, expected one of {ACTIVATIONS}")
-        if self.conv_activations not in CONV_ACTIVATIONS:
-            raise ValueError(f"policy {self.name!r}: conv_activations={self.conv_activations!r}, expected one "
-                             f"of {CONV_ACTIVATIONS}")
-        if self.lstm_activations not in CONV_ACTIVATIONS:
-            raise ValueError(f"policy {self.name!r}: lstm_activations={self.lstm_activations!r}, expected one "
-                             f"of {CONV_ACTIVATIONS}")
+        for field_name in INPUT_MODE_SUFFIXES:
+            if getattr(self, field_name) not in INPUT_MODES:
+                raise ValueError(f"policy {self.name!r}: {field_name}={getattr(self, field_name)!r}, expected one "
+                                 f"of {INPUT_MODES}")
 
     def spec_for(self, layer_name: str, role: str | None = None) -> WeightQuantSpec | None:
         """Spec of one weight: rules match the layer name or "layer/role" (e.g. "lstm0/recurrent_kernel",
@@ -87,8 +88,7 @@ class Policy:
     def to_dict(self) -> dict:
         return {"name": self.name, "default": None if self.default is None else self.default.to_dict(),
                 "rules": [r.to_dict() for r in self.rules], "activations": self.activations,
-                **({"conv_activations": self.conv_activations} if self.conv_activations != "none" else {}),
-                **({"lstm_activations": self.lstm_activations} if self.lstm_activations != "none" else {})}
+                **{f: getattr(self, f) for f in INPUT_MODE_SUFFIXES if getattr(self, f) != "none"}}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Policy":
@@ -96,8 +96,14 @@ class Policy:
         return cls(name=d["name"], default=spec(d.get("default")),
                    rules=tuple(Rule(r["pattern"], spec(r["spec"])) for r in d.get("rules", [])),
                    activations=d.get("activations", "dynamic"),
-                   conv_activations=d.get("conv_activations", "none"),
-                   lstm_activations=d.get("lstm_activations", "none"))
+                   **{f: d.get(f, "none") for f in INPUT_MODE_SUFFIXES})
+
+    def with_input_mode(self, field_name: str, mode: str) -> "Policy":
+        """A copy with `field_name` (a key of INPUT_MODE_SUFFIXES) set to `mode`, its suffix in
+        the name when the mode is "dynamic" and not otherwise."""
+        suffix = f"-{INPUT_MODE_SUFFIXES[field_name]}"
+        return replace(self, **{field_name: mode},
+                       name=self.name.replace(suffix, "") + (suffix if mode == "dynamic" else ""))
 
     def describe(self) -> str:
         lines = [f"policy {self.name}: default {_short(self.default) if self.default else 'float'}, "
@@ -132,7 +138,7 @@ def from_name(name: str) -> Policy:
         raise ValueError(f"policy {name!r}: expected w8, w4 or w2 followed by -suffixes (or fp32)")
     kw: dict = {"bits": int(m.group(1))}
     mixed = False
-    activations, conv_activations, lstm_activations = "dynamic", "none", "none"
+    activations, input_modes = "dynamic", {}
     for s in suffixes:
         sm = _SUFFIX.match(s)
         if not sm:
@@ -156,10 +162,8 @@ def from_name(name: str) -> Policy:
             activations = "static"
         elif s == "wo":
             activations = "none"
-        elif s == "convq8":
-            conv_activations = "dynamic"
-        elif s == "lstmq8":
-            lstm_activations = "dynamic"
+        elif s in _SUFFIX_INPUT_MODE:
+            input_modes[_SUFFIX_INPUT_MODE[s]] = "dynamic"
     try:
         default = WeightQuantSpec(**kw)
     except ValueError as err:
@@ -168,4 +172,4 @@ def from_name(name: str) -> Policy:
     if mixed:
         eight = WeightQuantSpec(bits=8, scale_dtype=default.scale_dtype)
         rules = tuple(Rule(p, eight) for p in SENSITIVE_PATTERNS)
-    return Policy(name, default, rules, activations, conv_activations, lstm_activations)
+    return Policy(name, default, rules, activations, **input_modes)
