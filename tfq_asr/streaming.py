@@ -119,10 +119,11 @@ class Stream:
         x = np.asarray(samples, dtype=np.float32)
         if x.ndim != 1:
             raise ValueError(f"expected mono samples [n], got shape {x.shape}")
-        if not np.all(np.isfinite(x)):
-            raise ValueError("audio chunk contains NaN or Inf samples; nothing was consumed")
+        try:
+            self.frontend.push(x)  # checks for NaN and Inf before it holds anything
+        except ValueError:
+            raise ValueError("audio chunk contains NaN or Inf samples; nothing was consumed") from None
         self.samples += x.size
-        self.frontend.push(x)
         # the frames are computed when a model step's worth is in (the same frames, fewer calls)
         if len(self.pending) + self.frontend.available() >= self.r.chunk_frames:
             self._pull_frames()
