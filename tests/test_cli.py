@@ -1,19 +1,12 @@
 """The command-line tools: JSON output, and one-line errors with a non-zero exit for bad input."""
 import dataclasses
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import ROOT
-
-
-def run_tool(tool, *args):
-    return subprocess.run([sys.executable, str(ROOT / "tools" / tool), *map(str, args)],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+from tests.tool_runner import assert_one_line_error, run_tool
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +26,6 @@ def wav(tmp_path_factory):
     return p
 
 
-def assert_one_line_error(proc, *needles):
-    assert proc.returncode != 0
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
-
-
 def test_transcribe_json(tiny_model_dir, wav):
     proc = run_tool("transcribe.py", "--model", tiny_model_dir, "--json", wav, wav)
     assert proc.returncode == 0, proc.stderr
@@ -50,8 +35,9 @@ def test_transcribe_json(tiny_model_dir, wav):
 
 
 def test_transcribe_missing_file(tiny_model_dir, tmp_path):
-    assert_one_line_error(run_tool("transcribe.py", "--model", tiny_model_dir, tmp_path / "nope.wav"),
-                          "not found", "nope.wav")
+    # a real process: the exit status the shell sees
+    proc = run_tool("transcribe.py", "--model", tiny_model_dir, tmp_path / "nope.wav", isolated=True)
+    assert_one_line_error(proc, "not found", "nope.wav", status=2)
 
 
 def test_transcribe_empty_and_unreadable_files(tiny_model_dir, tmp_path):
@@ -109,8 +95,9 @@ def test_convert_streaming_policy_and_baseline(tiny_model_dir, tmp_path, wav):
 
 
 def test_convert_errors(tiny_model_dir, tmp_path):
-    assert_one_line_error(run_tool("convert.py", "--model", "conformer-m", "--policy", "w4", "--out", tmp_path / "m.tflite"),
-                          "--random-weights")
+    # a real process: native start-up logging stays off stderr
+    assert_one_line_error(run_tool("convert.py", "--model", "conformer-m", "--policy", "w4", "--out",
+                                   tmp_path / "m.tflite", isolated=True), "--random-weights", status=2)
     assert_one_line_error(run_tool("convert.py", "--model", tiny_model_dir, "--policy", "w3", "--out", tmp_path / "x.tflite"),
                           "bits")
     assert_one_line_error(run_tool("convert.py", "--model", tiny_model_dir, "--out", tmp_path), "is a directory")
@@ -142,6 +129,5 @@ def test_a_failing_op_is_a_one_line_error(tiny_model_dir, tmp_path, wav):
     proc = run_tool("convert.py", "--model", tiny_model_dir, "--policy", "w4", "--streaming", "--out", good)
     assert proc.returncode == 0, proc.stderr
     corrupt_header(good, bad, "block0_ff1_dense1", 2, 3)  # 3 bits: no such format
-    proc = run_tool("transcribe.py", "--model", bad, wav)
-    assert proc.returncode == 1
-    assert_one_line_error(proc, str(bad), "block0_ff1_dense1", "bits 3")
+    proc = run_tool("transcribe.py", "--model", bad, wav, isolated=True)  # nothing native on stderr either
+    assert_one_line_error(proc, str(bad), "block0_ff1_dense1", "bits 3", status=1)

@@ -3,8 +3,6 @@ convert/runtime API, on a tiny streaming Conformer (the CFG of test_streaming.py
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,21 +11,13 @@ import tf_keras as keras
 
 from tests.conftest import ROOT
 from tests.test_streaming import CFG, _audio, _model
+from tests.tool_runner import assert_one_line_error, run_tool
 
 BASELINE_KINDS = ["fp32", "litert-int8", "litert-int4", "litert-int4-pc"]
 
 
-def run_tool(tool, *args):
-    return subprocess.run([sys.executable, str(ROOT / "tools" / tool), *map(str, args)],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
-
-
 def one_line_error(proc, *needles):
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
+    assert_one_line_error(proc, *needles, status=2)
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,11 @@
 """tools/exactness.py / tfq_asr.eval.exactness: the streaming file against its Keras step model."""
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT
+from tests.tool_runner import assert_one_line_error, run_tool
+
 DEMO_TSV = ROOT / "tfq_asr" / "data" / "demo" / "demo.tsv"
 
 
@@ -25,7 +23,6 @@ def test_streaming_file_tracks_its_keras_step_model(w2_stream_model):
 
 
 def test_cli_refuses_a_missing_file(tmp_path):
-    res = subprocess.run([sys.executable, ROOT / "tools" / "exactness.py", "--model", "conformer-ctc-xs-w2",
-                          "--tflite", tmp_path / "nope.tflite", "--manifest", DEMO_TSV],
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode != 0 and "nope.tflite: no such file" in res.stderr
+    res = run_tool("exactness.py", "--model", "conformer-ctc-xs-w2", "--tflite", tmp_path / "nope.tflite",
+                   "--manifest", DEMO_TSV)
+    assert_one_line_error(res, "nope.tflite: no such file", status=2)

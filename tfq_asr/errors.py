@@ -33,17 +33,22 @@ def _silence_native_stderr() -> None:
         pass
 
 
-def cli_main(main, argv=None) -> None:
-    _silence_native_stderr()
+def run_cli(main, argv=None) -> int:
+    """main(argv) with the CLI's error contract: a UserError or RuntimeFailure becomes one
+    `error: ...` line on stderr and exit status 2 or 1. Returns the status."""
     try:
-        code = main(argv)
+        return main(argv) or 0
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        return 2
     except RuntimeFailure as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    sys.exit(code or 0)
+        return 130
+
+
+def cli_main(main, argv=None) -> None:
+    _silence_native_stderr()
+    sys.exit(run_cli(main, argv))

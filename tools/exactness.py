@@ -31,9 +31,9 @@ def main(argv=None):
     from tfq_asr.convert.export import export_streaming
     from tfq_asr.eval.exactness import compare_streaming
     from tfq_asr.models import load_pretrained
-    model = load_pretrained(args.model)
-    if args.tflite is not None and not args.tflite.is_file():
+    if args.tflite is not None and not args.tflite.is_file():  # before the model takes seconds to load
         raise UserError(f"--tflite {args.tflite}: no such file")
+    model = load_pretrained(args.model)
     with tempfile.TemporaryDirectory() as tmp:
         path = args.tflite
         if path is None:
