@@ -53,6 +53,22 @@ def test_held_samples_pulled_at_random_points_give_the_same_frames(seed):
     assert np.array_equal(np.concatenate(out), log_mel(x)) and inc.frames_emitted == num_frames(x.size)
 
 
+def test_mel_taps_are_the_mel_basis_and_frames_do_not_interact():
+    """The tapped projection holds every weight of the basis (and nothing else), equals the
+    dense product to float64 rounding, and gives a frame the same bits alone or in a batch."""
+    from tfq_asr.frontend import _mel_project, _mel_taps, mel_basis
+    bins, weights = _mel_taps()
+    basis = mel_basis().astype(np.float64)
+    rebuilt = np.zeros_like(basis)
+    np.add.at(rebuilt, (np.tile(np.arange(N_MELS), weights.shape[0]), bins), weights.reshape(-1))
+    np.testing.assert_array_equal(rebuilt, basis)
+    power = np.random.default_rng(5).random((37, basis.shape[1])) ** 4
+    full = _mel_project(power)
+    np.testing.assert_allclose(full, power @ basis.T, rtol=1e-13)
+    for i, j in ((0, 1), (3, 4), (5, 36), (36, 37), (0, 37)):
+        np.testing.assert_array_equal(_mel_project(power[i:j]), full[i:j])
+
+
 def test_one_sample_at_a_time():
     x = speechlike(0.1, 3)
     inc = IncrementalLogMel()
