@@ -418,6 +418,9 @@ class LiteRtModel:
         self._in_arrays, self._out_arrays = ins, outs
         self._buffers = [self._host_buffer(a, t) for a, t in zip(ins, self._input_types)]
         self._buffers += [self._host_buffer(a, t) for a, t in zip(outs, self._output_types)]
+        # the C arrays of buffer handles LiteRtRunCompiledModel takes, built once per shape
+        self._in_handles = (ctypes.c_void_p * len(ins))(*[b.value for b in self._buffers[:len(ins)]])
+        self._out_handles = (ctypes.c_void_p * len(outs))(*[b.value for b in self._buffers[len(ins):]])
         self._cache_key = key
 
     def run(self, inputs) -> list[np.ndarray]:
@@ -426,13 +429,10 @@ class LiteRtModel:
         self._prepare(arrays)
         for dst, src in zip(self._in_arrays, arrays):
             dst[...] = src
-        n_in = len(self._in_arrays)
-        ins = (ctypes.c_void_p * n_in)(*[b.value for b in self._buffers[:n_in]])
-        outs = (ctypes.c_void_p * len(self._out_arrays))(*[b.value for b in self._buffers[n_in:]])
         if self._ctx:
             self._ops.tfq_litert_clear_error(self._ctx)
-        self._check(self._lib.LiteRtRunCompiledModel(self._compiled, self._signature, n_in, ins,
-                                                     len(self._out_arrays), outs),
+        self._check(self._lib.LiteRtRunCompiledModel(self._compiled, self._signature, len(self._in_arrays),
+                                                     self._in_handles, len(self._out_arrays), self._out_handles),
                     "LiteRtRunCompiledModel")
         self._raise_op_error()
         return [o.copy() for o in self._out_arrays]
@@ -450,8 +450,7 @@ class LiteRtModel:
         self.run(inputs)  # prepares buffers and copies the inputs in
         lib, compiled, sig = self._lib, self._compiled, self._signature
         n_in, n_out = len(self._in_arrays), len(self._out_arrays)
-        ins = (ctypes.c_void_p * n_in)(*[b.value for b in self._buffers[:n_in]])
-        outs = (ctypes.c_void_p * n_out)(*[b.value for b in self._buffers[n_in:]])
+        ins, outs = self._in_handles, self._out_handles
         run = lib.LiteRtRunCompiledModel
         t0 = clock()
         for _ in range(calls):
