@@ -105,8 +105,9 @@ def _clone_with_dequantized(float_model, quantized: Mapping[str, QuantizedWeight
     import tf_keras as keras
     from .im2col import PatchDense, why_not_patch_dense
     # Quantized Conv2D kernels: the layer becomes im2col + matmul (one FULLY_CONNECTED).
-    convs = {n for n in quantized if "/" not in n and isinstance(_get_layer(float_model, n), keras.layers.Conv2D)
-             and not isinstance(_get_layer(float_model, n), keras.layers.DepthwiseConv2D)}
+    by_name = _layers_by_name(float_model)
+    convs = {n for n in quantized if "/" not in n and isinstance(by_name.get(n), keras.layers.Conv2D)
+             and not isinstance(by_name.get(n), keras.layers.DepthwiseConv2D)}
     for n in convs:
         why = why_not_patch_dense(float_model.get_layer(n))
         if why:
@@ -119,7 +120,7 @@ def _clone_with_dequantized(float_model, quantized: Mapping[str, QuantizedWeight
 
     clone = keras.models.clone_model(float_model, clone_function=clone_layer)
     for dst in clone.layers:
-        src = _get_layer(float_model, dst.name)
+        src = by_name.get(dst.name)
         if src is None:
             continue
         if dst.name in convs:
@@ -163,11 +164,10 @@ def _clone_with_dequantized(float_model, quantized: Mapping[str, QuantizedWeight
     return clone
 
 
-def _get_layer(model, name: str):
-    try:
-        return model.get_layer(name)
-    except ValueError:
-        return None
+def _layers_by_name(model) -> dict:
+    """{name: layer} of a model's top-level layers (get_layer searches the list every call:
+    seconds over a Conformer M's thousand lookups)."""
+    return {layer.name: layer for layer in model.layers}
 
 
 def _convert(model, input_shapes, dynamic_range_int8: bool = False) -> bytes:
@@ -1243,8 +1243,9 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
         if not conv_code:
             conv_code.append(_custom_opcode(schema, model_obj, CONV_OP_NAME, CONV_OP_VERSION))
         return conv_code[0]
+    by_name = _layers_by_name(float_model)
     geometry = {n: tuple(layer.kernel_size) + tuple(layer.strides) for n in layers
-                if isinstance(layer := _get_layer(float_model, n), keras.layers.Conv2D)}
+                if isinstance(layer := by_name.get(n), keras.layers.Conv2D)}
     conv_layers = _fuse_im2col(schema, model_obj, geometry, custom_code, conv_code_of) if fuse_im2col else []
     for name in conv_layers:
         layers[name]["op"] = CONV_OP_NAME
