@@ -237,7 +237,10 @@ def test_api_convert_and_load_on_a_generic_model(tmp_path):
     out = keras.layers.Dense(5, name="fc2")(x)
     km = keras.Model(inp, out)
     q = tfq_asr.quantize(km, "w4-sc16")
-    rep = tfq_asr.convert(q, tmp_path / "g.tflite", input_shape=(1, 6, 8, 3))
+    stages = []
+    rep = tfq_asr.convert(q, tmp_path / "g.tflite", input_shape=(1, 6, 8, 3), progress=stages.append)
+    assert stages == ["integer weights of the quantized layers", "float graph with the dequantized weights",
+                      "TFLite converter", "packing 2 quantized kernels into custom ops"]
     assert rep["size_bytes"] == (tmp_path / "g.tflite").stat().st_size
     assert set(rep["layers"]) == {"fc1", "fc2"} and [k["layer"] for k in rep["float_kernels"]] == ["conv"]
     m = tfq_asr.runtime.load(tmp_path / "g.tflite", num_threads=1)

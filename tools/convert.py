@@ -234,13 +234,17 @@ def main(argv=None):
     def offline_meta(converted):
         return offline_metadata(src.config, src.name, converted, policy_name, args.input_frames)
 
+    from tqdm import tqdm
+    # which stage a long conversion is in (Conformer M: a minute and more); on a terminal only
+    status = tqdm(total=0, desc="starting", bar_format="converting: {desc} [{elapsed}]", disable=None, leave=False)
+    stage = status.set_description_str
     try:
         if kind == "baseline":
             if args.streaming:
-                report = export_streaming_baseline(src, args.out, policy_name, lstm_steps=lstm_steps)
+                report = export_streaming_baseline(src, args.out, policy_name, lstm_steps=lstm_steps, progress=stage)
             else:
                 report = write_baseline(src.keras_model, args.out, policy_name, input_shape=shape,
-                                        extra_metadata=offline_meta(src.keras_model))
+                                        extra_metadata=offline_meta(src.keras_model), progress=stage)
         else:
             model = src
             if kind == "policy":
@@ -250,15 +254,19 @@ def main(argv=None):
                 elif method == "ptq":
                     from quantize import load_calibration
                     calibration = load_calibration(Path(args.calibration), args.num_calibration, args.cache_dir)
+                stage(f"quantizing with {policy_name}")
                 model = AsrModel(src.name, src.config, quantize(src.keras_model, policy, calibration, progress=True),
                                  quantization={"policy": policy.to_dict(), "method": method})
             if args.streaming:
-                report = export_streaming(model, args.out, lstm_steps=lstm_steps, float_convs=args.float_convs)
+                report = export_streaming(model, args.out, lstm_steps=lstm_steps, float_convs=args.float_convs,
+                                          progress=stage)
             else:
                 report = convert(model.keras_model, args.out, input_shape=shape, extra_metadata=offline_meta,
-                                 float_convs=args.float_convs)
+                                 float_convs=args.float_convs, progress=stage)
     except ValueError as err:  # lowering / quantizer refusals name the layer
         raise UserError(f"{args.model}: {err}") from None
+    finally:
+        status.close()
 
     float_model = src.keras_model if kind != "checkpoint" else build_model(src.config)
     layer_names = [getattr(layer, "layer", layer).name for layer in src.keras_model.layers]

@@ -195,10 +195,12 @@ def weight_inventory(tflite: bytes, layer_names=(), fallback: dict | None = None
     return rows
 
 
-def write_baseline(keras_model, path, kind: str, *, input_shape=None, extra_metadata=None) -> dict:
+def write_baseline(keras_model, path, kind: str, *, input_shape=None, extra_metadata=None,
+                   progress=None) -> dict:
     """Write `keras_model` (float tf_keras, any layers the converter takes) as baseline `kind`.
     Returns {"path", "baseline", "size_bytes", "input_shape", "weights": weight_inventory rows,
-    "layers": {}, "float_kernels": []} (the last two: nothing is a TFQ op)."""
+    "layers": {}, "float_kernels": []} (the last two: nothing is a TFQ op). `progress`: called
+    with each stage's name as it starts."""
     if kind not in BASELINES:
         raise ValueError(f"unknown baseline {kind!r}: expected one of {', '.join(BASELINES)}")
     shapes = _input_shape(keras_model, input_shape)
@@ -207,9 +209,11 @@ def write_baseline(keras_model, path, kind: str, *, input_shape=None, extra_meta
     fallback = {}
     if kind == "fp32":  # our lowering with nothing quantized: the same file layout as our exports
         from .lowering import lower_to_tflite
-        lower_to_tflite(keras_model, {}, path, input_shape=shapes[0], extra_metadata=meta)
+        lower_to_tflite(keras_model, {}, path, input_shape=shapes[0], extra_metadata=meta, progress=progress)
         data = Path(path).read_bytes()
     else:
+        if progress:
+            progress(f"TFLite converter ({kind})")
         data, fallback = _baseline(keras_model, kind, shapes)
         data = _with_metadata(data, meta)
         write_atomically(Path(path), data)
@@ -219,7 +223,7 @@ def write_baseline(keras_model, path, kind: str, *, input_shape=None, extra_meta
             "weights": weight_inventory(data, layer_names, fallback)}
 
 
-def export_streaming_baseline(model, path, kind: str, *, lstm_steps: int = 8) -> dict:
+def export_streaming_baseline(model, path, kind: str, *, lstm_steps: int = 8, progress=None) -> dict:
     """The streaming step model of a float AsrModel as a LiteRT-native baseline file."""
     from ..models.streaming import build_step_model, transfer_weights
     from .export import streaming_metadata
@@ -229,7 +233,9 @@ def export_streaming_baseline(model, path, kind: str, *, lstm_steps: int = 8) ->
         raise ValueError(f"model {model.name}: not a streaming configuration (chunk = 0)")
     if kind not in BASELINES:
         raise ValueError(f"unknown baseline {kind!r}: expected one of {', '.join(BASELINES)}")
+    if progress:
+        progress("streaming step model")
     step = build_step_model(model.config, lstm_steps, source=model.keras_model)
     transfer_weights(model.keras_model, step)
     meta = streaming_metadata(model.config, model.name, step, kind, lstm_steps)
-    return write_baseline(step, path, kind, extra_metadata=meta)
+    return write_baseline(step, path, kind, extra_metadata=meta, progress=progress)

@@ -67,28 +67,36 @@ def lowering_plan(q, float_convs: bool = False):
     return twin, packed, float_act, kept, depthwise
 
 
-def convert(q, path, *, input_shape=None, extra_metadata=None, float_convs: bool = False) -> dict:
+def convert(q, path, *, input_shape=None, extra_metadata=None, float_convs: bool = False, progress=None) -> dict:
     """Write `q` (a Keras model from `tfq_asr.quantize`, or any float tf_keras model) to `path`.
     Returns the lowering report plus `size_bytes` and `float_kernels` (quantized kernels stored
     as float, with the reason). `extra_metadata`: a dict, or a function of the float twin that
-    is converted (its input and output names are the file's) returning one."""
+    is converted (its input and output names are the file's) returning one. `progress`: called
+    with each stage's name as it starts."""
+    if progress:
+        progress("integer weights of the quantized layers")
     twin, packed, float_act, kept, depthwise = lowering_plan(q, float_convs)
     if callable(extra_metadata):
         extra_metadata = extra_metadata(twin)
     report = lower_to_tflite(twin, packed, path, input_shape=input_shape, extra_metadata=extra_metadata,
-                             float_activations=float_act, depthwise=depthwise)
+                             float_activations=float_act, depthwise=depthwise, progress=progress)
     report["size_bytes"] = Path(path).stat().st_size
     report["float_kernels"] = kept
     return report
 
 
-def export_streaming(model, path, *, policy=None, lstm_steps: int = 8, float_convs: bool = False) -> dict:
+def export_streaming(model, path, *, policy=None, lstm_steps: int = 8, float_convs: bool = False,
+                     progress=None) -> dict:
     """Write the streaming step model of an AsrModel (float, or a quantized checkpoint whose
     policy is reused) to `path`: one chunk per call, every state an input and an output.
-    `policy` quantizes a float model on the way (weights only, no calibration)."""
+    `policy` quantizes a float model on the way (weights only, no calibration). `progress`:
+    called with each stage's name as it starts."""
+    if progress:
+        progress("streaming step model")
     step, policy_name = streaming_step_model(model, policy=policy, lstm_steps=lstm_steps)
-    return convert(step, path, float_convs=float_convs, extra_metadata=lambda twin: streaming_metadata(
-        model.config, model.name, twin, policy_name, lstm_steps))
+    return convert(step, path, float_convs=float_convs, progress=progress,
+                   extra_metadata=lambda twin: streaming_metadata(model.config, model.name, twin, policy_name,
+                                                                   lstm_steps))
 
 
 def streaming_step_model(model, *, policy=None, lstm_steps: int = 8):

@@ -1158,7 +1158,7 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
                     depthwise: Mapping[str, QuantizedWeight] | None = None,
                     fuse_im2col: bool = True, fuse_shared_input: bool = True,
                     fuse_feed_forward: bool = True, fuse_depthwise_pointwise: bool = True,
-                    batch_unpacked_rows: bool = True) -> dict:
+                    batch_unpacked_rows: bool = True, progress=None) -> dict:
     """Write ``out_path`` (.tflite) with every layer of ``quantized`` as TFQ_FULLY_CONNECTED.
 
     float_model: a tf_keras model (not modified); quantized: key -> QuantizedWeight of the
@@ -1191,6 +1191,8 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
     batch_unpacked_rows: the T ops of an unrolled LSTM's input kernel, one per step, become one
     op over the T rows and an UNPACK (_batch_unpacked_rows; equal within float rounding); the
     report entry's "ops" counts the one op and "batched_rows" says T.
+    progress: called with the name of each stage as it starts (conversions of large models
+    take minutes; tools/convert.py shows them).
     Returns a report: {"path", "input_shape", "file_bytes", "layers": {name: {"bits", "bytes",
     "ops", "activation_mode", ...}}, "float_ops": number of FULLY_CONNECTED ops left in float}.
     """
@@ -1200,10 +1202,15 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
         raise LoweringError(f"{out_path}: the directory {out_path.parent} does not exist")
     float_keys = _float_activation_keys(quantized, activations, float_activations)
     shape = _input_shape(float_model, input_shape)
+    stage = progress or (lambda name: None)
+    stage("float graph with the dequantized weights")
     clone = _clone_with_dequantized(float_model, quantized)
     schema = _schema()
     from tensorflow.lite.tools import flatbuffer_utils
+    stage("TFLite converter")
     model_obj = flatbuffer_utils.read_model_from_bytearray(bytearray(_convert(clone, shape)))
+    stage(f"packing {len(quantized) + len(depthwise or {})} quantized kernels into custom ops"
+          if quantized or depthwise else "writing the file")
     matches = _match_layers(model_obj, quantized)
     dw_matches = _match_depthwise(model_obj, dict(depthwise or {}))
     custom_code = _custom_opcode(schema, model_obj, OP_NAME, OP_VERSION) if matches else -1
