@@ -109,7 +109,7 @@ def _clone_with_dequantized(float_model, quantized: Mapping[str, QuantizedWeight
     convs = {n for n in quantized if "/" not in n and isinstance(by_name.get(n), keras.layers.Conv2D)
              and not isinstance(by_name.get(n), keras.layers.DepthwiseConv2D)}
     for n in convs:
-        why = why_not_patch_dense(float_model.get_layer(n))
+        why = why_not_patch_dense(by_name[n])
         if why:
             raise LoweringError(f"layer {n!r}: {why}")
 
@@ -127,12 +127,12 @@ def _clone_with_dequantized(float_model, quantized: Mapping[str, QuantizedWeight
             dst.set_from_conv_weights(*src.get_weights())
         elif src.weights:
             dst.set_weights(src.get_weights())
+    clone_by_name = _layers_by_name(clone)
     for name, qw in quantized.items():
         layer_name, _, role = name.partition("/")
-        try:
-            layer = clone.get_layer(layer_name)
-        except ValueError:
-            raise LoweringError(f"layer {name!r}: no such layer in model {float_model.name!r}") from None
+        layer = clone_by_name.get(layer_name)
+        if layer is None:
+            raise LoweringError(f"layer {name!r}: no such layer in model {float_model.name!r}")
         if isinstance(layer, keras.layers.LSTM) and role in ("kernel", "recurrent_kernel"):
             # LSTM kernels: an unrolled LSTM converts to one FULLY_CONNECTED per step and kernel
             if not layer.unroll:
