@@ -114,3 +114,32 @@ def test_rounds_keep_each_variants_fastest(monkeypatch, tmp_path):
     monkeypatch.setattr(kb, "time_model", broken)
     failed = kb._time_point(best, "tfq-w4", b, tmp_path, 1, x, ref, [(2, 2)], 0.01, 1, _NoLog())
     assert set(failed) == {"error"} and "the run failed" in failed["error"]
+
+
+def test_beyond_l3_stack_and_what_the_bars_ask():
+    """The full run's last stack holds at least twice the L3 in int8 weights (so int8 streams
+    them from DRAM), and the summary says which int8 MAC rate each memory-bound bar needs at a
+    stack point, against the measured peak (here: int8 at 100 GMAC/s, so w2 at 2x needs 200)."""
+    import io
+    import _kernel_bench as kb
+    assert kb.beyond_l3_layers(512, 2048, 32 << 20) == 64
+    assert kb.beyond_l3_layers(512, 2048, 33 << 20) == 66  # rounds up to whole pairs
+    assert kb.beyond_l3_layers(512, 2048, 1) == 2
+    configs = kb.default_configs(False, {"L2": 1 << 20, "L3": 8 << 20})
+    last = configs[-1]
+    assert last["stack"] and "beyond L3" in last["label"] and last["m"] == [1, 4]
+    assert sum(k * n for k, n in last["layers"]) >= 2 * (8 << 20) and len(last["layers"]) == 16
+    assert not any("beyond L3" in c["label"] for c in kb.default_configs(True))
+    macs = 4 * 1000 * 1000
+    point = {"label": "stack", "stack": True, "regime": "memory", "m": 4, "macs": macs,
+             "variants": {"litert-int8": {"us": macs / 100e3}}}  # 100 GMAC/s
+    single = dict(point, label="one layer", stack=False)
+    res = {"limits": {"peak_gmacs": {"avx2": 90.0, "avx512vnni": 250.0}}, "points": [single, point]}
+    out = io.StringIO()
+    kb.print_bar_needs(res, out)
+    text = out.getvalue()
+    assert "avx512vnni peak 250" in text and "one layer" not in text
+    assert "- stack, M=4: int8 100 GMAC/s; w2 at 2x needs 200 (80% of it), w4 at 1.5x needs 150 (60% of it)" in text
+    out = io.StringIO()
+    kb.print_bar_needs(dict(res, limits={"peak_gmacs": {}}), out)
+    assert out.getvalue() == ""

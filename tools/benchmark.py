@@ -8,8 +8,10 @@ file size; with several models, ratios against the first.
     python tools/benchmark.py --kernels [--quick] [--rounds N] [--json kernels.json]
 
 --kernels: fully connected layers alone (our packed w4/w2 ops against LiteRT float, int8 and
-ai-edge-quantizer int4/int2) at the Conformer shapes, M in {1, 4, 16, 64}, with the machine's
-read bandwidth and peak int8 rate; see tools/_kernel_bench.py.
+ai-edge-quantizer int4/int2) at the Conformer shapes, M in {1, 4, 16, 64}, and stacks of layers
+(the full run adds one whose int8 weights fill twice the L3, so they stream from DRAM), with the
+machine's read bandwidth and peak int8 rate, and the int8 MAC rate each memory-bound bar asks
+for; see tools/_kernel_bench.py.
 
 Each model is measured in its own subprocess, so load time and peak RSS are its own. Audio is
 fed in --feed-ms pieces as a live stream would arrive (the model's chunk is fixed by the file);
