@@ -151,6 +151,25 @@ def test_with_conv_activations_keeps_the_integer_weights():
         "w2-sc16-asym-clipl2-f16"
 
 
+def test_asr_model_with_input_mode():
+    """AsrModel.with_input_mode (tools/convert.py --int8-convs / --int8-lstm, make demo's int8
+    convolutions): a new checkpoint whose policy says so, the rest of its metadata kept; the same
+    mode returns the model itself; a float model or an unknown kind is refused by name."""
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((9, 11, 4), batch_size=1)
+    y = keras.layers.Conv2D(6, 3, strides=2, name="conv")(inp)
+    q = quantize(keras.Model(inp, keras.layers.Dense(5, name="fc")(y)), "w4")
+    src = AsrModel("tiny", object(), q, {"policy": {"name": "w4"}, "method": "qat"})
+    q8 = src.with_input_mode("conv_activations", "dynamic")
+    assert q8 is not src and q8.name == "tiny" and q8.config is src.config and q8.quantization["method"] == "qat"
+    assert from_name("w4-convq8") == from_name(q8.quantization["policy"]["name"])
+    assert q8.with_input_mode("conv_activations", "dynamic") is q8
+    with pytest.raises(UserError, match="tiny: unknown input kind 'dense'"):
+        src.with_input_mode("dense", "dynamic")
+    with pytest.raises(UserError, match="tiny is not a quantized checkpoint"):
+        AsrModel("tiny", object(), q).with_input_mode("conv_activations", "dynamic")
+
+
 def _lstm_with_states(unroll, steps=6, features=12, units=16):
     x, h, c = keras.Input((steps, features)), keras.Input((units,)), keras.Input((units,))
     y, h2, c2 = keras.layers.LSTM(units, return_sequences=True, return_state=True, unroll=unroll,

@@ -207,9 +207,8 @@ def main(argv=None):
     if kind == "baseline" and method != "none":
         raise UserError(f"--policy {policy_name} is a LiteRT baseline: --calibration/--method do not apply")
     from tfq_asr.quant import apply
-    for flag, wanted, field, requantize in (
-            ("--int8-convs", args.int8_convs, "conv_activations", apply.with_conv_activations),
-            ("--int8-lstm", args.int8_lstm, "lstm_activations", apply.with_lstm_activations)):
+    for flag, wanted, field in (("--int8-convs", args.int8_convs, "conv_activations"),
+                                ("--int8-lstm", args.int8_lstm, "lstm_activations")):
         if not wanted:
             continue
         if kind == "baseline":
@@ -222,9 +221,8 @@ def main(argv=None):
         if kind == "policy":
             policy = policy.with_input_mode(field, "dynamic")
         else:  # a quantized checkpoint: its integer weights stay, only these inputs change
-            requantized = requantize(src.keras_model, "dynamic")
-            policy = apply.policy_of(requantized)
-            src = AsrModel(src.name, src.config, requantized, {**src.quantization, "policy": policy.to_dict()})
+            src = src.with_input_mode(field, "dynamic")
+            policy = apply.policy_of(src.keras_model)
         policy_name = policy.name
     if args.streaming and not src.config.streaming:
         raise UserError(f"--streaming: {src.name} is not a streaming configuration (chunk = 0)")

@@ -20,40 +20,46 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO_MANIFEST = ROOT / "tfq_asr" / "data" / "demo" / "demo.tsv"
 CACHE = ROOT / "build" / "demo"
 PASSES = 3  # passes over the audio per RTF figure, the fastest kept (about a second each)
-# (label, bundled model, baseline or None): the float bundle lowered as is or by LiteRT's own
-# quantizer, and our quantized bundles.
-ROWS = (("fp32", "conformer-ctc-xs", None),
+# (label, bundled model, variant): the float bundle lowered as is ("tfq") or by LiteRT's own
+# quantizer ("litert-int8"), and our quantized bundles with their convolution inputs in int8
+# ("convq8", what `tools/convert.py --int8-convs` does): their float-input convolutions cost
+# w2 about a third more time than litert-int8 in the C core; int8 inputs keep the WER within a
+# word or two (BENCHMARKS.md).
+ROWS = (("fp32", "conformer-ctc-xs", "tfq"),
         ("litert-int8", "conformer-ctc-xs", "litert-int8"),
-        ("w4 (QAT)", "conformer-ctc-xs-w4", None),
-        ("w2 (QAT)", "conformer-ctc-xs-w2", None))
+        ("w4 (QAT), int8 convs", "conformer-ctc-xs-w4", "convq8"),
+        ("w2 (QAT), int8 convs", "conformer-ctc-xs-w2", "convq8"))
 CODE = ("tfq_asr/convert/export.py", "tfq_asr/convert/lowering.py", "tfq_asr/convert/packing.py",
         "tfq_asr/convert/op_blob.py", "tfq_asr/models/streaming.py", "tfq_asr/convert/baselines.py",
-        "tfq_asr/convert/im2col.py")
+        "tfq_asr/convert/im2col.py", "tfq_asr/quant/apply.py", "tfq_asr/quant/configs.py")
 
 
-def _digest(model_dir: Path, baseline) -> str:
-    h = hashlib.sha256(str(baseline).encode())
+def _digest(model_dir: Path, variant: str) -> str:
+    h = hashlib.sha256(variant.encode())
     for p in sorted(model_dir.iterdir()) + [ROOT / c for c in CODE]:
         if p.is_file() and p.suffix in (".npz", ".json", ".py"):
             h.update(p.read_bytes())
     return h.hexdigest()[:16]
 
 
-def streaming_file(name: str, baseline) -> Path:
+def streaming_file(name: str, variant: str) -> Path:
+    """The cached streaming file of bundle `name` as `variant` (see ROWS)."""
     from tfq_asr.models import PRETRAINED_DIR, load_pretrained
     from tfq_asr.convert.export import export_streaming
-    path = CACHE / f"{name}-{baseline or 'tfq'}-{_digest(PRETRAINED_DIR / name, baseline)}.tflite"
+    path = CACHE / f"{name}-{variant}-{_digest(PRETRAINED_DIR / name, variant)}.tflite"
     if not path.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
-        for old in CACHE.glob(f"{name}-{baseline or 'tfq'}-*.tflite"):
+        for old in CACHE.glob(f"{name}-{variant}-*.tflite"):
             old.unlink()
-        print(f"lowering {name}{' as ' + baseline if baseline else ''} to {path.relative_to(ROOT)} ...", flush=True)
+        print(f"lowering {name} ({variant}) to {path.relative_to(ROOT)} ...", flush=True)
         model = load_pretrained(name)
-        if baseline:
+        if variant == "litert-int8":
             from tfq_asr.convert.baselines import export_streaming_baseline
-            export_streaming_baseline(model, path, baseline)
-        else:
-            export_streaming(model, path)
+            export_streaming_baseline(model, path, variant)
+            return path
+        if variant == "convq8":
+            model = model.with_input_mode("conv_activations", "dynamic")
+        export_streaming(model, path)
     return path
 
 
@@ -78,11 +84,11 @@ def main(argv=None):
     tmp = tempfile.TemporaryDirectory(prefix="tfq-demo-")
     # the same audio through the C streaming core (what the Android app runs), if it is built
     wavs = write_wavs([Path(u.path) for u in utts], Path(tmp.name)) if C_CORE.is_file() else []
-    for label, name, baseline in ROWS:
+    for label, name, variant in ROWS:
         if name not in available:
             print(f"({name} is not bundled; skipping {label})")
             continue
-        path = streaming_file(name, baseline)
+        path = streaming_file(name, variant)
         r = Recognizer(path, threads=args.threads)
         r.transcribe(audio[0][:16000])  # warm-up: first-run allocation is not streaming cost
         compute = float("inf")

@@ -53,6 +53,23 @@ class AsrModel:
         """16 kHz mono float audio -> text."""
         return self.transcribe_features(frontend.log_mel(audio), beam_width)
 
+    def with_input_mode(self, field: str, mode: str) -> "AsrModel":
+        """This quantized checkpoint with one kind of layer input re-quantized: `field`
+        "conv_activations" (mode "dynamic" is the -convq8 suffix) or "lstm_activations"
+        (-lstmq8), `mode` "dynamic" or "none". The integer weights stay; only those inputs
+        change (post-training for them: measure the accuracy)."""
+        from ..quant import apply
+        requantize = {"conv_activations": apply.with_conv_activations,
+                      "lstm_activations": apply.with_lstm_activations}.get(field)
+        if requantize is None:
+            raise UserError(f"{self.name}: unknown input kind {field!r} (conv_activations or lstm_activations)")
+        if not self.quantization:
+            raise UserError(f"{self.name} is not a quantized checkpoint: quantize it first")
+        q = requantize(self.keras_model, mode)
+        if q is self.keras_model:
+            return self
+        return AsrModel(self.name, self.config, q, {**self.quantization, "policy": apply.policy_of(q).to_dict()})
+
 
 # Quantizer state (clipping factors, calibrated ranges, step counters) is kept at full
 # precision whatever `dtype` is: it defines the quantization grid.
