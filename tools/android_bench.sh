@@ -23,7 +23,8 @@ options:
   --serial SERIAL       the adb device (needed when several are connected)
   --threads N           LiteRT CPU threads (default 1)
   --runs N              runs per model; the table shows the median RTF (default 3)
-  --policies "LIST"     among fp32 litert-int8 w4 w2 (default: all four)
+  --policies "LIST"     among fp32 litert-int8 w4 w2 w4-convq8 w2-convq8 (default: all six;
+                        -convq8: the bundle with int8 convolution inputs, as make demo runs it)
   --model NAME=FILE     measure an already converted streaming .tflite as row NAME (repeatable;
                         NAME may be one of the policies, which then is not converted)
   --audio FILE          16 kHz mono .flac/.wav to transcribe (repeatable; default: the demo
@@ -63,7 +64,7 @@ DEVICE_DIR=${TFQ_BENCH_DEVICE_DIR:-$DEVICE_DIR_DEFAULT}
 SERIAL=""
 THREADS=1
 RUNS=3
-POLICIES="fp32 litert-int8 w4 w2"
+POLICIES="fp32 litert-int8 w4 w2 w4-convq8 w2-convq8"
 LITERT=""
 LITERT_VERSION=$LITERT_VERSION_DEFAULT
 NDK=""
@@ -110,8 +111,8 @@ done
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || usage_error "--runs $RUNS: a positive integer expected"
 for p in $POLICIES; do
   case $p in
-    fp32 | litert-int8 | w4 | w2) ;;
-    *) usage_error "--policies: unknown policy $p (fp32 litert-int8 w4 w2; others with --model NAME=FILE)" ;;
+    fp32 | litert-int8 | w4 | w2 | w4-convq8 | w2-convq8) ;;
+    *) usage_error "--policies: unknown policy $p (fp32 litert-int8 w4 w2 w4-convq8 w2-convq8; others with --model NAME=FILE)" ;;
   esac
 done
 [[ -z $LITERT || -f $LITERT ]] || usage_error "--litert $LITERT: no such file"
@@ -270,6 +271,8 @@ for p in $POLICIES; do
     fp32 | litert-int8) args=(--model conformer-ctc-xs --policy "$p") ;;
     w4) args=(--model conformer-ctc-xs-w4) ;;
     w2) args=(--model conformer-ctc-xs-w2) ;;
+    w4-convq8) args=(--model conformer-ctc-xs-w4 --int8-convs) ;;
+    w2-convq8) args=(--model conformer-ctc-xs-w2 --int8-convs) ;;
   esac
   echo "converting $p: tools/convert.py ${args[*]} --streaming (about a minute)"
   if ! TF_USE_LEGACY_KERAS=1 "$PY" "$ROOT/tools/convert.py" "${args[@]}" --streaming \
