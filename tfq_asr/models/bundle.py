@@ -59,13 +59,12 @@ class AsrModel:
         (-lstmq8), `mode` "dynamic" or "none". The integer weights stay; only those inputs
         change (post-training for them: measure the accuracy)."""
         from ..quant import apply
-        requantize = {"conv_activations": apply.with_conv_activations,
-                      "lstm_activations": apply.with_lstm_activations}.get(field)
-        if requantize is None:
-            raise UserError(f"{self.name}: unknown input kind {field!r} (conv_activations or lstm_activations)")
+        from ..quant.policy import INPUT_MODE_SUFFIXES
+        if field not in INPUT_MODE_SUFFIXES:
+            raise UserError(f"{self.name}: unknown input kind {field!r} ({' or '.join(INPUT_MODE_SUFFIXES)})")
         if not self.quantization:
             raise UserError(f"{self.name} is not a quantized checkpoint: quantize it first")
-        q = requantize(self.keras_model, mode)
+        q = apply.with_input_mode(self.keras_model, field, mode)
         if q is self.keras_model:
             return self
         return AsrModel(self.name, self.config, q, {**self.quantization, "policy": apply.policy_of(q).to_dict()})

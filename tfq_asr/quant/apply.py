@@ -142,16 +142,18 @@ def with_conv_activations(q, mode: str):
     int8 per patch, the -convq8 suffix; "none": float): a new model with the same integer
     weights, clipping factors and calibration; only those layers' activation quantization
     changes (post-training for them if q was trained the other way; measure the accuracy)."""
-    return _with_input_mode(q, "conv_activations", mode)
+    return with_input_mode(q, "conv_activations", mode)
 
 
 def with_lstm_activations(q, mode: str):
     """As `with_conv_activations`, for the LSTMs' x_t and h_{t-1} ("dynamic": int8 per step,
     the -lstmq8 suffix; "none": float)."""
-    return _with_input_mode(q, "lstm_activations", mode)
+    return with_input_mode(q, "lstm_activations", mode)
 
 
-def _with_input_mode(q, field: str, mode: str):
+def with_input_mode(q, field: str, mode: str):
+    """The quantized model `q` with the inputs of one kind of layer (`field`, a key of
+    policy.INPUT_MODE_SUFFIXES) in `mode`; the two functions above name the kinds."""
     policy = policy_of(q)
     if policy is None:
         raise UserError(f"cannot set {field}: the model is not quantized")
