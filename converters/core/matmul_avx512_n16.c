@@ -18,10 +18,35 @@
 #define TFQ_N16_PREFETCH 2048
 #endif
 
+/* vpdpbusd and the weight loads through inline asm.  GCC 12 copied every accumulator of
+ * _mm512_dpbusd_epi32 through a spare register each step (8 vmovdqa on the loop-carried chain
+ * at one row) and folded each weight load into both of its masks (four 64-byte loads for two
+ * vectors); together they held one row to about 40% of the vpdpbusd rate. */
+TFQ_INLINE __m512i tfq_dpbusd(__m512i acc, __m512i u, __m512i x) {
+  __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u), "v"(x));
+  return acc;
+}
+
+TFQ_INLINE __m512i tfq_load512(const uint8_t *p) {
+  __m512i v;
+  __asm__("vmovdqu64 %1, %0" : "=v"(v) : "m"(*(const uint8_t(*)[64])p));
+  return v;
+}
+
 TFQ_INLINE __m512i tfq_bcast4(const int8_t *a) {
   int32_t v;
   memcpy(&v, a, sizeof v);
   return _mm512_set1_epi32(v);
+}
+
+/* Group g's 16 scales (as float) and zero-point offsets in the block. */
+TFQ_INLINE void tfq_n16_group_meta(const tfq_packed_weights *w, const uint8_t *block, int32_t g,
+                                   __m512 *scale, __m512i *off) {
+  const uint8_t *meta = block + tfq_n16_meta_offset(w) + (size_t)g * tfq_n16_meta_bytes(w);
+  const size_t ssz = w->scale_is_f16 ? 2 : 4;
+  *scale = ssz == 2 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)meta))
+                    : _mm512_loadu_ps((const void *)meta);
+  *off = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(meta + 16 * ssz)));
 }
 
 /* The four 2- or 4-bit planes of one step of weights (two vectors of int4 or one of int2)
@@ -30,11 +55,11 @@ TFQ_INLINE __m512i tfq_bcast4(const int8_t *a) {
 TFQ_INLINE void tfq_n16_unpack(const uint8_t *p, __m512i u[4], const int BITS) {
   const __m512i lo = _mm512_set1_epi8(BITS == 4 ? 0x0F : 0x03);
   if (BITS == 4) {
-    __m512i v0 = _mm512_loadu_si512((const void *)p), v1 = _mm512_loadu_si512((const void *)(p + 64));
+    __m512i v0 = tfq_load512(p), v1 = tfq_load512(p + 64);
     u[0] = _mm512_and_si512(v0, lo), u[1] = _mm512_and_si512(_mm512_srli_epi32(v0, 4), lo);
     u[2] = _mm512_and_si512(v1, lo), u[3] = _mm512_and_si512(_mm512_srli_epi32(v1, 4), lo);
   } else {
-    __m512i v = _mm512_loadu_si512((const void *)p);
+    __m512i v = tfq_load512(p);
     u[0] = _mm512_and_si512(v, lo), u[1] = _mm512_and_si512(_mm512_srli_epi32(v, 2), lo);
     u[2] = _mm512_and_si512(_mm512_srli_epi32(v, 4), lo);
     u[3] = _mm512_and_si512(_mm512_srli_epi32(v, 6), lo);
@@ -49,7 +74,6 @@ TFQ_INLINE void tfq_n16_tile(const tfq_q8_job *job, const uint8_t *block, size_t
                              const int BITS, const int NB) {
   const tfq_packed_weights *w = job->w;
   const int32_t kp = job->kp, groups = job->groups, span = job->span;
-  const size_t ssz = w->scale_is_f16 ? 2 : 4;
   const __m512i lo = _mm512_set1_epi8(BITS == 4 ? 0x0F : 0x03);
   /* NACC independent accumulators per row and block keep enough vpdpbusd chains in flight
    * when there are few (its latency is several cycles); summed exactly at the group end. */
@@ -94,11 +118,11 @@ TFQ_INLINE void tfq_n16_tile(const tfq_q8_job *job, const uint8_t *block, size_t
 #endif
         if (BITS == 4 && INPLACE) {
           const __m512i hi = _mm512_set1_epi8((char)0xF0);
-          __m512i v0 = _mm512_loadu_si512((const void *)q), v1 = _mm512_loadu_si512((const void *)(q + 64));
+          __m512i v0 = tfq_load512(q), v1 = tfq_load512(q + 64);
           u[b][0] = _mm512_and_si512(v0, lo), u[b][1] = _mm512_and_si512(v0, hi);
           u[b][2] = _mm512_and_si512(v1, lo), u[b][3] = _mm512_and_si512(v1, hi);
         } else if (BITS == 2 && INPLACE) {
-          __m512i v = _mm512_loadu_si512((const void *)q);
+          __m512i v = tfq_load512(q);
           u[b][0] = _mm512_and_si512(v, lo), u[b][1] = _mm512_and_si512(v, _mm512_set1_epi8(0x0C));
           u[b][2] = _mm512_and_si512(v, _mm512_set1_epi8(0x30));
           u[b][3] = _mm512_and_si512(v, _mm512_set1_epi8((char)0xC0));
@@ -111,7 +135,7 @@ TFQ_INLINE void tfq_n16_tile(const tfq_q8_job *job, const uint8_t *block, size_t
         for (int c = 0; c < 4; c++) {
           __m512i x = tfq_bcast4(a[r] + 4 * c);
           for (int b = 0; b < NB; b++)
-            acc[r][b][c % NACC] = _mm512_dpbusd_epi32(acc[r][b][c % NACC], u[b][c], x);
+            acc[r][b][c % NACC] = tfq_dpbusd(acc[r][b][c % NACC], u[b][c], x);
         }
         a[r] += 16;
       }
@@ -119,17 +143,22 @@ TFQ_INLINE void tfq_n16_tile(const tfq_q8_job *job, const uint8_t *block, size_t
     const int32_t *asum = job->asum + (size_t)g * (size_t)job->m4 + (size_t)m0;
     for (int b = 0; b < NB; b++) {
       p[b] += (size_t)((k1 - kstop) / 16) * (size_t)step_bytes;
-      __m512 s = ssz == 2 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p[b]))
-                          : _mm512_loadu_ps((const void *)p[b]);
-      p[b] += 16 * ssz;
-      __m512i off = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p[b]));
-      p[b] += 16;
+      __m512 s;
+      __m512i off;
+      tfq_n16_group_meta(w, start[b], g, &s, &off);
       for (int r = 0; r < MR; r++) {
         __m512i sum = acc[r][b][0];
-        for (int c = 1; c < NACC; c++) {
-          /* in place: accumulator c holds 2^(BITS * (c % (8 / BITS))) times its sum */
-          int shift = INPLACE ? BITS * (c % (8 / BITS)) : 0;
-          sum = _mm512_add_epi32(sum, _mm512_srav_epi32(acc[r][b][c], _mm512_set1_epi32(shift)));
+        if (INPLACE && BITS == 4 && NACC == 4) {
+          /* the two 16x accumulators added before their one shift: together they hold the
+           * high nibbles' half of the group, within the bound above */
+          sum = _mm512_add_epi32(_mm512_add_epi32(sum, acc[r][b][2]),
+                                 _mm512_srai_epi32(_mm512_add_epi32(acc[r][b][1], acc[r][b][3]), 4));
+        } else {
+          for (int c = 1; c < NACC; c++) {
+            /* in place: accumulator c holds 2^(BITS * (c % (8 / BITS))) times its sum */
+            const int shift = INPLACE ? BITS * (c % (8 / BITS)) : 0;
+            sum = _mm512_add_epi32(sum, shift ? _mm512_srai_epi32(acc[r][b][c], shift) : acc[r][b][c]);
+          }
         }
         /* sum - off * asum: at groups of up to 128 one vpdpwssd (|asum| <= 128 * 128 fits
          * int16; the high halves of off are zero), else a 32-bit multiply */
@@ -220,16 +249,6 @@ void tfq_matmul_n16_avx512(const tfq_q8_job *job) {
  * FMA per row adds x[k] times them.  The old K-lane float path converted and reduced per
  * channel (7 GMAC/s at M = 1); this one has no horizontal work until the output.  Numerics as
  * kernels.h allows for this path: float sums in another order, FMAs. */
-/* A group's 16 scales (as float) and zero-point offsets, which follow its `len` inputs of
- * weight vectors; returns where the next group starts. */
-TFQ_INLINE const uint8_t *tfq_n16_group_meta(const uint8_t *p, int32_t len, size_t ssz,
-                                             __m512 *scale, __m512i *off, const int BITS) {
-  const uint8_t *meta = p + (size_t)len / 16 * (BITS == 4 ? 128 : 64);
-  *scale = ssz == 2 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)meta))
-                    : _mm512_loadu_ps((const void *)meta);
-  *off = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(meta + 16 * ssz)));
-  return meta + 16 * ssz + 16;
-}
 
 /* The float weights (q - offset) of 16 channels for input 4 c + t of one step, read straight
  * from its packed vectors v (two of int4: planes 0-1 in the low and high nibbles of the first,
@@ -266,7 +285,6 @@ TFQ_INLINE void tfq_n16_f32_tile(const tfq_f32_job *job, const uint8_t *block, i
   const tfq_packed_weights *w = job->w;
   const int32_t kp = tfq_k_pad(w->k), k = w->k;
   const int32_t span = w->group_size < kp ? w->group_size : kp;
-  const size_t ssz = w->scale_is_f16 ? 2 : 4;
   const int NACC = MR >= 8 ? 1 : 2;  /* FMA chains in flight per row */
   const int sym = w->symmetric;
   const __m512 table = tfq_n16_field_table(sym, BITS);
@@ -277,7 +295,8 @@ TFQ_INLINE void tfq_n16_f32_tile(const tfq_f32_job *job, const uint8_t *block, i
     int32_t k0 = g * span, k1 = g == job->groups - 1 ? kp : k0 + span;
     __m512 s;
     __m512i off;
-    const uint8_t *next = tfq_n16_group_meta(p, k1 - k0, ssz, &s, &off, BITS);
+    const uint8_t *next = p + (size_t)(k1 - k0) / 16 * (BITS == 4 ? 128 : 64);
+    tfq_n16_group_meta(w, block, g, &s, &off);
     const __m512 off_f = _mm512_cvtepi32_ps(off);
     __m512 acc[8][2];
     for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
@@ -335,14 +354,14 @@ TFQ_INLINE void tfq_n16_f32_decode(const tfq_f32_job *job, const uint8_t *block,
   const tfq_packed_weights *w = job->w;
   const int32_t kp = tfq_k_pad(w->k), k = w->k;
   const int32_t span = w->group_size < kp ? w->group_size : kp;
-  const size_t ssz = w->scale_is_f16 ? 2 : 4;
   const int sym = w->symmetric;
   const __m512 table = tfq_n16_field_table(sym, BITS);
   const uint8_t *p = block;
   for (int32_t g = 0; g < job->groups; g++) {
     int32_t k0 = g * span, k1 = g == job->groups - 1 ? kp : k0 + span;
     __m512i off;
-    const uint8_t *next = tfq_n16_group_meta(p, k1 - k0, ssz, &d->scale[g], &off, BITS);
+    const uint8_t *next = p + (size_t)(k1 - k0) / 16 * (BITS == 4 ? 128 : 64);
+    tfq_n16_group_meta(w, block, g, &d->scale[g], &off);
     const __m512 off_f = _mm512_cvtepi32_ps(off);
     for (int32_t kv = k0; kv < k1 && kv < k; kv += 16, p += BITS == 4 ? 128 : 64) {
       __m512i v[2];
