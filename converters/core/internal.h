@@ -172,14 +172,18 @@ extern const tfq_kernel_table tfq_kernels_neon_dotprod;
 /* Column-interleaved weights (repack_n16.c) and their AVX-512 kernel (matmul_avx512_n16.c). */
 size_t tfq_n16_bytes(const tfq_packed_weights *w);       /* 0: the layout does not apply */
 size_t tfq_n16_block_bytes(const tfq_packed_weights *w); /* one block of 16 channels */
-/* Inside a block: the weight vectors of every group from offset 0, then each group's
- * metadata (16 scales, 16 offsets) from tfq_n16_meta_offset, then zeros to a multiple of 64
- * bytes, so that every 64-byte weight vector of every block is aligned. */
-static inline size_t tfq_n16_meta_offset(const tfq_packed_weights *w) {
-  return (size_t)tfq_k_pad(w->k) * 2u * (size_t)w->bits;  /* kp * 16 channels * bits / 8 */
-}
-static inline size_t tfq_n16_meta_bytes(const tfq_packed_weights *w) {
+/* Inside a block (repack_n16.c): chunks of up to TFQ_N16_CHUNK groups, each their metadata
+ * (16 scales and 16 offsets per group), zeros to a multiple of 64 bytes, then their weight
+ * vectors; so every 64-byte vector is aligned and the block is read front to back. */
+#define TFQ_N16_CHUNK 4
+static inline size_t tfq_n16_meta_bytes(const tfq_packed_weights *w) {  /* one group's */
   return 16u * (w->scale_is_f16 ? 2u : 4u) + 16u;
+}
+/* The metadata bytes that open the chunk starting at group g (a multiple of TFQ_N16_CHUNK). */
+static inline size_t tfq_n16_chunk_meta_bytes(const tfq_packed_weights *w, int32_t groups,
+                                              int32_t g) {
+  int32_t c = groups - g < TFQ_N16_CHUNK ? groups - g : TFQ_N16_CHUNK;
+  return ((size_t)c * tfq_n16_meta_bytes(w) + 63u) / 64u * 64u;
 }
 void tfq_n16_repack(const tfq_packed_weights *w, uint8_t *out);
 void tfq_n16_asum(const int8_t *qa, int32_t m, int32_t kp, int32_t span, int32_t groups,

@@ -22,9 +22,10 @@ TFQ_INLINE void tfq_neon_n16_tile(const tfq_q8_job *job, const uint8_t *block, i
   float32x4_t total[4][4];
   for (int r = 0; r < MR; r++)
     for (int j = 0; j < 4; j++) total[r][j] = vdupq_n_f32(0.0f);
-  const uint8_t *p = block;
+  const uint8_t *p = block, *meta = block;
   for (int32_t g = 0; g < groups; g++) {
     int32_t k0 = g * span, k1 = g == groups - 1 ? kp : k0 + span;
+    if (g % TFQ_N16_CHUNK == 0) meta = p, p += tfq_n16_chunk_meta_bytes(w, groups, g);
     int32x4_t acc[4][4];
     for (int r = 0; r < MR; r++)
       for (int j = 0; j < 4; j++) acc[r][j] = vdupq_n_s32(0);
@@ -57,12 +58,12 @@ TFQ_INLINE void tfq_neon_n16_tile(const tfq_q8_job *job, const uint8_t *block, i
       }
       p += BITS == 4 ? 128 : 64;
     }
-    const uint8_t *meta = block + tfq_n16_meta_offset(w) + (size_t)g * tfq_n16_meta_bytes(w);
+    const uint8_t *gm = meta + (size_t)(g % TFQ_N16_CHUNK) * tfq_n16_meta_bytes(w);
     float32x4_t s[4];
     for (int j = 0; j < 4; j++)
-      s[j] = ssz == 2 ? vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)meta + 4 * j)))
-                      : vld1q_f32((const float *)meta + 4 * j);
-    uint8x16_t offb = vld1q_u8(meta + 16 * ssz);
+      s[j] = ssz == 2 ? vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)gm + 4 * j)))
+                      : vld1q_f32((const float *)gm + 4 * j);
+    uint8x16_t offb = vld1q_u8(gm + 16 * ssz);
     uint16x8_t o_lo = vmovl_u8(vget_low_u8(offb)), o_hi = vmovl_u8(vget_high_u8(offb));
     int32x4_t off[4] = {vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(o_lo))),
                         vreinterpretq_s32_u32(vmovl_u16(vget_high_u16(o_lo))),

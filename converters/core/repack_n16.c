@@ -5,16 +5,18 @@
  * kernels of matmul_x86_tile.h).  Made once per layer at run time (the op caches it); the
  * file format does not change.  Portable C: the layout is defined here, the kernel reads it.
  *
- * Layout: blocks of 16 channels (n0 = 16 b; channels >= N are zero), each block
- *   - the weights of k in [0, kp) in 64-byte vectors, group after group: byte 4l + t of a
- *     vector holds, for channel n0 + l, the unsigned fields (value + offset) of k = kv + 4s + t,
- *     s = 0..P-1, in bits [bits*s, bits*s + bits): P = 2 quads per vector for int4, 4 for int2;
- *   - then, per group in order, 16 scales as stored (f16 or f32) and 16 offsets as bytes (the
- *     zero point, or 8 / 2 for symmetric weights whose fields were flipped to offset binary);
- *   - then zeros up to a multiple of 64 bytes.
- * The metadata sits after the weights, not after each group, so that every weight vector is
- * 64-byte aligned: interleaved 48-byte metadata left most vectors straddling two cache lines,
- * and those split loads cost about a quarter of the kernel's speed at one row.
+ * Layout: blocks of 16 channels (n0 = 16 b; channels >= N are zero), each block the groups
+ * in order, in chunks of up to TFQ_N16_CHUNK (4) groups, each chunk
+ *   - per group, 16 scales as stored (f16 or f32) and 16 offsets as bytes (the zero point, or
+ *     8 / 2 for symmetric weights whose fields were flipped to offset binary); then zeros up to
+ *     a multiple of 64 bytes (none for 4 groups: 4 x 48 or 4 x 80 bytes);
+ *   - then the groups' k ranges [k0, k1) (k1 = kp for the last group) in 64-byte vectors: byte
+ *     4l + t of a vector holds, for channel n0 + l, the unsigned fields (value + offset) of
+ *     k = kv + 4s + t, s = 0..P-1, in bits [bits*s, bits*s + bits): P = 2 quads per vector for
+ *     int4, 4 for int2.
+ * Why chunks: metadata right after each group left most weight vectors straddling two cache
+ * lines (split loads cost about a quarter of the kernel at one row), and metadata gathered at
+ * the block's end was a second stream that stalled the kernel where weights come from DRAM.
  * Fields at k >= K are 0; the activations there are 0 too, so they add nothing. */
 #include "internal.h"
 
@@ -24,8 +26,10 @@ static int32_t tfq_n16_span(const tfq_packed_weights *w) {
 }
 
 size_t tfq_n16_block_bytes(const tfq_packed_weights *w) {
-  size_t groups = (size_t)tfq_num_groups(w->k, w->group_size);
-  return (tfq_n16_meta_offset(w) + groups * tfq_n16_meta_bytes(w) + 63u) / 64u * 64u;
+  int32_t groups = tfq_num_groups(w->k, w->group_size);
+  size_t bytes = (size_t)tfq_k_pad(w->k) * 2u * (size_t)w->bits;  /* kp x 16 x bits / 8 */
+  for (int32_t g = 0; g < groups; g += TFQ_N16_CHUNK) bytes += tfq_n16_chunk_meta_bytes(w, groups, g);
+  return bytes;
 }
 
 size_t tfq_n16_bytes(const tfq_packed_weights *w) {
@@ -54,11 +58,11 @@ void tfq_n16_repack(const tfq_packed_weights *w, uint8_t *out) {
   const size_t row_bytes = tfq_row_bytes(w->k, w->bits), ssz = w->scale_is_f16 ? 2 : 4;
   const size_t block_bytes = tfq_n16_block_bytes(w), meta_bytes = tfq_n16_meta_bytes(w);
   for (int32_t n0 = 0; n0 < w->n; n0 += 16) {
-    uint8_t *p = out + (size_t)(n0 / 16) * block_bytes;
-    uint8_t *meta = p + tfq_n16_meta_offset(w);
+    uint8_t *p = out + (size_t)(n0 / 16) * block_bytes, *meta = p;
     memset(p, 0, block_bytes);
     for (int32_t g = 0; g < groups; g++) {
       int32_t k0 = g * span, k1 = g == groups - 1 ? kp : k0 + span;
+      if (g % TFQ_N16_CHUNK == 0) meta = p, p += tfq_n16_chunk_meta_bytes(w, groups, g);
       for (int32_t kv = k0; kv < k1; kv += per, p += 64) {
         for (int32_t l = 0; l < 16 && n0 + l < w->n; l++) {
           if (kv + per <= w->k) {
