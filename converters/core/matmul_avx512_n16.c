@@ -23,10 +23,12 @@
 #define TFQ_N16_PREFETCH_ONE_ROW 4
 #endif
 
-/* vpdpbusd and the weight loads through inline asm.  GCC 12 copied every accumulator of
- * _mm512_dpbusd_epi32 through a spare register each step (8 vmovdqa on the loop-carried chain
- * at one row) and folded each weight load into both of its masks (four 64-byte loads for two
- * vectors); together they held one row to about 40% of the vpdpbusd rate. */
+/* vpdpbusd (in tiles of one or two accumulators per step) and the weight loads through inline
+ * asm.  GCC 12 copied every accumulator of _mm512_dpbusd_epi32 through a spare register each
+ * step (8 vmovdqa on the loop-carried chain at one row) and folded each weight load into both
+ * of its masks (four 64-byte loads for two vectors); together they held one row to about 40%
+ * of the vpdpbusd rate.  Larger tiles keep the intrinsic: the asm there measured 0.91-0.99x
+ * at 64 rows (512x512, 2048x512). */
 TFQ_INLINE __m512i tfq_dpbusd(__m512i acc, __m512i u, __m512i x) {
   __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u), "v"(x));
   return acc;
@@ -143,7 +145,8 @@ TFQ_INLINE void tfq_n16_tile(const tfq_q8_job *job, const uint8_t *block, size_t
         for (int c = 0; c < 4; c++) {
           __m512i x = tfq_bcast4(a[r] + 4 * c);
           for (int b = 0; b < NB; b++)
-            acc[r][b][c % NACC] = tfq_dpbusd(acc[r][b][c % NACC], u[b][c], x);
+            acc[r][b][c % NACC] = MR * NB <= 2 ? tfq_dpbusd(acc[r][b][c % NACC], u[b][c], x)
+                                               : _mm512_dpbusd_epi32(acc[r][b][c % NACC], u[b][c], x);
         }
         a[r] += 16;
       }
