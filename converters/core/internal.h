@@ -185,6 +185,15 @@ static inline size_t tfq_n16_chunk_meta_bytes(const tfq_packed_weights *w, int32
   int32_t c = groups - g < TFQ_N16_CHUNK ? groups - g : TFQ_N16_CHUNK;
   return ((size_t)c * tfq_n16_meta_bytes(w) + 63u) / 64u * 64u;
 }
+/* Entering group g of a block read front to back with *p: at a chunk's first group, *chunk
+ * becomes the chunk's metadata and *p steps over it.  Returns group g's metadata.  Every
+ * reader of the layout (the AVX-512 and NEON kernels) walks a block through this. */
+static inline const uint8_t *tfq_n16_enter_group(const tfq_packed_weights *w, int32_t groups,
+                                                 int32_t g, const uint8_t **p,
+                                                 const uint8_t **chunk) {
+  if (g % TFQ_N16_CHUNK == 0) *chunk = *p, *p += tfq_n16_chunk_meta_bytes(w, groups, g);
+  return *chunk + (size_t)(g % TFQ_N16_CHUNK) * tfq_n16_meta_bytes(w);
+}
 void tfq_n16_repack(const tfq_packed_weights *w, uint8_t *out);
 void tfq_n16_asum(const int8_t *qa, int32_t m, int32_t kp, int32_t span, int32_t groups,
                   int32_t *asum, int32_t m4);

@@ -18,7 +18,7 @@
 #define TFQ_N16_PREFETCH 2048
 #endif
 /* ... times this at one row, whose steps take about a quarter of the time of four rows':
- * from DRAM (a 67 MB stack) 1.17-1.31x faster at one row than 2048 there; in cache 0.94-1.01x. */
+ * from DRAM (a 67 MB stack) 1.17-1.31x faster at one row than 2048 there; in cache 0.94-1.14x. */
 #ifndef TFQ_N16_PREFETCH_ONE_ROW
 #define TFQ_N16_PREFETCH_ONE_ROW 4
 #endif
@@ -46,8 +46,7 @@ TFQ_INLINE __m512i tfq_bcast4(const int8_t *a) {
   return _mm512_set1_epi32(v);
 }
 
-/* A group's 16 scales (as float) and zero-point offsets, at meta (its chunk's metadata plus
- * its place in the chunk times tfq_n16_meta_bytes). */
+/* A group's 16 scales (as float) and zero-point offsets, at meta (tfq_n16_enter_group). */
 TFQ_INLINE void tfq_n16_group_meta(const tfq_packed_weights *w, const uint8_t *meta,
                                    __m512 *scale, __m512i *off) {
   const size_t ssz = w->scale_is_f16 ? 2 : 4;
@@ -96,12 +95,11 @@ TFQ_INLINE void tfq_n16_tile(const tfq_q8_job *job, const uint8_t *block, size_t
   for (int r = 0; r < MR; r++)
     for (int b = 0; b < NB; b++) total[r][b] = _mm512_setzero_ps();
   const uint8_t *const start[2] = {block, block + block_bytes};
-  const uint8_t *p[2] = {start[0], start[1]}, *meta[2] = {NULL, NULL};
-  const size_t meta_bytes = tfq_n16_meta_bytes(w);
+  const uint8_t *p[2] = {start[0], start[1]}, *chunk[2] = {NULL, NULL};
   for (int32_t g = 0; g < groups; g++) {
     int32_t k0 = g * span, k1 = g == groups - 1 ? kp : k0 + span;
-    if (g % TFQ_N16_CHUNK == 0)
-      for (int b = 0; b < NB; b++) meta[b] = p[b], p[b] += tfq_n16_chunk_meta_bytes(w, groups, g);
+    const uint8_t *meta[2];
+    for (int b = 0; b < NB; b++) meta[b] = tfq_n16_enter_group(w, groups, g, &p[b], &chunk[b]);
     const int8_t *a[8];
     __m512i acc[8][2][4];
     for (int r = 0; r < MR; r++) {
@@ -156,7 +154,7 @@ TFQ_INLINE void tfq_n16_tile(const tfq_q8_job *job, const uint8_t *block, size_t
       p[b] += (size_t)((k1 - kstop) / 16) * (size_t)step_bytes;
       __m512 s;
       __m512i off;
-      tfq_n16_group_meta(w, meta[b] + (size_t)(g % TFQ_N16_CHUNK) * meta_bytes, &s, &off);
+      tfq_n16_group_meta(w, meta[b], &s, &off);
       for (int r = 0; r < MR; r++) {
         __m512i sum = acc[r][b][0];
         if (INPLACE && BITS == 4 && NACC == 4) {
@@ -301,14 +299,13 @@ TFQ_INLINE void tfq_n16_f32_tile(const tfq_f32_job *job, const uint8_t *block, i
   const __m512 table = tfq_n16_field_table(sym, BITS);
   __m512 total[8];
   for (int r = 0; r < MR; r++) total[r] = _mm512_setzero_ps();
-  const uint8_t *p = block, *meta = block;
+  const uint8_t *p = block, *chunk = block;
   for (int32_t g = 0; g < job->groups; g++) {
     int32_t k0 = g * span, k1 = g == job->groups - 1 ? kp : k0 + span;
     __m512 s;
     __m512i off;
-    if (g % TFQ_N16_CHUNK == 0) meta = p, p += tfq_n16_chunk_meta_bytes(w, job->groups, g);
+    tfq_n16_group_meta(w, tfq_n16_enter_group(w, job->groups, g, &p, &chunk), &s, &off);
     const uint8_t *next = p + (size_t)(k1 - k0) / 16 * (BITS == 4 ? 128 : 64);
-    tfq_n16_group_meta(w, meta + (size_t)(g % TFQ_N16_CHUNK) * tfq_n16_meta_bytes(w), &s, &off);
     const __m512 off_f = _mm512_cvtepi32_ps(off);
     __m512 acc[8][2];
     for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
@@ -368,13 +365,12 @@ TFQ_INLINE void tfq_n16_f32_decode(const tfq_f32_job *job, const uint8_t *block,
   const int32_t span = w->group_size < kp ? w->group_size : kp;
   const int sym = w->symmetric;
   const __m512 table = tfq_n16_field_table(sym, BITS);
-  const uint8_t *p = block, *meta = block;
+  const uint8_t *p = block, *chunk = block;
   for (int32_t g = 0; g < job->groups; g++) {
     int32_t k0 = g * span, k1 = g == job->groups - 1 ? kp : k0 + span;
     __m512i off;
-    if (g % TFQ_N16_CHUNK == 0) meta = p, p += tfq_n16_chunk_meta_bytes(w, job->groups, g);
+    tfq_n16_group_meta(w, tfq_n16_enter_group(w, job->groups, g, &p, &chunk), &d->scale[g], &off);
     const uint8_t *next = p + (size_t)(k1 - k0) / 16 * (BITS == 4 ? 128 : 64);
-    tfq_n16_group_meta(w, meta + (size_t)(g % TFQ_N16_CHUNK) * tfq_n16_meta_bytes(w), &d->scale[g], &off);
     const __m512 off_f = _mm512_cvtepi32_ps(off);
     for (int32_t kv = k0; kv < k1 && kv < k; kv += 16, p += BITS == 4 ? 128 : 64) {
       __m512i v[2];

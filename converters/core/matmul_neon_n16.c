@@ -22,10 +22,10 @@ TFQ_INLINE void tfq_neon_n16_tile(const tfq_q8_job *job, const uint8_t *block, i
   float32x4_t total[4][4];
   for (int r = 0; r < MR; r++)
     for (int j = 0; j < 4; j++) total[r][j] = vdupq_n_f32(0.0f);
-  const uint8_t *p = block, *meta = block;
+  const uint8_t *p = block, *chunk = block;
   for (int32_t g = 0; g < groups; g++) {
     int32_t k0 = g * span, k1 = g == groups - 1 ? kp : k0 + span;
-    if (g % TFQ_N16_CHUNK == 0) meta = p, p += tfq_n16_chunk_meta_bytes(w, groups, g);
+    const uint8_t *gm = tfq_n16_enter_group(w, groups, g, &p, &chunk);
     int32x4_t acc[4][4];
     for (int r = 0; r < MR; r++)
       for (int j = 0; j < 4; j++) acc[r][j] = vdupq_n_s32(0);
@@ -58,7 +58,6 @@ TFQ_INLINE void tfq_neon_n16_tile(const tfq_q8_job *job, const uint8_t *block, i
       }
       p += BITS == 4 ? 128 : 64;
     }
-    const uint8_t *gm = meta + (size_t)(g % TFQ_N16_CHUNK) * tfq_n16_meta_bytes(w);
     float32x4_t s[4];
     for (int j = 0; j < 4; j++)
       s[j] = ssz == 2 ? vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)gm + 4 * j)))
