@@ -182,7 +182,7 @@ def test_benchmark_tool_reports_every_field(exported, tmp_path):
     sf.write(wav, _audio(1.5), 16000)
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "benchmark.py"), "--model", str(out[None][0]),
                            "--compare", str(out["w4-sc16"][0]), "--audio", str(wav), "--json", "--profile",
-                           "--rounds", "2"],
+                           "--rounds", "2", "--chunk-ms", str(40 * CFG.chunk)],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
@@ -200,6 +200,20 @@ def test_benchmark_tool_reports_every_field(exported, tmp_path):
     assert all(r["c_rtf"] > 0 and r["c_audio_seconds"] == 1.5 for r in rows)
     assert rows[0]["c_rtf_ratio"] == 1.0
     assert all(r["rounds"] == 2 for r in rows)  # the fastest of two interleaved rounds
+
+
+def test_benchmark_refuses_files_of_another_chunk(exported, tmp_path):
+    from tests.tool_runner import assert_one_line_error, run_tool
+    _, out = exported
+    fp32, w4 = str(out[None][0]), str(out["w4-sc16"][0])
+    # refused before anything is measured, naming the file, its chunk and the chunk asked for
+    assert_one_line_error(run_tool("benchmark.py", "--model", fp32, "--compare", w4, "--chunk-ms", "320"),
+                          fp32, f"{40 * CFG.chunk} ms", "--chunk-ms 320")
+    garbage = tmp_path / "garbage.tflite"
+    garbage.write_bytes(b"not a flatbuffer at all")
+    assert_one_line_error(run_tool("benchmark.py", "--model", fp32, "--compare", garbage, "--chunk-ms",
+                                   str(40 * CFG.chunk)), "garbage.tflite", "not a readable .tflite")
+    assert_one_line_error(run_tool("benchmark.py", "--model", fp32, "--chunk-ms", "0"), "--chunk-ms 0")
 
 
 def test_lstm_kernels_are_packed_on_the_float_activation_path(tmp_path):

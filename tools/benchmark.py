@@ -5,6 +5,7 @@ file size; with several models, ratios against the first.
 
     python tools/benchmark.py --model fp32.tflite w4.tflite w2.tflite --threads 1
     python tools/benchmark.py --model w2.tflite --audio data/corpus/test.tsv --json
+    python tools/benchmark.py --model int8-160.tflite --compare w2-160.tflite --chunk-ms 160
     python tools/benchmark.py --kernels [--quick] [--rounds N] [--json kernels.json]
 
 --kernels: fully connected layers alone (our packed w4/w2 ops against LiteRT float, int8 and
@@ -14,8 +15,9 @@ machine's read bandwidth and peak int8 rate, and the int8 MAC rate each memory-b
 for; see tools/_kernel_bench.py.
 
 Each model is measured in its own subprocess, so load time and peak RSS are its own. Audio is
-fed in --feed-ms pieces as a live stream would arrive (the model's chunk is fixed by the file);
-timings exclude audio decoding and include the frontend, the model and greedy decoding.
+fed in --feed-ms pieces as a live stream would arrive. The model's chunk is fixed by the file
+(`tools/convert.py --streaming --chunk-ms N`); --chunk-ms N refuses, before measuring, any file
+written for another chunk, so a comparison meant at N ms runs at N ms. Timings exclude audio decoding and include the frontend, the model and greedy decoding.
 
 The same audio also goes through the C streaming core (build/native/tfq_transcribe: the C
 frontend, the model through the LiteRT C API, greedy decoding; what the Android app runs), fed
@@ -151,6 +153,25 @@ def measure(model: Path, audio: list[Path], threads: int, feed_ms: int, repeat: 
             **({"op_profile": op_profile(model, clips, threads)} if profile else {})}
 
 
+def check_chunk_ms(models: list[Path], chunk_ms: int) -> None:
+    """Refuse (UserError) a model that is not a streaming file of chunk_ms ms chunks."""
+    from tfq_asr.runtime.litert import read_tfq_metadata
+    if chunk_ms <= 0:
+        raise UserError(f"--chunk-ms {chunk_ms}: must be positive")
+    for m in models:
+        try:
+            info = (read_tfq_metadata(m) or {}).get("streaming")
+        except Exception as err:  # noqa: BLE001  (any parse failure: not a flatbuffer)
+            raise UserError(f"{m}: not a readable .tflite file ({err})") from None
+        if not info:
+            raise UserError(f"{m}: not a streaming model (no streaming metadata); export one with "
+                            f"tools/convert.py --streaming --chunk-ms {chunk_ms}")
+        have = int(info["chunk_frames"]) * 10
+        if have != chunk_ms:
+            raise UserError(f"{m}: written for {have} ms chunks, not the --chunk-ms {chunk_ms} asked for; "
+                            f"write it again with tools/convert.py ... --streaming --chunk-ms {chunk_ms}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", nargs="+", type=Path, default=[], help="streaming .tflite files")
@@ -158,6 +179,9 @@ def main(argv=None):
     ap.add_argument("--audio", type=Path, default=DEMO, help="audio file or manifest (default: bundled demo)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--feed-ms", type=int, default=40, help="audio arrives in pieces of this length")
+    ap.add_argument("--chunk-ms", type=int, default=None, metavar="N",
+                    help="every model must process N ms chunks (the chunk is fixed when the file is written: "
+                         "tools/convert.py --streaming --chunk-ms N); a file written for another is refused")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--long-audio", type=float, default=0.0, metavar="MINUTES",
                     help="stream the audio repeated to this length in one stream (memory stays flat?)")
@@ -190,6 +214,8 @@ def main(argv=None):
             raise UserError(f"--model {m}: no such file")
     if args.rounds < 1:
         raise UserError(f"--rounds {args.rounds}: must be at least 1")
+    if args.chunk_ms is not None:
+        check_chunk_ms(models, args.chunk_ms)
     audio = audio_paths(args.audio)
     if args.child:
         print(json.dumps(measure(models[0], audio, args.threads, args.feed_ms, args.repeat, args.long_audio,
