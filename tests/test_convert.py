@@ -170,6 +170,34 @@ def test_quantized_checkpoint_and_methods(model_dir, tmp_path):
     assert not (tmp_path / "x.tflite").exists()
 
 
+def test_calibration_from_a_folder_of_audio(model_dir, tmp_path):
+    """--calibration DIR: every audio file below the folder (no transcripts needed), at any rate,
+    spread over --num-calibration picks; other files are ignored; an empty folder is refused."""
+    from tests.tool_runner import _tool_module
+    from tfq_asr.audio import load_audio
+    from tfq_asr.frontend import log_mel
+    folder = tmp_path / "calib"
+    (folder / "more").mkdir(parents=True)
+    files = [folder / "a.wav", folder / "more" / "b.FLAC", folder / "c.wav"]
+    for i, (f, rate) in enumerate(zip(files, (16000, 22050, 8000))):
+        sf.write(f, _audio(0.6 + 0.2 * i, seed=i)[: int(rate * (0.6 + 0.2 * i))], rate)
+    (folder / "notes.txt").write_text("not audio")
+    load_calibration = _tool_module("quantize.py").load_calibration
+    got = load_calibration(folder, 8, None)
+    want = [log_mel(load_audio(f)) for f in sorted(files)]  # a.wav, c.wav, more/b.FLAC
+    assert len(got) == 3 and all(np.array_equal(g, w) for g, w in zip(got, want))
+    assert len(load_calibration(folder, 2, None)) == 2
+    out, rep = tmp_path / "ptq.tflite", tmp_path / "ptq.json"
+    proc = run_tool("convert.py", "--model", model_dir, "--policy", "w4", "--calibration", folder, "--streaming",
+                    "--out", out, "--report", rep)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(rep.read_text())["method"] == "ptq" and out.stat().st_size > 0
+    (tmp_path / "empty").mkdir()
+    one_line_error(run_tool("convert.py", "--model", model_dir, "--policy", "w4", "--calibration", tmp_path / "empty",
+                            "--out", tmp_path / "x.tflite"), "empty", "no audio files")
+    assert not (tmp_path / "x.tflite").exists()
+
+
 def test_cli_errors(model_dir, tmp_path):
     out = tmp_path / "o.tflite"
     one_line_error(run_tool("convert.py", "--model", "no-such-model", "--policy", "w4", "--out", out), "unknown model")

@@ -8,6 +8,8 @@ import numpy as np
 from .errors import UserError
 
 SAMPLE_RATE = 16000
+# What audio_files() collects from a folder: formats libsndfile reads.
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".mp3")
 
 
 def resample(audio: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -34,3 +36,15 @@ def load_audio(path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     if not np.all(np.isfinite(mono)):
         raise UserError(f"audio file contains NaN or Inf samples: {path}")
     return resample(mono, sr, sample_rate)
+
+
+def audio_files(folder) -> list[Path]:
+    """The audio files (AUDIO_SUFFIXES, any case) in `folder` and below, sorted by path;
+    UserError if the folder is missing or holds none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"audio folder not found: {folder}")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+    if not files:
+        raise UserError(f"{folder}: no audio files ({', '.join(AUDIO_SUFFIXES)}) in this folder or below")
+    return files

@@ -15,8 +15,8 @@ must then be omitted or equal), or a configuration name (conformer-m, ...) which
 --policy: a quantization policy (w8, w4, w2-sc64-asym-clipl2-f16, ...) or a baseline: fp32,
 litert-int8 (TFLite converter dynamic range), litert-int4 (ai-edge-quantizer int4 blocks of 32,
 per channel where K is not a multiple of 32), litert-int4-pc (per channel).
---method: ptq (calibrate on --calibration MANIFEST), zero-shot (synthetic calibration), none
-(weights only). Default: ptq with a manifest, zero-shot with `--calibration synthetic`, else none.
+--method: ptq (calibrate on --calibration MANIFEST or a folder of audio files), zero-shot (synthetic calibration), none
+(weights only). Default: ptq with a manifest or folder, zero-shot with `--calibration synthetic`, else none.
 --streaming writes the streaming step model: what tools/transcribe.py, evaluate.py and
 benchmark.py run on audio of any length. It is a flag, not the default, so that the command
 says which file it writes; without it the file is offline with a fixed input of --input-frames
@@ -143,7 +143,8 @@ def main(argv=None):
                     "configuration name with --random-weights")
     ap.add_argument("--policy", help="quantization policy or baseline (default: the checkpoint's, else fp32)")
     ap.add_argument("--out", type=Path, required=True, help="output .tflite")
-    ap.add_argument("--calibration", help="manifest of calibration utterances, or 'synthetic' (zero-shot)")
+    ap.add_argument("--calibration", help="manifest or folder of audio files of calibration utterances, "
+                    "or 'synthetic' (zero-shot)")
     ap.add_argument("--method", choices=METHODS, help="calibration method (default: from --calibration)")
     ap.add_argument("--num-calibration", type=int, default=32)
     ap.add_argument("--streaming", action="store_true", help="write the streaming step model")
@@ -179,7 +180,7 @@ def main(argv=None):
         raise UserError(f"--input-frames {args.input_frames}: must be at least 1")
     method = args.method or ("zero-shot" if args.calibration == "synthetic" else "ptq" if args.calibration else "none")
     if method == "ptq" and (not args.calibration or args.calibration == "synthetic"):
-        raise UserError("--method ptq needs --calibration MANIFEST (or use --method zero-shot)")
+        raise UserError("--method ptq needs --calibration MANIFEST|DIR (or use --method zero-shot)")
     if method == "none" and args.calibration:
         raise UserError("--calibration given with --method none")
     if method == "zero-shot" and args.calibration not in (None, "synthetic"):

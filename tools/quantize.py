@@ -26,11 +26,21 @@ from tfq_asr.errors import UserError, cli_main  # noqa: E402
 METHODS = ("ptq", "qat", "zero-shot", "none")
 
 
-def load_calibration(manifest: Path, count: int, cache_dir: Path):
+def load_calibration(source: Path, count: int, cache_dir: Path):
+    """Log-mel features of up to `count` utterances spread over `source`: a manifest (features
+    cached in cache_dir) or a folder of audio files (calibration needs no transcripts)."""
+    source = Path(source)
+    if source.is_dir():
+        from tqdm import tqdm
+        from tfq_asr.audio import audio_files, load_audio
+        from tfq_asr.frontend import log_mel
+        files = audio_files(source)
+        picked = files[::max(1, len(files) // count)][:count]
+        return [log_mel(load_audio(p)) for p in tqdm(picked, desc=f"calibration audio {source.name}")]
     from tfq_asr.features import load_feature_set
-    data = load_feature_set(manifest, cache_dir)
+    data = load_feature_set(source, cache_dir)
     if len(data) == 0:
-        raise UserError(f"{manifest}: calibration manifest has no utterances")
+        raise UserError(f"{source}: calibration manifest has no utterances")
     step = max(1, len(data) // count)
     return [data.features(i) for i in range(0, len(data), step)][:count]
 
@@ -60,7 +70,7 @@ def main(argv=None):
                     "file; or auto:BYTES[:BASE] for a mixed-precision search within a size budget")
     ap.add_argument("--method", default="ptq", choices=METHODS)
     ap.add_argument("--out", type=Path, required=True, help="quantized checkpoint folder to write")
-    ap.add_argument("--calibration", type=Path, help="manifest of calibration utterances (ptq)")
+    ap.add_argument("--calibration", type=Path, help="manifest or folder of audio files of calibration utterances (ptq)")
     ap.add_argument("--num-calibration", type=int, default=32, help="calibration utterances")
     ap.add_argument("--train", type=Path, help="training manifest (qat)")
     ap.add_argument("--dev", type=Path, help="dev manifest: QAT reports its loss on it")
@@ -102,7 +112,7 @@ def main(argv=None):
     calibration = None
     if args.method == "ptq":
         if not args.calibration:
-            raise UserError("--method ptq needs --calibration MANIFEST (or use --method zero-shot)")
+            raise UserError("--method ptq needs --calibration MANIFEST|DIR (or use --method zero-shot)")
         calibration = load_calibration(args.calibration, args.num_calibration, args.cache_dir)
     elif args.method == "zero-shot":
         calibration = "synthetic"
