@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tfq_asr.audio import load_audio
+from tfq_asr.audio import as_float_samples, load_audio
 from tfq_asr.errors import UserError
 from tfq_asr.frontend import HOP, N_MELS, WIN, IncrementalLogMel, log_mel, num_frames
 
@@ -113,3 +113,18 @@ def test_load_errors(tmp_path):
     junk.write_bytes(b"\x00" * 100)
     with pytest.raises(UserError, match="cannot read.*junk.flac"):
         load_audio(junk)
+
+
+def test_integer_pcm_is_scaled_as_libsndfile_reads_it(tmp_path):
+    pcm = np.array([-32768, -16384, 0, 1, 32767], np.int16)
+    wav = tmp_path / "pcm.wav"
+    sf.write(wav, pcm, 16000, subtype="PCM_16")
+    got = as_float_samples(pcm)
+    assert got.dtype == np.float32 and np.array_equal(got, load_audio(wav))
+    assert got[0] == -1.0 and got[2] == 0.0
+    np.testing.assert_array_equal(as_float_samples(np.array([0, 128, 255], np.uint8)), [-1.0, 0.0, 127 / 128])
+    assert as_float_samples(np.array([-(2 ** 31)], np.int32))[0] == -1.0
+    floats = np.array([0.25, -2.0], np.float64)  # floats keep their values, beyond [-1, 1] too
+    assert np.array_equal(as_float_samples(floats), floats.astype(np.float32))
+    with pytest.raises(ValueError, match="booleans"):
+        as_float_samples(np.array([True, False]))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
+import tfq_asr
 from tfq_asr.convert.export import convert, export_streaming
 from tfq_asr.errors import UserError
 from tfq_asr.models import AsrModel, build_model, get_config
@@ -116,6 +117,15 @@ def test_bad_input_is_refused_and_stream_stays_usable(exported, tmp_path):
     assert s.finish() == r.transcribe(audio)
     with pytest.raises(UserError, match="after finish"):
         s.accept(audio)
+    # integer PCM (int16 from a microphone) is scaled to [-1, 1] as a file reader does
+    pcm = np.round(np.clip(audio, -1, 1) * 32767).astype(np.int16)
+    s = r.stream()
+    s.accept(pcm[:3000])
+    s.accept(pcm[3000:])
+    assert s.finish() == r.transcribe(pcm.astype(np.float32) / 32768) == r.transcribe(pcm, 16000)
+    with pytest.raises(ValueError, match="mono"):
+        r.stream().accept(np.zeros((10, 2), np.float32))
+    assert tfq_asr.Recognizer is Recognizer  # the top-level name of the API
     offline = tmp_path / "offline.tflite"
     convert(m.keras_model, offline, input_shape=(1, 64, 80))
     with pytest.raises(UserError, match="not a streaming model"):

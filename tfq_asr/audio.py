@@ -20,6 +20,20 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> n
                             res_type="soxr_hq").astype(np.float32)
 
 
+def as_float_samples(samples) -> np.ndarray:
+    """Samples as float32 in [-1, 1] scale: floats as they are; integer PCM (int16 from a
+    microphone, int32, unsigned 8-bit) divided by its full scale, as libsndfile reads files."""
+    x = np.asarray(samples)
+    if x.dtype.kind == "i":
+        return (x.astype(np.float64) / float(-np.iinfo(x.dtype).min)).astype(np.float32)
+    if x.dtype.kind == "u":
+        half = float(np.iinfo(x.dtype).max // 2 + 1)
+        return ((x.astype(np.float64) - half) / half).astype(np.float32)
+    if x.dtype.kind == "b":
+        raise ValueError("audio samples are booleans, not sound")
+    return x.astype(np.float32)
+
+
 def load_audio(path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Load a file as mono float32 at `sample_rate`; UserError if missing, unreadable or empty."""
     import soundfile as sf

@@ -2,7 +2,7 @@
 
     r = Recognizer("conformer-w2-stream.tflite")
     s = r.stream()
-    s.accept(samples)        # any number of times, chunks of any length (16 kHz float samples)
+    s.accept(samples)        # any number of times, chunks of any length (16 kHz, float or int16)
     s.partial()              # text so far
     s.finish()               # final text; the stream accepts nothing more
     r.transcribe(samples, sample_rate)
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .audio import as_float_samples
 from .decode import BeamDecoder, GreedyDecoder
 from .errors import UserError
 from .frontend import LOG_FLOOR, N_MELS, IncrementalLogMel
@@ -89,7 +90,7 @@ def open_recognizer_model(path, threads: int, section: str, missing: str, profil
 
 
 def resample_if_needed(samples, sample_rate: int) -> np.ndarray:
-    samples = np.asarray(samples, dtype=np.float32)
+    samples = as_float_samples(samples)
     if samples.ndim == 2:  # [n, channels] -> mono
         samples = samples.mean(axis=1)
     if sample_rate != SAMPLE_RATE:
@@ -111,12 +112,13 @@ class Stream:
         self.samples = 0
 
     def accept(self, samples) -> None:
-        """Feed 16 kHz mono float samples (any length, also 0). NaN/Inf samples raise ValueError
-        and leave the stream as it was; samples beyond [-1, 1] are used as they are (the
-        frontend is scale-aware only through the log)."""
+        """Feed 16 kHz mono samples (any length, also 0): floats in [-1, 1], or integer PCM
+        (int16 as from a microphone), scaled to that range by tfq_asr.audio.as_float_samples.
+        NaN/Inf samples raise ValueError and leave the stream as it was; float samples beyond
+        [-1, 1] are used as they are (the frontend is scale-aware only through the log)."""
         if self.finished:
             raise UserError("accept() after finish(): start a new stream with Recognizer.stream()")
-        x = np.asarray(samples, dtype=np.float32)
+        x = as_float_samples(samples)
         if x.ndim != 1:
             raise ValueError(f"expected mono samples [n], got shape {x.shape}")
         try:
