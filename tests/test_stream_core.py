@@ -286,7 +286,30 @@ def _variants(model: Path, tmp: Path) -> dict:
     for n in (16, 100, 5000, len(b) // 2, len(b) - 100):
         put(f"truncated-{n}", b[:n], "truncated")
     put("text", b"hello, not a model at all\n", "not a valid .tflite")
+    # A RESHAPE whose constant shape no longer fits its input: XNNPACK fails to prepare it, so
+    # LiteRT opens the file and then refuses the output layouts (this once crashed the core).
+    off, size = _first_reshape_shape(b)
+    shape = np.frombuffer(b[off:off + size], np.int32).copy()
+    shape[-1] += 1
+    put("bad-reshape", b[:off] + shape.tobytes() + b[off + size:], "OutputTensorLayouts failed")
     return out
+
+
+def _first_reshape_shape(b: bytes) -> tuple[int, int]:
+    """(file offset, bytes) of the first RESHAPE's constant shape input held outside the flatbuffer."""
+    from ai_edge_litert import schema_py_generated as schema
+    m = schema.Model.GetRootAs(b, 0)
+    sg = m.Subgraphs(0)
+    for i in range(sg.OperatorsLength()):
+        op = sg.Operators(i)
+        code = m.OperatorCodes(op.OpcodeIndex())
+        if max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) != schema.BuiltinOperator.RESHAPE:
+            continue
+        ins = op.InputsAsNumpy()
+        buf = m.Buffers(sg.Tensors(ins[1]).Buffer()) if len(ins) > 1 and ins[1] >= 0 else None
+        if buf is not None and buf.Offset() > 1 and buf.Size() >= 8:
+            return buf.Offset(), buf.Size()
+    raise AssertionError("no RESHAPE with a constant shape outside the flatbuffer")
 
 
 def test_error_messages(native, model, wavs, tmp_path):
@@ -395,6 +418,43 @@ def test_metadata_mutations_under_asan_ubsan(model, wavs, tmp_path):
             assert any(l.startswith("tfq_transcribe: ") and path.name in l for l in err.splitlines()), err
         outcomes[res.returncode] = outcomes.get(res.returncode, 0) + 1
     print(f"metadata mutations: {outcomes}")
+
+
+def test_whole_file_mutations_under_asan_ubsan(model, wavs, tmp_path):
+    """Seeded random damage anywhere in the file (bit flips, overwritten runs, truncation): every
+    run ends with a transcript or a clear error naming the file, never a crash or a sanitizer
+    report.  (A file whose builtin op failed to prepare once crashed the core: bad-reshape above.)"""
+    build = BUILD / "asan"
+    _cmake_build(build, "-DTFQ_SANITIZE=ON", "-DCMAKE_BUILD_TYPE=Debug", target="tfq_transcribe")
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0:abort_on_error=0",
+               UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
+    b = model.read_bytes()
+    rng = np.random.default_rng(11)
+    wav = list(wavs.values())[0]
+    outcomes = {}
+    for i in range(40):
+        m = bytearray(b)
+        kind = i % 3
+        if kind == 0:
+            for _ in range(int(rng.integers(1, 9))):
+                m[int(rng.integers(len(m)))] ^= 1 << int(rng.integers(8))
+        elif kind == 1:
+            at = int(rng.integers(len(m)))
+            run = rng.integers(0, 256, int(rng.integers(1, 65)), dtype=np.uint8).tobytes()
+            m[at:at + len(run)] = run[:len(m) - at]
+        else:
+            m = m[:int(rng.integers(len(m)))]
+        path = tmp_path / f"damaged{i}.tflite"
+        path.write_bytes(bytes(m))
+        res = subprocess.run([str(build / "tfq_transcribe"), "--litert", str(_litert_x86()), str(path), str(wav)],
+                             capture_output=True, text=True, timeout=120, env=env)
+        err = _errors(res.stderr)
+        assert res.returncode in (0, 1), f"damage {i}: exit {res.returncode}\n{err[-3000:]}"
+        assert "runtime error" not in err and "Sanitizer" not in err, err[-3000:]
+        if res.returncode:
+            assert any(l.startswith("tfq_transcribe: ") and path.name in l for l in err.splitlines()), err
+        outcomes[res.returncode] = outcomes.get(res.returncode, 0) + 1
+    print(f"whole-file damage: {outcomes}")
 
 
 # ---- (e) aarch64 under qemu -------------------------------------------------------------------

@@ -463,7 +463,7 @@ static int make_buffer(tfq_recognizer *r, tensor_io *t, const tfq_lrt_layout *la
 
 static long find_name(const tensor_io *t, size_t n, const char *name) {
   for (size_t i = 0; i < n; i++)
-    if (strcmp(t[i].name, name) == 0) return (long)i;
+    if (t[i].name && strcmp(t[i].name, name) == 0) return (long)i;
   return -1;
 }
 
@@ -627,8 +627,8 @@ static int open_model(tfq_recognizer *r, const char *litert_library, int num_thr
     tensor_io *t = kind ? r->outs : r->ins;
     if (kind && !lrt_check(r, a->GetCompiledModelOutputTensorLayouts(r->compiled, 0, n, out_layouts, 1),
                            "LiteRtGetCompiledModelOutputTensorLayouts", err, es)) {
-      rc = TFQ_STREAM_ERR_LITERT;
-      break;
+      rc = TFQ_STREAM_ERR_LITERT;  /* e.g. a corrupted file whose ops fail to prepare */
+      goto layouts_done;
     }
     for (size_t i = 0; i < n; i++) {
       const char *name = NULL;
@@ -636,9 +636,10 @@ static int open_model(tfq_recognizer *r, const char *litert_library, int num_thr
       tfq_lrt_tensor_type type;
       memset(&type, 0, sizeof type);
       if (!lrt_check(r, (kind ? a->GetSignatureOutputName : a->GetSignatureInputName)(sig, i, &name),
-                     "LiteRtGetSignatureInputName", err, es) ||
+                     kind ? "LiteRtGetSignatureOutputName" : "LiteRtGetSignatureInputName", err, es) ||
           !lrt_check(r, (kind ? a->GetSignatureOutputTensorByIndex : a->GetSignatureInputTensorByIndex)(sig, i, &tensor),
-                     "LiteRtGetSignatureInputTensorByIndex", err, es) ||
+                     kind ? "LiteRtGetSignatureOutputTensorByIndex" : "LiteRtGetSignatureInputTensorByIndex",
+                     err, es) ||
           !lrt_check(r, a->GetRankedTensorType(tensor, &type), "LiteRtGetRankedTensorType", err, es)) {
         rc = TFQ_STREAM_ERR_LITERT;
         goto layouts_done;
