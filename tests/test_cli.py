@@ -119,6 +119,13 @@ def test_offline_tflite_through_transcribe_and_evaluate(tiny_model_dir, tiny_cor
         assert_one_line_error(proc, "longer than this offline file's fixed input")
     assert_one_line_error(run_tool("convert.py", "--model", tiny_model_dir, "--policy", "litert-int3",
                                    "--out", tmp_path / "x.tflite"), "unknown baseline")
+    # offline metadata missing a field: refused naming the file and the field (was a KeyError)
+    broken = tmp_path / "no-subsampling.tflite"
+    data = out.read_bytes()
+    assert b'"subsampling": ' in data
+    broken.write_bytes(data.replace(b'"subsampling": ', b'"subsamplinx": ', 1))
+    assert_one_line_error(run_tool("transcribe.py", "--model", broken, wav), "no-subsampling.tflite",
+                          "offline metadata has no subsampling", status=2)
 
 
 def test_a_failing_op_is_a_one_line_error(tiny_model_dir, tmp_path, wav):

@@ -17,6 +17,7 @@ import ctypes
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -420,19 +421,13 @@ def test_metadata_mutations_under_asan_ubsan(model, wavs, tmp_path):
     print(f"metadata mutations: {outcomes}")
 
 
-def test_whole_file_mutations_under_asan_ubsan(model, wavs, tmp_path):
-    """Seeded random damage anywhere in the file (bit flips, overwritten runs, truncation): every
-    run ends with a transcript or a clear error naming the file, never a crash or a sanitizer
-    report.  (A file whose builtin op failed to prepare once crashed the core: bad-reshape above.)"""
-    build = BUILD / "asan"
-    _cmake_build(build, "-DTFQ_SANITIZE=ON", "-DCMAKE_BUILD_TYPE=Debug", target="tfq_transcribe")
-    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0:abort_on_error=0",
-               UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
+def _damaged_copies(model: Path, tmp: Path, n: int, seed: int) -> list[Path]:
+    """n seeded damaged copies of the model, in turn: bit flips, an overwritten run of bytes,
+    a truncation."""
     b = model.read_bytes()
-    rng = np.random.default_rng(11)
-    wav = list(wavs.values())[0]
-    outcomes = {}
-    for i in range(40):
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
         m = bytearray(b)
         kind = i % 3
         if kind == 0:
@@ -444,8 +439,23 @@ def test_whole_file_mutations_under_asan_ubsan(model, wavs, tmp_path):
             m[at:at + len(run)] = run[:len(m) - at]
         else:
             m = m[:int(rng.integers(len(m)))]
-        path = tmp_path / f"damaged{i}.tflite"
+        path = tmp / f"damaged{i}.tflite"
         path.write_bytes(bytes(m))
+        paths.append(path)
+    return paths
+
+
+def test_whole_file_mutations_under_asan_ubsan(model, wavs, tmp_path):
+    """Seeded random damage anywhere in the file (bit flips, overwritten runs, truncation): every
+    run ends with a transcript or a clear error naming the file, never a crash or a sanitizer
+    report.  (A file whose builtin op failed to prepare once crashed the core: bad-reshape above.)"""
+    build = BUILD / "asan"
+    _cmake_build(build, "-DTFQ_SANITIZE=ON", "-DCMAKE_BUILD_TYPE=Debug", target="tfq_transcribe")
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0:abort_on_error=0",
+               UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
+    wav = list(wavs.values())[0]
+    outcomes = {}
+    for i, path in enumerate(_damaged_copies(model, tmp_path, 40, seed=11)):
         res = subprocess.run([str(build / "tfq_transcribe"), "--litert", str(_litert_x86()), str(path), str(wav)],
                              capture_output=True, text=True, timeout=120, env=env)
         err = _errors(res.stderr)
@@ -455,6 +465,65 @@ def test_whole_file_mutations_under_asan_ubsan(model, wavs, tmp_path):
             assert any(l.startswith("tfq_transcribe: ") and path.name in l for l in err.splitlines()), err
         outcomes[res.returncode] = outcomes.get(res.returncode, 0) + 1
     print(f"whole-file damage: {outcomes}")
+
+
+# One process opens every broken file in turn through the Python Recognizer (the path of
+# tools/transcribe.py and the demo) and prints one JSON line per file before and after, so a
+# crash names the file it died on.
+_PYTHON_OPENS = """
+import json, sys
+from tfq_asr import Recognizer
+from tfq_asr.audio import load_audio
+wav = load_audio(sys.argv[1])
+for path in sys.argv[2:]:
+    print(json.dumps({"file": path}), flush=True)
+    try:
+        r = Recognizer(path)
+        r.transcribe(wav)
+        r.close()
+        out = {"file": path, "ok": True}
+    except Exception as e:  # noqa: BLE001 - the kind of error is what the test checks
+        out = {"file": path, "error": type(e).__name__, "message": str(e)}
+    print(json.dumps(out), flush=True)
+"""
+
+
+def test_python_recognizer_refuses_damaged_files(model, wavs, tmp_path):
+    """The broken files of the C core's tests through the Python Recognizer: each one
+    transcribes or is refused with our error type naming the file, never a crash or a Python
+    KeyError. (LiteRtCreateModelFromFile crashed the process on 3 of 120 damaged files before
+    the Python runtime ran the core's structural check, tfq_tflite_check, first; and streaming
+    metadata missing a field raised KeyError from inside the Recognizer.)"""
+    files = [p for p, _ in _variants(model, tmp_path).values()]
+    b = model.read_bytes()
+    chunk = re.search(rb'"chunk_frames": (\d\d+)', b).group(0)  # same length: offsets stay
+    for name, old, new in [("no-state-input", b'{"input": "', b'{"inpux": "'),
+                           ("chunk-string", chunk, chunk[:-2] + b'""'),
+                           ("state-shape-zero", b'"shape": [1, ', b'"shape": [0, ')]:
+        assert old in b, name
+        files.append(tmp_path / f"{name}.tflite")
+        files[-1].write_bytes(b.replace(old, new, 1))
+    files += _damaged_copies(model, tmp_path, 45, seed=21)
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
+    res = subprocess.run([sys.executable, "-c", _PYTHON_OPENS, str(list(wavs.values())[0])] + [str(f) for f in files],
+                         capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    lines = [json.loads(l) for l in res.stdout.splitlines() if l.startswith("{")]
+    assert res.returncode == 0, f"exit {res.returncode} on {lines[-1]['file'] if lines else '?'}\n{res.stderr[-2000:]}"
+    results = [l for l in lines if len(l) > 1]
+    assert len(results) == len(files)
+    outcomes = {}
+    for r in results:
+        if not r.get("ok"):
+            assert r["error"] in ("UserError", "LiteRtError", "TfqOpError"), r
+            assert Path(r["file"]).name in r["message"], r
+        key = r.get("error", "ok")
+        outcomes[key] = outcomes.get(key, 0) + 1
+    named = {Path(r["file"]).stem: r for r in results}
+    for name in ("no-state-input", "chunk-string", "state-shape-zero", "bad-state", "shared-state"):
+        assert named[name].get("error") == "UserError", named[name]
+    for name in ("truncated-16", "truncated-5000", "text"):
+        assert "not a valid .tflite model" in named[name]["message"], named[name]
+    print(f"Python Recognizer on {len(files)} broken files: {outcomes}")
 
 
 # ---- (e) aarch64 under qemu -------------------------------------------------------------------

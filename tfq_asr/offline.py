@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import UserError
 from .frontend import LOG_FLOOR, N_MELS, log_mel
-from .streaming import SAMPLE_RATE, open_recognizer_model, resample_if_needed
+from .streaming import SAMPLE_RATE, metadata_field, open_recognizer_model, resample_if_needed
 
 
 class OfflineRecognizer:
@@ -31,11 +31,20 @@ class OfflineRecognizer:
             path, threads, "offline", "not an offline recognizer file (no offline metadata); "
             "write one with tools/convert.py without --streaming")
         self.info = info
-        self.input_frames = int(info["input_frames"])
-        self.subsampling = int(info["subsampling"])
+        try:
+            self.input_frames = metadata_field(path, "offline", info, "input_frames", int)
+            self.subsampling = metadata_field(path, "offline", info, "subsampling", int)
+            features = metadata_field(path, "offline", info, "features", str)
+            logits = metadata_field(path, "offline", info, "logits", str)
+            if self.input_frames < 1 or self.subsampling < 1:
+                raise UserError(f"{path}: offline metadata input_frames = {self.input_frames}, subsampling = "
+                                f"{self.subsampling}: both must be >= 1")
+            if features not in self.model.input_names or logits not in self.model.output_names:
+                raise UserError(f"{path}: offline metadata names tensors the model does not have")
+        except UserError:
+            self.model.close()
+            raise
         self.beam_width = beam_width
-        if info["features"] not in self.model.input_names or info["logits"] not in self.model.output_names:
-            raise UserError(f"{path}: offline metadata names tensors the model does not have")
         self._logits = self.model.output_names.index(info["logits"])
 
     @property

@@ -33,13 +33,15 @@ class Recognizer:
         self.model, info = open_recognizer_model(
             path, threads, "streaming", "not a streaming model (no streaming state in its metadata); "
             "export one with tools/convert.py --streaming", profile)
+        try:
+            check_streaming_metadata(path, info, self.model)
+        except UserError:
+            self.model.close()
+            raise
         self.info = info
         self.chunk_frames = int(info["chunk_frames"])
         self.beam_width = beam_width
         names = self.model.input_names
-        missing = [n for n in [info["features"]] + [s["input"] for s in info["states"]] if n not in names]
-        if missing:
-            raise UserError(f"{path}: streaming metadata names inputs {missing} the model does not have")
         self._out_index = {n: i for i, n in enumerate(self.model.output_names)}
         # One step on zeros at load, as the C core does: our ops repack their weights and size
         # their workspaces on first use (XNNPACK packs at load), which would otherwise land in
@@ -87,6 +89,64 @@ def open_recognizer_model(path, threads: int, section: str, missing: str, profil
         model.close()
         raise UserError(f"{path}: {missing}")
     return model, info
+
+
+def metadata_field(path, section: str, obj, key: str, kind: type, where: str = ""):
+    """obj[key] of a recognizer file's metadata section, refused with a UserError naming the
+    file and the field when it is missing or not of `kind` (int means a JSON integer)."""
+    if not isinstance(obj, dict) or key not in obj:
+        raise UserError(f"{path}: {section} metadata has no {where}{key}; re-export the file with "
+                        "tools/convert.py")
+    v = obj[key]
+    if not isinstance(v, kind) or isinstance(v, bool):
+        raise UserError(f"{path}: {section} metadata {where}{key} = {v!r} is not "
+                        f"{'an integer' if kind is int else 'a ' + kind.__name__}")
+    return v
+
+
+def check_streaming_metadata(path, info: dict, model) -> None:
+    """Refuse streaming metadata the Recognizer cannot run (the C core checks the same, in
+    stream.c read_metadata): the fields it reads with their types, tensor names the model has,
+    state shapes equal to the model's, features of chunk_frames x N_MELS. A UserError names the
+    file and the field, instead of a KeyError from deep inside a step."""
+    def bad(what):
+        raise UserError(f"{path}: streaming metadata {what}; re-export it with tools/convert.py --streaming")
+
+    def field(obj, key, kind, where=""):
+        return metadata_field(path, "streaming", obj, key, kind, where)
+
+    chunk = field(info, "chunk_frames", int)
+    if not 1 <= chunk <= 100000:
+        bad(f"chunk_frames = {chunk} is not in 1..100000")
+    ins, outs = model.input_names, model.output_names
+    feats, logits = field(info, "features", str), field(info, "logits", str)
+    if feats not in ins:
+        bad(f"names features input {feats!r} the model does not have (inputs {ins})")
+    if logits not in outs:
+        bad(f"names logits output {logits!r} the model does not have")
+    states = field(info, "states", list)
+    used_in, used_out = {feats}, {logits}
+    for i, st in enumerate(states):
+        where = f"states[{i}]."
+        sin, sout = field(st, "input", str, where), field(st, "output", str, where)
+        shape = field(st, "shape", list, where)
+        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape):
+            bad(f"{where}shape = {shape!r} is not a list of integers >= 1")
+        if sin not in ins or sout not in outs:
+            bad(f"names state {'input' if sin not in ins else 'output'} "
+                f"{sin if sin not in ins else sout!r} the model does not have")
+        if sin in used_in or sout in used_out:
+            bad(f"{where[:-1]} uses tensors another state, the features or the logits use")
+        used_in.add(sin)
+        used_out.add(sout)
+        declared = tuple(model.input_shapes[ins.index(sin)])
+        if declared != tuple(shape):
+            bad(f"{where}shape {shape} differs from the model's input {sin!r} {list(declared)}")
+    if len(ins) != 1 + len(states):
+        bad(f"names {1 + len(states)} inputs (features + states), the model has {len(ins)}")
+    n = int(np.prod(model.input_shapes[ins.index(feats)]))
+    if n != chunk * N_MELS:
+        bad(f"features input {feats!r} holds {n} values, chunk_frames x n_mels = {chunk} x {N_MELS} expected")
 
 
 def resample_if_needed(samples, sample_rate: int) -> np.ndarray:

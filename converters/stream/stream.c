@@ -17,7 +17,6 @@
 #include "tfq/litert_op.h"
 #include "tfq/stream.h"
 
-int tfq_tflite_check(const uint8_t *bytes, size_t n, char *why, size_t why_size);
 size_t tfq_frontend_feed_one(tfq_frontend *f, const float *samples, size_t n, float *out,
                              int *got);
 

@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "tfq/litert_op.h"
+
 enum kind { K_END, K_SCALAR, K_STRING, K_VEC, K_VEC_TABLES, K_TABLE, K_ANY_TABLE, K_VEC_ANY_TABLES };
 enum type { T_MODEL, T_OPCODE, T_SUBGRAPH, T_TENSOR, T_QUANT, T_OPERATOR, T_BUFFER, T_METADATA,
             T_SIGDEF, T_TENSORMAP, T_COUNT };
@@ -131,7 +133,6 @@ static int table(fb *f, size_t t, int type, int depth) {
   return 1;
 }
 
-/* 1 if the n bytes look like a complete TFLite model; else 0 with a message in why. */
 int tfq_tflite_check(const uint8_t *bytes, size_t n, char *why, size_t why_size) {
   fb f = {bytes, n, NULL, 0};
   size_t root;

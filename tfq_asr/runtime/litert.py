@@ -187,12 +187,28 @@ def _ops(required: bool):
         lib.tfq_litert_clear_error.argtypes = [ctypes.c_void_p]
         lib.tfq_litert_clear_error.restype = None
         lib.tfq_status_str.argtypes, lib.tfq_status_str.restype = [ctypes.c_int], ctypes.c_char_p
+        lib.tfq_tflite_check.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p,
+                                         ctypes.c_size_t]
         for got, want in ((lib.tfq_litert_op_name(), OP_NAME), (lib.tfq_litert_depthwise_op_name(), DW_OP_NAME),
                           (lib.tfq_litert_conv_op_name(), CONV_OP_NAME)):
             if got.decode() != want:
                 raise LiteRtError(f"{path}: op name {got!r}, expected {want}")
         _LIBS["ops"] = lib
     return _LIBS["ops"]
+
+
+def check_structure(path: Path | str) -> None:
+    """Refuse a damaged .tflite before LiteRT parses it: LiteRtCreateModelFromFile follows
+    offsets unchecked and a few damaged files crash the process (SIGSEGV) instead of failing.
+    The check is the C streaming core's (tfq_tflite_check in the op library); without that
+    library (a model of builtin ops only, `make native` not run) LiteRT's own parsing is all."""
+    lib = _ops(required=False)
+    if lib is None:
+        return
+    data = Path(path).read_bytes()
+    why = ctypes.create_string_buffer(200)
+    if not lib.tfq_tflite_check(data, len(data), why, len(why)):
+        raise LiteRtError(f"{path}: not a valid .tflite model ({why.value.decode(errors='replace')})")
 
 
 def read_tfq_metadata(path: Path | str) -> dict | None:
@@ -234,6 +250,7 @@ class LiteRtModel:
         self._env = self._model = self._options = self._compiled = self._ctx = None
         self._buffers: list = []
         self._cache_key = None
+        check_structure(self.path)
         try:
             self._info = read_tfq_metadata(self.path)
         except Exception as e:  # not a flatbuffer at all

@@ -227,6 +227,12 @@ TFQ_API int tfq_litert_error(const tfq_litert_context *ctx, char *message, size_
                              int32_t *layer, int64_t *calls);
 TFQ_API void tfq_litert_clear_error(tfq_litert_context *ctx);
 
+/* 1 if the n bytes are a structurally sound .tflite (every table, vtable, vector, string and
+ * buffer LiteRT reads at load lies inside them); else 0 with the first problem in why.  Call it
+ * before LiteRtCreateModelFromFile: LiteRT 2.3.0 follows offsets unchecked and crashes on some
+ * damaged files (stream/tflite_check.c). */
+TFQ_API int tfq_tflite_check(const uint8_t *bytes, size_t n, char *why, size_t why_size);
+
 #ifdef __cplusplus
 }
 #endif
