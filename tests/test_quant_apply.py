@@ -378,6 +378,17 @@ def test_quantized_checkpoint_round_trip(tmp_path):
     for a, b in zip(quantized_layers(q), quantized_layers(back.keras_model)):
         np.testing.assert_array_equal(a.weight.q, b.weight.q)
         np.testing.assert_array_equal(a.weight.scales, b.weight.scales)
+    # a damaged weights.npz (bad CRC, truncated, not a zip) is a UserError naming the file,
+    # not a zipfile traceback; the folder is left as it was
+    good = (tmp_path / "q" / "weights.npz").read_bytes()
+    i = good.index(b".npy") + 200  # inside the first stored array's data
+    damaged = {"crc": good[:i] + bytes([good[i] ^ 0xFF]) + good[i + 1:],
+               "truncated": good[:len(good) // 2], "not-zip": b"hello"}
+    for kind, data in damaged.items():
+        (tmp_path / "q" / "weights.npz").write_bytes(data)
+        with pytest.raises(UserError, match=r"cannot load weights .*weights\.npz"):
+            load_model(tmp_path / "q")
+        assert (tmp_path / "q" / "weights.npz").read_bytes() == data, kind
 
 
 def test_mixed_precision_search_fits_the_budget():

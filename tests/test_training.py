@@ -48,6 +48,18 @@ def test_two_training_steps_checkpoint_resume_and_export(tiny_corpus, tmp_path, 
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_damaged_feature_cache_is_recomputed(tiny_corpus, tmp_path):
+    out, _ = tiny_corpus
+    first = load_feature_set(out / "dev.tsv", tmp_path / "cache", workers=1, progress=False)
+    (cache,) = (tmp_path / "cache").glob("dev-*.npz")
+    for damaged in (cache.read_bytes()[:100], b"not an npz"):
+        cache.write_bytes(damaged)
+        again = load_feature_set(out / "dev.tsv", tmp_path / "cache", workers=1, progress=False)
+        np.testing.assert_array_equal(again.feats, first.feats)
+        np.testing.assert_array_equal(again.offsets, first.offsets)
+    np.load(cache).close()  # rewritten whole
+
+
 def test_voice_augment_warps_tilts_and_stretches_deterministically():
     from tfq_asr.training import TrainConfig, voice_augment
     x = np.random.default_rng(0).normal(size=(100, 80)).astype(np.float32)

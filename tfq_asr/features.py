@@ -70,8 +70,13 @@ def load_feature_set(manifest, cache_dir=None, workers: int = 2, progress: bool 
     if cache_dir is not None:
         cache = Path(cache_dir) / f"{manifest.stem}-{_manifest_digest(manifest)}.npz"
         if cache.is_file():
-            z = np.load(cache)
-            return FeatureSet(z["feats"], z["offsets"], labels, [u.text for u in utts], utts)
+            try:
+                with np.load(cache) as z:
+                    feats, offsets = z["feats"], z["offsets"]
+                if len(offsets) == len(utts) + 1 and offsets[-1] == len(feats):
+                    return FeatureSet(feats, offsets, labels, [u.text for u in utts], utts)
+            except Exception:  # noqa: BLE001 - a damaged cache is recomputed, never trusted
+                pass
     with ProcessPoolExecutor(max_workers=workers) as pool:
         chunks = list(tqdm(pool.map(_features_of, [u.path for u in utts], chunksize=32), total=len(utts),
                            desc=f"features {manifest.name}", disable=not progress))

@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,8 +160,9 @@ def load_model(folder) -> AsrModel:
         raise UserError(f"model folder has no weights.npz: {folder}")
     try:
         _load_weights(km, weights)
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot load weights {weights}: {err}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        # a damaged archive (bad CRC, truncated, not a zip) is the user's file to replace
+        raise UserError(f"cannot load weights {weights}: {type(err).__name__}: {err}") from None
     return AsrModel(name=meta.get("name", folder.name), config=cfg, keras_model=km, quantization=quant)
 
 
