@@ -47,6 +47,7 @@ def test_transcribe_empty_and_unreadable_files(tiny_model_dir, tmp_path):
     garbage = tmp_path / "garbage.flac"
     garbage.write_bytes(b"not audio at all")
     assert_one_line_error(run_tool("transcribe.py", "--model", tiny_model_dir, garbage), "cannot read", "garbage.flac")
+    assert_one_line_error(run_tool("transcribe.py", "--model", tiny_model_dir, tmp_path), "is a folder", str(tmp_path))
     zero = tmp_path / "zero.wav"
     zero.write_bytes(b"")
     assert_one_line_error(run_tool("transcribe.py", "--model", tiny_model_dir, zero), "zero.wav")

@@ -196,6 +196,14 @@ def test_calibration_from_a_folder_of_audio(model_dir, tmp_path):
     one_line_error(run_tool("convert.py", "--model", model_dir, "--policy", "w4", "--calibration", tmp_path / "empty",
                             "--out", tmp_path / "x.tflite"), "empty", "no audio files")
     assert not (tmp_path / "x.tflite").exists()
+    # a file that is not audio: refused by name, on a line of its own after the progress bar
+    (folder / "more" / "broken.wav").write_text("not audio either")
+    proc = run_tool("convert.py", "--model", model_dir, "--policy", "w4", "--calibration", folder,
+                    "--out", tmp_path / "x.tflite", isolated=True)
+    last = proc.stderr.splitlines()[-1]
+    assert proc.returncode == 2 and last.startswith("error: cannot read audio file") and "broken.wav" in last, \
+        proc.stderr
+    assert not (tmp_path / "x.tflite").exists()
 
 
 def test_cli_errors(model_dir, tmp_path):

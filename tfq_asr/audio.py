@@ -38,6 +38,8 @@ def load_audio(path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Load a file as mono float32 at `sample_rate`; UserError if missing, unreadable or empty."""
     import soundfile as sf
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not an audio file: pass the files in it")
     if not path.is_file():
         raise UserError(f"audio file not found: {path}")
     try:

@@ -39,14 +39,25 @@ def run_cli(main, argv=None) -> int:
     try:
         return main(argv) or 0
     except UserError as err:
+        _close_progress_bars()
         print(f"error: {err}", file=sys.stderr)
         return 2
     except RuntimeFailure as err:
+        _close_progress_bars()
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        _close_progress_bars()
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _close_progress_bars() -> None:
+    """A tqdm bar left open by the failing step ends its line, so that the error starts its own
+    (it used to follow the bar: `calibration audio:   0%| ...error: ...`)."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        bar.close()
 
 
 def cli_main(main, argv=None) -> None:
