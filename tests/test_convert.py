@@ -111,10 +111,15 @@ def test_offline_file_pads_short_audio_and_refuses_long_audio(model_dir, tmp_pat
     from tfq_asr.errors import UserError
     from tfq_asr.streaming import TfliteTranscriber, load_any
     for policy in ("w4", "litert-int8"):
-        path = tmp_path / f"off-{policy}.tflite"
-        proc = run_tool("convert.py", "--model", model_dir, "--policy", policy, "--input-frames", 300, "--out", path)
+        path, rep = tmp_path / f"off-{policy}.tflite", tmp_path / f"off-{policy}.json"
+        proc = run_tool("convert.py", "--model", model_dir, "--policy", policy, "--input-frames", 300, "--out", path,
+                        "--report", rep)
         assert proc.returncode == 0, proc.stderr
         assert "offline, 300 frames" in proc.stdout
+        if policy == "w4":  # the size bar holds offline too: no [heads, T, T] bias or [T, T] mask folded in
+            r = json.loads(rep.read_text())
+            overhead = r["flatbuffer_bytes"] + r["alignment_bytes"] + r["blob_framing_bytes"]
+            assert abs(r["size_bytes"] / (r["accounted_bytes"] + overhead) - 1) < 0.02, r["size_bytes"]
         t = load_any(path)
         assert isinstance(t, TfliteTranscriber)
         assert isinstance(t.transcribe(_audio(2.0)), str)

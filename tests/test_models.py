@@ -54,3 +54,30 @@ def test_every_weight_layer_is_a_stock_top_level_layer():
         for layer in kernels:
             assert isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D, keras.layers.DepthwiseConv1D,
                                       keras.layers.LSTM)), layer.name
+
+
+@pytest.mark.parametrize("chunk", [0, 4])
+def test_relative_attention_bias_and_mask_are_run_time_values(chunk):
+    """RelativeAttention computes bias[h, clip(j - i)] and the chunk mask from run-time positions
+    (so a fixed-length .tflite holds no [heads, T, T] constants); the result equals the plain
+    formula written with constant indices, and a NaN in q gives NaN, not an indexing error."""
+    import math
+    import tensorflow as tf
+    from tfq_asr.models.layers import RelativeAttention
+    heads, r, t, d = 2, 3, 10, 8
+    layer = RelativeAttention(heads, r, chunk=chunk, left_context=2)
+    q, k, v = (np.random.default_rng(s).normal(size=(1, t, d)).astype(np.float32) for s in range(3))
+    layer([q, k, v])  # builds rel_bias
+    layer.rel_bias.assign(np.random.default_rng(4).normal(size=(heads, 2 * r + 1)).astype(np.float32))
+    got = layer([q, k, v]).numpy()
+    split = lambda x: x.reshape(t, heads, d // heads).transpose(1, 0, 2)  # noqa: E731
+    logits = split(q) @ split(k).transpose(0, 2, 1) * np.float32(1.0 / math.sqrt(d // heads))
+    i, j = np.arange(t)[:, None], np.arange(t)[None, :]
+    logits = logits + layer.rel_bias.numpy()[:, np.clip(j - i, -r, r) + r]
+    if chunk:
+        start = i // chunk * chunk
+        logits = np.where((j < start + chunk) & (j >= start - 2), logits, np.float32(-1e9))
+    want = (tf.nn.softmax(logits, axis=-1).numpy() @ split(v)).transpose(1, 0, 2).reshape(1, t, d)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    q[0, 0, 0] = np.nan
+    assert np.isnan(layer([q, k, v]).numpy()).any()
