@@ -79,13 +79,16 @@ class StackFrames(keras.layers.Layer):
 
 
 def attention_mask(pos, chunk: int, left_context: int):
-    """[T, T] bool from the [T] frame positions (float, whole numbers): query i sees the keys of
-    its own chunk and `left_context` frames before the chunk. Only for chunk > 0; chunk <= 0
-    (an offline model) is full context, which needs no mask.
+    """[T, T] float from the [T] frame positions (whole numbers): 0 where query i sees key j
+    (j in its own chunk or the `left_context` frames before it), 1 elsewhere. Float clips, not
+    comparisons: XNNPACK runs them inside its partition (a comparison and a select ran as
+    TFLite builtins). Only for chunk > 0; chunk <= 0 is full context, which needs no mask.
     """
     i, j = pos[:, None], pos[None, :]
-    chunk_start = tf.floor(i / chunk) * chunk  # exact: whole numbers far below 2^24
-    return (j < chunk_start + chunk) & (j >= chunk_start - left_context)
+    start = tf.floor(i / chunk) * chunk  # exact: whole numbers far below 2^24
+    after = tf.clip_by_value(j - (start + chunk) + 1.0, 0.0, 1.0)   # j >= start + chunk
+    before = tf.clip_by_value(start - left_context - j, 0.0, 1.0)   # j < start - left_context
+    return after + before
 
 
 @keras.utils.register_keras_serializable("tfq_asr")
@@ -127,10 +130,13 @@ class RelativeAttention(keras.layers.Layer):
         zero = tf.reshape(tf.cast(tf.abs(q[:1, :1, :1]) < 0.0, tf.float32), [])
         pos = tf.range(t, dtype=tf.float32) + zero
         dist = tf.clip_by_value(pos[None, :] - pos[:, None], -self.max_distance, self.max_distance)
-        logits += tf.gather(self.rel_bias, tf.cast(dist, tf.int32) + self.max_distance, axis=1)[None]
+        # [T, T, heads] gathered along the first axis, then moved to [heads, T, T]: TFLite's
+        # GATHER copies one slice per index, so a slice of all heads is 1/heads of the calls
+        bias = tf.gather(tf.transpose(self.rel_bias), tf.cast(dist, tf.int32) + self.max_distance, axis=0)
+        logits += tf.transpose(bias, [2, 0, 1])[None]
         if self.chunk > 0:  # chunk 0 (full context) masks nothing
-            mask = attention_mask(pos, self.chunk, self.left_context)
-            logits = tf.where(mask[None, None], logits, tf.fill(tf.shape(logits), -1e9))
+            # a masked logit becomes logit - 1e9: exp(...) is 0 as for -1e9, the softmax the same
+            logits -= 1e9 * attention_mask(pos, self.chunk, self.left_context)[None, None]
         out = tf.matmul(tf.nn.softmax(logits, axis=-1), vh)
         out = tf.transpose(out, [0, 2, 1, 3])
         return tf.reshape(out, [tf.shape(q)[0], t, q.shape[-1]])
