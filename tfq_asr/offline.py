@@ -23,27 +23,30 @@ from .frontend import LOG_FLOOR, N_MELS, log_mel
 from .streaming import SAMPLE_RATE, metadata_field, open_recognizer_model, resample_if_needed
 
 
+def check_offline_metadata(path, info: dict, model) -> None:
+    """Refuse offline metadata the recognizer cannot run: a UserError names the file and field."""
+    def field(key, kind):
+        return metadata_field(path, "offline", info, key, kind)
+
+    input_frames, subsampling = field("input_frames", int), field("subsampling", int)
+    features, logits = field("features", str), field("logits", str)
+    if input_frames < 1 or subsampling < 1:
+        raise UserError(f"{path}: offline metadata input_frames = {input_frames}, subsampling = "
+                        f"{subsampling}: both must be >= 1")
+    if features not in model.input_names or logits not in model.output_names:
+        raise UserError(f"{path}: offline metadata names tensors the model does not have")
+
+
 class OfflineRecognizer:
     def __init__(self, path, threads: int = 1, beam_width: int = 0):
         self.path = str(path)
         self.name = Path(path).name
         self.model, info = open_recognizer_model(
             path, threads, "offline", "not an offline recognizer file (no offline metadata); "
-            "write one with tools/convert.py without --streaming")
+            "write one with tools/convert.py without --streaming", check_offline_metadata)
         self.info = info
-        try:
-            self.input_frames = metadata_field(path, "offline", info, "input_frames", int)
-            self.subsampling = metadata_field(path, "offline", info, "subsampling", int)
-            features = metadata_field(path, "offline", info, "features", str)
-            logits = metadata_field(path, "offline", info, "logits", str)
-            if self.input_frames < 1 or self.subsampling < 1:
-                raise UserError(f"{path}: offline metadata input_frames = {self.input_frames}, subsampling = "
-                                f"{self.subsampling}: both must be >= 1")
-            if features not in self.model.input_names or logits not in self.model.output_names:
-                raise UserError(f"{path}: offline metadata names tensors the model does not have")
-        except UserError:
-            self.model.close()
-            raise
+        self.input_frames = info["input_frames"]
+        self.subsampling = info["subsampling"]
         self.beam_width = beam_width
         self._logits = self.model.output_names.index(info["logits"])
 

@@ -32,12 +32,7 @@ class Recognizer:
         self.name = Path(path).name
         self.model, info = open_recognizer_model(
             path, threads, "streaming", "not a streaming model (no streaming state in its metadata); "
-            "export one with tools/convert.py --streaming", profile)
-        try:
-            check_streaming_metadata(path, info, self.model)
-        except UserError:
-            self.model.close()
-            raise
+            "export one with tools/convert.py --streaming", check_streaming_metadata, profile)
         self.info = info
         self.chunk_frames = int(info["chunk_frames"])
         self.beam_width = beam_width
@@ -79,15 +74,20 @@ class Recognizer:
         self.model.close()
 
 
-def open_recognizer_model(path, threads: int, section: str, missing: str, profile: bool = False):
-    """(LiteRtModel, its tfq_asr metadata section `section`) of a recognizer file; a file
-    without that section is closed again and refused with "{path}: {missing}"."""
+def open_recognizer_model(path, threads: int, section: str, missing: str, check, profile: bool = False):
+    """(LiteRtModel, its tfq_asr metadata section `section`) of a recognizer file, after
+    check(path, section, model) has passed. A file without that section is refused with
+    "{path}: {missing}"; either refusal closes the model again."""
     from .runtime.litert import LiteRtModel
     model = LiteRtModel(path, threads=threads, profile=profile)
-    info = model._info.get(section)  # noqa: SLF001
-    if not info:
+    try:
+        info = model._info.get(section)  # noqa: SLF001
+        if not info:
+            raise UserError(f"{path}: {missing}")
+        check(path, info, model)
+    except UserError:
         model.close()
-        raise UserError(f"{path}: {missing}")
+        raise
     return model, info
 
 

@@ -123,10 +123,10 @@ class RelativeAttention(keras.layers.Layer):
         qh, kh, vh = self._heads(q), self._heads(k), self._heads(v)
         logits = tf.matmul(qh, kh, transpose_b=True) * (1.0 / math.sqrt(d))
         # The positions come from a value of q (|q| < 0 is false for every q, NaN included, so
-        # `zero` is 0.0), not from shapes alone: at a fixed input length the converter would otherwise fold the bias
-        # gather into a [heads, T, T] float constant per block and the mask into a [T, T] one
-        # (1 MB a block at 1000 frames: six times the w2 weights of conformer-ctc-xs). The same
-        # indices, bias values and mask, computed at run time from [T] positions.
+        # `zero` is 0.0), not from shapes alone: at a fixed input length the converter would
+        # otherwise fold the bias gather into a [heads, T, T] float constant per block and the
+        # mask into a [T, T] one (1 MB a block at 1000 frames: six times the w2 weights of
+        # conformer-ctc-xs). The same indices, bias values and mask, computed at run time.
         zero = tf.reshape(tf.cast(tf.abs(q[:1, :1, :1]) < 0.0, tf.float32), [])
         pos = tf.range(t, dtype=tf.float32) + zero
         dist = tf.clip_by_value(pos[None, :] - pos[:, None], -self.max_distance, self.max_distance)

@@ -197,24 +197,25 @@ def _ops(required: bool):
     return _LIBS["ops"]
 
 
-def check_structure(path: Path | str) -> None:
-    """Refuse a damaged .tflite before LiteRT parses it: LiteRtCreateModelFromFile follows
-    offsets unchecked and a few damaged files crash the process (SIGSEGV) instead of failing.
-    The check is the C streaming core's (tfq_tflite_check in the op library); without that
-    library (a model of builtin ops only, `make native` not run) LiteRT's own parsing is all."""
+def check_structure(path: Path | str, data: bytes) -> None:
+    """Refuse a damaged .tflite (its bytes `data`) before LiteRT parses it:
+    LiteRtCreateModelFromFile follows offsets unchecked and a few damaged files crash the process
+    (SIGSEGV) instead of failing. The check is the C streaming core's (tfq_tflite_check in the op
+    library); without that library (a model of builtin ops only, `make native` not run) LiteRT's
+    own parsing is all."""
     lib = _ops(required=False)
     if lib is None:
         return
-    data = Path(path).read_bytes()
     why = ctypes.create_string_buffer(200)
     if not lib.tfq_tflite_check(data, len(data), why, len(why)):
         raise LiteRtError(f"{path}: not a valid .tflite model ({why.value.decode(errors='replace')})")
 
 
-def read_tfq_metadata(path: Path | str) -> dict | None:
-    """The lowering's JSON metadata of a .tflite (None if absent), and the custom op codes."""
+def read_tfq_metadata(path: Path | str, data: bytes | None = None) -> dict | None:
+    """The lowering's JSON metadata of a .tflite (None if absent), and the custom op codes;
+    from `data` when the caller has read the file already."""
     from ai_edge_litert import schema_py_generated as schema
-    buf = Path(path).read_bytes()
+    buf = Path(path).read_bytes() if data is None else data
     model = schema.Model.GetRootAs(buf, 0)
     customs = {model.OperatorCodes(i).CustomCode() for i in range(model.OperatorCodesLength())}
     info = {"custom_ops": sorted(c.decode() for c in customs if c)}
@@ -250,9 +251,10 @@ class LiteRtModel:
         self._env = self._model = self._options = self._compiled = self._ctx = None
         self._buffers: list = []
         self._cache_key = None
-        check_structure(self.path)
+        data = self.path.read_bytes()
+        check_structure(self.path, data)
         try:
-            self._info = read_tfq_metadata(self.path)
+            self._info = read_tfq_metadata(self.path, data)
         except Exception as e:  # not a flatbuffer at all
             raise LiteRtError(f"{self.path}: not a readable .tflite flatbuffer ({e})") from None
         self.layer_names: list[str] = list(self._info.get("layers", []))
