@@ -127,6 +127,28 @@ def test_offline_file_pads_short_audio_and_refuses_long_audio(model_dir, tmp_pat
             t.transcribe(_audio(3.5))
 
 
+def test_offline_lstm_file_loads_and_transcribes_as_its_checkpoint(tmp_path):
+    """tools/convert.py without --streaming on the bundled LSTM: the rolled LSTMs are unrolled
+    at conversion (the fused builtin LSTM op it wrote before made a file LiteRT refused at load,
+    its kernels float: 7.6x the size accounting), so every kernel is packed, the file holds each
+    once within the 2% size bar, and it transcribes the demo clip as the checkpoint does."""
+    from tfq_asr.frontend import log_mel
+    from tfq_asr.models import load_pretrained
+    from tfq_asr.streaming import load_any
+    from tfq_asr import decode
+    path, rep = tmp_path / "lstm-off.tflite", tmp_path / "lstm-off.json"
+    proc = run_tool("convert.py", "--model", "lstm-ctc-xs-w4", "--input-frames", 480, "--out", path, "--report", rep)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(rep.read_text())
+    assert not r["float_kernels"] and {f"lstm{i}/{k}" for i in range(3) for k in ("kernel", "recurrent_kernel")} <= set(r["layers"])
+    overhead = r["flatbuffer_bytes"] + r["alignment_bytes"] + r["blob_framing_bytes"]
+    assert abs(r["size_bytes"] / (r["accounted_bytes"] + overhead) - 1) < 0.02, r["size_bytes"]
+    audio, _ = sf.read(ROOT / "tfq_asr" / "data" / "demo" / "test-000017.flac", dtype="float32")
+    want = decode.greedy_decode(load_pretrained("lstm-ctc-xs-w4").keras_model(log_mel(audio)[None]).numpy()[0])
+    t = load_any(path)
+    assert want and t.transcribe(audio) == want
+
+
 def test_evaluate_and_transcribe_on_tflite(converted, tmp_path):
     from tfq_asr.eval.evaluate import evaluate_manifest
     from tfq_asr.streaming import Recognizer
@@ -292,6 +314,40 @@ def test_api_convert_and_load_on_a_generic_model(tmp_path):
     np.testing.assert_allclose(outs[0], want, rtol=1e-3, atol=2e-2 * np.abs(want).max())
     assert m.input_names and m.output_names
     m.close()
+
+
+@pytest.mark.parametrize("policy", ["w4", "fp32", "litert-int8"])
+def test_api_keeps_the_keras_order_of_inputs_and_outputs(tmp_path, policy):
+    """The converter orders a signature's outputs by name; `run` takes and returns them in the
+    Keras model's order all the same (names chosen to sort the other way).  The model also has
+    a plain rolled LSTM that returns its last state, read backwards: unrolled at conversion."""
+    import tfq_asr
+    from tfq_asr.convert.baselines import write_baseline
+    keras.utils.set_random_seed(4)
+    a, b = keras.Input((6, 32), name="zeta"), keras.Input((6, 16), name="alpha")
+    h = keras.layers.Dense(32, name="mix")(keras.layers.Concatenate()([a, keras.layers.Dense(32, name="pre")(b)]))
+    last = keras.layers.LSTM(12, go_backwards=True, name="lstm")(h)
+    km = keras.Model([a, b], [keras.layers.Dense(10, name="z_head")(h), keras.layers.Dense(5, name="a_head")(last)])
+    rng = np.random.default_rng(5)
+    xa, xb = rng.normal(size=(1, 6, 32)).astype(np.float32), rng.normal(size=(1, 6, 16)).astype(np.float32)
+    path = tmp_path / "io.tflite"
+    if policy.startswith(("fp32", "litert")):
+        write_baseline(km, path, policy)
+        model, tol = km, 0.05
+    else:
+        model, tol = tfq_asr.quantize(km, policy), 1e-4
+        rep = tfq_asr.convert(model, path)
+        assert {"lstm/kernel", "lstm/recurrent_kernel"} <= set(rep["layers"]) and not rep["float_kernels"]
+    want = [np.asarray(t) for t in model([xa, xb])]
+    with tfq_asr.runtime.load(path) as m:
+        assert m.input_names == ["zeta", "alpha"] and m.output_names == ["z_head", "a_head"]
+        assert sorted(m.model.output_names) == m.model.output_names  # the signature's own order
+        outs = m.run(xa, xb)
+        with pytest.raises(ValueError, match="2 inputs expected"):
+            m.run(xa)
+    assert [o.shape for o in outs] == [(1, 6, 10), (1, 5)]
+    for o, w in zip(outs, want):
+        np.testing.assert_allclose(o, w, atol=tol * np.abs(w).max())
 
 
 def test_int8_convs_option(model_dir, tmp_path):

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .lowering import METADATA_NAME, _convert, _input_shape, write_atomically
+from .lowering import METADATA_NAME, _convert, _input_shape, keras_io_order, write_atomically
 
 BASELINES = ("fp32", "litert-int8", "litert-int4", "litert-int4-pc")
 BLOCK = 32
@@ -206,6 +206,7 @@ def write_baseline(keras_model, path, kind: str, *, input_shape=None, extra_meta
     shapes = _input_shape(keras_model, input_shape)
     meta = dict(extra_metadata or {})
     meta.setdefault("policy", kind)
+    meta.update(keras_io_order(keras_model))
     fallback = {}
     if kind == "fp32":  # our lowering with nothing quantized: the same file layout as our exports
         from .lowering import lower_to_tflite

@@ -33,7 +33,6 @@ def lowering_plan(q, float_convs: bool = False):
         return q, {}, [], [], {}
     twin = float_twin(q)
     packed, float_act, kept, depthwise = {}, [], [], {}
-    rolled = {w.layer.name for w in wrappers(q) if getattr(w.layer, "unroll", True) is False}
     for ql in quantized_layers(q):
         why = None
         key = ql.layer if ql.layer_type in ("Dense", "Conv2D") else f"{ql.layer}/{ql.role}"
@@ -48,12 +47,6 @@ def lowering_plan(q, float_convs: bool = False):
                 continue
         elif ql.layer_type not in ("Dense", "LSTM"):
             why = f"{ql.layer_type} kernels run as builtin float ops"
-        elif ql.layer in rolled:
-            why = ("a rolled LSTM converts to the fused builtin LSTM op (offline files); its kernels "
-                   "are packed only in the unrolled streaming step model")
-            if ql.activation == "dynamic":  # -lstmq8: the builtin op does not quantize x_t, h_{t-1}
-                why += ("; the builtin op also keeps x_t and h_{t-1} float, so this file is not "
-                        "the -lstmq8 Keras model to float rounding (the streaming file is)")
         elif ql.weight.spec.bits not in packing.SUPPORTED_BITS:
             why = f"{ql.weight.spec.bits}-bit weights are not in the packed format"
         elif ql.activation == "static":

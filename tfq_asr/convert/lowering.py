@@ -33,8 +33,9 @@ Steps (``lower_to_tflite``):
    step's op carries the dequantized kernel bit for bit.  All ops of one kernel share its
    blob (the file holds each kernel once).  The input kernel's ops read the rows of one
    UNPACK of the layer's input; they become one op over all the steps (_batch_unpacked_rows).
-   A rolled LSTM (``unroll=False``) becomes the fused UNIDIRECTIONAL_SEQUENCE_LSTM op with
-   per-gate weights: no FULLY_CONNECTED carries its kernels, so asking to lower them raises.
+   A rolled LSTM (``unroll=False``) would become the fused UNIDIRECTIONAL_SEQUENCE_LSTM op,
+   which LiteRT cannot load and whose per-gate weights no FULLY_CONNECTED carries, so the
+   conversion unrolls it over the fixed input length first (``_unroll_lstms``).
    Depthwise convolutions (``depthwise``: quantized DepthwiseConv1D taps): every
    DEPTHWISE_CONV_2D whose [1, 1, taps, C] filter is the dequantized taps bit for bit becomes
    ``TFQ_DEPTHWISE_CONV_1D`` (litert_op.h) with the packed taps, on float activations as its
@@ -134,12 +135,8 @@ def _clone_with_dequantized(float_model, quantized: Mapping[str, QuantizedWeight
         if layer is None:
             raise LoweringError(f"layer {name!r}: no such layer in model {float_model.name!r}")
         if isinstance(layer, keras.layers.LSTM) and role in ("kernel", "recurrent_kernel"):
-            # LSTM kernels: an unrolled LSTM converts to one FULLY_CONNECTED per step and kernel
-            if not layer.unroll:
-                raise LoweringError(f"layer {name!r}: LSTM {layer_name!r} is not unrolled; the converter "
-                                    "makes a rolled LSTM the fused UNIDIRECTIONAL_SEQUENCE_LSTM op, which "
-                                    f"has no FULLY_CONNECTED to become {OP_NAME} (unroll it, e.g. the "
-                                    "streaming step model, or keep its kernels float)")
+            # LSTM kernels: an unrolled LSTM (_convert unrolls rolled ones) converts to one
+            # FULLY_CONNECTED per step and kernel
             kernel = getattr(layer.cell, role)
             if tuple(kernel.shape) != tuple(qw.shape):
                 raise LoweringError(f"layer {name!r}: kernel {tuple(kernel.shape)} but quantized "
@@ -170,10 +167,59 @@ def _layers_by_name(model) -> dict:
     return {layer.name: layer for layer in model.layers}
 
 
+def keras_io_order(model) -> dict:
+    """The Keras model's input and output names in its own order, for the file's metadata: the
+    converter orders a signature's outputs by name (it flattens the dict the function returns),
+    so `tfq_asr.runtime.load(...).run` reorders them back by these."""
+    return {"inputs": list(model.input_names), "outputs": list(model.output_names)}
+
+
+def _rolled_lstms(model) -> list[str]:
+    import tf_keras as keras
+    return [layer.name for layer in model.layers
+            if isinstance(layer, keras.layers.LSTM) and not layer.unroll]
+
+
+def _unroll_lstms(model, input_shapes):
+    """`model` with every rolled top-level LSTM unrolled over the fixed input shapes (the same
+    weights; other layers rebuilt from their configs).  The converter makes a rolled LSTM the
+    fused UNIDIRECTIONAL_SEQUENCE_LSTM op, whose state tensors are variable tensors: LiteRT
+    2.3.0's CompiledModel refuses every such file at load ("Variable tensors not yet
+    supported"), and its kernels cannot become packed ops.  Unrolled, each step's kernels are
+    FULLY_CONNECTED ops like the streaming step model's."""
+    import tf_keras as keras
+    if not _rolled_lstms(model):
+        return model
+    inputs = [keras.Input(batch_shape=tuple(shape), name=name)
+              for shape, name in zip(input_shapes, model.input_names)]
+
+    def clone_layer(layer):
+        config = layer.get_config()
+        if isinstance(layer, keras.layers.LSTM):
+            config["unroll"] = True
+        return layer.__class__.from_config(config)
+
+    try:
+        clone = keras.models.clone_model(model, input_tensors=inputs if len(inputs) > 1 else inputs[0],
+                                         clone_function=clone_layer)
+    except Exception as e:  # e.g. a subclassed model: its graph cannot be rebuilt layer by layer
+        raise LoweringError(f"model {model.name!r}: its LSTM layers {_rolled_lstms(model)} must be unrolled "
+                            f"(LiteRT cannot load the fused LSTM op) and the model could not be rebuilt "
+                            f"with unroll=True ({type(e).__name__}: {e}); build them with unroll=True") from None
+    by_name = _layers_by_name(model)
+    for dst in clone.layers:
+        src = by_name.get(dst.name)
+        if src is not None and src.weights:
+            dst.set_weights(src.get_weights())
+    return clone
+
+
 def _convert(model, input_shapes, dynamic_range_int8: bool = False) -> bytes:
     """Float TFLite conversion with one fixed shape per model input (signature inputs named
-    after the Keras inputs, outputs after the Keras outputs)."""
+    after the Keras inputs, outputs after the Keras outputs); rolled LSTMs are unrolled first
+    (_unroll_lstms)."""
     import tensorflow as tf
+    model = _unroll_lstms(model, input_shapes)
     specs = [tf.TensorSpec(shape, tf.float32, name=name) for shape, name in zip(input_shapes, model.input_names)]
     out_names = list(model.output_names)
 
@@ -596,6 +642,64 @@ def _splice(sg, si: int, replace_at: dict, drop: set, op_names: dict) -> None:
 
 
 _UNPACK = 88
+
+
+def _unfold_step_bias(schema, model_obj, custom_code: int, op_names: dict) -> dict:
+    """Ops of one layer whose blobs differ only in a bias (an unrolled LSTM's input kernel: the
+    converter folds the gate bias into the first step's FULLY_CONNECTED, where h_0 = 0 leaves
+    nothing to add it to, and adds it after the other steps' sum) share the blob without it: a
+    biased op writes its product to a new tensor and a builtin ADD of the bias follows.  The
+    file then holds the kernel once, not twice (a 1000-frame lstm-ctc-xs-w4 file: 445 KB), and
+    every step's op reads one blob, so _batch_unpacked_rows can join them.  The sum is the one
+    the op's own epilogue makes (product, then + bias, each rounded once).  Only ops without a
+    fused activation.  Returns {layer name: bytes of the blob kept}."""
+    kept = {}
+    for si, sg in enumerate(model_obj.subgraphs):
+        blobs_of: dict[str, dict[int, object]] = {}
+        for op in sg.operators:
+            name = op_names.get((si, id(op)))
+            if op.opcodeIndex == custom_code and len(op.inputs) == 2 and name is not None:
+                t = int(op.inputs[1])
+                if t not in blobs_of.setdefault(name, {}):
+                    blobs_of[name][t] = op_blob.read(_array(model_obj, sg.tensors[t]))
+        plain_for = {}  # biased blob tensor -> (the same blob without bias, its bias)
+        for name, blobs in blobs_of.items():
+            plain = [t for t, b in blobs.items() if not b.params[2] & FLAG_BIAS]
+            for t, b in blobs.items():
+                if not b.params[2] & FLAG_BIAS or b.params[1] != ACT_NONE:
+                    continue
+                for u in plain:
+                    c = blobs[u]
+                    same = (np.array_equal(c.header, b.header) and c.lead_dims == b.lead_dims
+                            and np.array_equal(c.params, np.where(np.arange(len(b.params)) == 2,
+                                                                  b.params[2] & ~FLAG_BIAS, b.params))
+                            and all(c.sections[k] == b.sections[k] for k in ("data", "scales", "zero_points")))
+                    if same:
+                        plain_for[t] = (u, np.frombuffer(b.sections["bias"], np.float32), name)
+                        kept[name] = int(_array(model_obj, sg.tensors[u]).size)
+                        break
+        if not plain_for:
+            continue
+        replace_at, names = {}, {}
+        for oi, op in enumerate(sg.operators):
+            if op.opcodeIndex != custom_code or len(op.inputs) != 2 or int(op.inputs[1]) not in plain_for:
+                continue
+            plain, bias, name = plain_for[int(op.inputs[1])]
+            out = int(op.outputs[0])
+            product = _add_activation_tensor(schema, sg, f"{name}/tfq_product{oi}",
+                                             [int(d) for d in sg.tensors[out].shape])
+            op.inputs = np.array([op.inputs[0], plain], np.int32)
+            op.outputs = np.array([product], np.int32)
+            add = schema.OperatorT()
+            add.opcodeIndex = _opcode(schema, model_obj, _ADD)
+            bias_t = _add_tensor(schema, model_obj, sg, f"{name}/tfq_bias{oi}", bias.copy(), _FLOAT32)
+            add.inputs, add.outputs = np.array([product, bias_t], np.int32), np.array([out], np.int32)
+            add.builtinOptionsType, add.builtinOptions = schema.BuiltinOptions.AddOptions, schema.AddOptionsT()
+            replace_at[oi], names[oi] = [op, add], name
+        _splice(sg, si, replace_at, set(), op_names)
+        for oi, ops in replace_at.items():  # the op object stays: it keeps its name
+            op_names[(si, id(ops[0]))] = names[oi]
+    return kept
 
 
 def _batch_unpacked_rows(schema, model_obj, custom_code: int, op_names: dict) -> dict:
@@ -1163,7 +1267,7 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
 
     float_model: a tf_keras model (not modified); quantized: key -> QuantizedWeight of the
     kernel, keys are Dense layer names or "layer/role" for LSTM kernels ("lstm0/kernel",
-    "lstm0/recurrent_kernel"; the LSTM must be unrolled), bits the packed format takes
+    "lstm0/recurrent_kernel"; a rolled LSTM is unrolled), bits the packed format takes
     (packing.SUPPORTED_BITS); input_shape: the fixed input shape, batch included, e.g.
     (1, 400, 80); required when the model's input has unknown dimensions.
     extra_metadata: JSON-serialisable facts stored with the layer names (e.g. streaming state).
@@ -1234,6 +1338,9 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
             layers[key]["ops"] += 1
         else:
             layers[key] = dict(info, ops=1)
+    if matches:
+        for name, blob_bytes in _unfold_step_bias(schema, model_obj, custom_code, op_names).items():
+            layers[name]["bytes"] = blob_bytes
     if batch_unpacked_rows and matches:
         for name, rows in _batch_unpacked_rows(schema, model_obj, custom_code, op_names):
             layers[name].update(ops=layers[name]["ops"] - rows + 1, batched_rows=rows)
@@ -1266,7 +1373,7 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
     split = _split_long_depthwise(schema, model_obj)
     _garbage_collect(model_obj)
     md_buf = schema.BufferT()
-    md_json = {**(extra_metadata or {}), "layers": layer_names, "op": OP_NAME,
+    md_json = {**(extra_metadata or {}), **keras_io_order(float_model), "layers": layer_names, "op": OP_NAME,
                **({"depthwise_op": DW_OP_NAME,
                    "depthwise_layers": list(dict.fromkeys(_layer_of(m[2]) for m in dw_matches))}
                   if dw_matches else {}),

@@ -2,22 +2,31 @@
 ``kernels`` (direct bindings of the C kernel library).
 
     m = tfq_asr.runtime.load("model.tflite", num_threads=1)
-    outputs = m.run(features)            # one array per model input, in signature order
+    outputs = m.run(features)            # one array per model input, in the Keras model's order
 """
 from __future__ import annotations
 
 
 class LoadedModel:
-    """A .tflite ready to run; `run(*inputs)` returns the list of output arrays."""
+    """A .tflite ready to run; `run(*inputs)` takes one array per input and returns the list of
+    output arrays, both in the order of the Keras model the file was converted from (kept in
+    the file's metadata: the converter orders a signature's outputs by name), or in signature
+    order for a file without it.  `input_names` / `output_names` are in that order."""
 
     def __init__(self, path, num_threads: int = 1):
         from .litert import LiteRtModel
         self.model = LiteRtModel(path, threads=num_threads)
-        self.input_names = self.model.input_names
-        self.output_names = self.model.output_names
+        info = self.model._info
+        self.input_names = _order(info.get("inputs"), self.model.input_names)
+        self.output_names = _order(info.get("outputs"), self.model.output_names)
+        self._out_index = [self.model.output_names.index(n) for n in self.output_names]
 
     def run(self, *inputs):
-        return self.model.run(list(inputs))
+        if len(inputs) != len(self.input_names):
+            raise ValueError(f"{self.model.path}: {len(self.input_names)} inputs expected "
+                             f"({', '.join(self.input_names)}), got {len(inputs)}")
+        outs = self.model.run(dict(zip(self.input_names, inputs)))
+        return [outs[i] for i in self._out_index]
 
     def close(self) -> None:
         self.model.close()
@@ -27,6 +36,13 @@ class LoadedModel:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _order(names, signature_names) -> list[str]:
+    """`names` (the metadata's Keras order) where it lists exactly the signature's names."""
+    if isinstance(names, list) and sorted(map(str, names)) == sorted(signature_names):
+        return [str(n) for n in names]
+    return list(signature_names)
 
 
 def load(path, num_threads: int = 1) -> LoadedModel:

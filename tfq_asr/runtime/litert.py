@@ -401,8 +401,10 @@ class LiteRtModel:
                 self._compiled, self._signature, i, dims, a.ndim)
             if status != 0:
                 raise LiteRtError(f"{self.path}: input {name!r} cannot take shape {a.shape} "
-                                  f"(declared {declared}): LiteRtCompiledModelResizeInputTensor "
-                                  f"failed: {status_name(status)}")
+                                  f"(declared {declared}; a file converted by tfq_asr has the fixed "
+                                  f"shapes it was converted for: convert with input_shape=... for "
+                                  f"another): LiteRtCompiledModelResizeInputTensor failed: "
+                                  f"{status_name(status)}")
             self._current[i] = tuple(a.shape)
 
     def _host_buffer(self, array: np.ndarray, tt: _TensorType):
