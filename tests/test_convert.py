@@ -316,6 +316,24 @@ def test_api_convert_and_load_on_a_generic_model(tmp_path):
     m.close()
 
 
+def test_api_keeps_8_bit_convolutions_float_with_the_reason(tmp_path):
+    """w8 on a VALID Conv2D (a patch-dense candidate): 8 bits are not in the packed format, so
+    the kernel is kept float and the report says why, as for Dense (it raised a LoweringError)."""
+    import tfq_asr
+    keras.utils.set_random_seed(6)
+    inp = keras.Input((20, 12, 1))
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="conv")(inp)
+    km = keras.Model(inp, keras.layers.Dense(4, name="fc")(keras.layers.Reshape((9, 40))(x)))
+    q = tfq_asr.quantize(km, "w8")
+    rep = tfq_asr.convert(q, tmp_path / "w8.tflite", input_shape=(1, 20, 12, 1))
+    assert not rep["layers"]
+    assert {k["layer"]: k["why"] for k in rep["float_kernels"]} == {
+        "conv": "8-bit weights are not in the packed format", "fc": "8-bit weights are not in the packed format"}
+    x = np.random.default_rng(7).normal(size=(1, 20, 12, 1)).astype(np.float32)
+    with tfq_asr.runtime.load(tmp_path / "w8.tflite") as m:
+        assert m.run(x)[0].shape == (1, 9, 4)
+
+
 @pytest.mark.parametrize("policy", ["w4", "fp32", "litert-int8"])
 def test_api_keeps_the_keras_order_of_inputs_and_outputs(tmp_path, policy):
     """The converter orders a signature's outputs by name; `run` takes and returns them in the

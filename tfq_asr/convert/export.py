@@ -5,9 +5,9 @@ float, and the streaming export of our recognizers.
 format takes to the custom op: int8-dynamic inputs on the kernels' int8 path, float inputs
 (weight-only Dense, LSTM kernels, VALID Conv2D as im2col) on their float path; DepthwiseConv1D
 taps to TFQ_DEPTHWISE_CONV_1D. Every other quantized kernel (static-activation layers, 2-D
-depthwise, bits the format lacks) is written as its dequantized float values in a builtin op:
-numerically the quantized model, stored in float. The report says which is which.
-"""
+depthwise, bits the format lacks, such as w8) is written as its dequantized float values in a
+builtin op with float activations: the quantized model's weights, stored in float, without its
+activation rounding. The report says which is which, and why."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,6 +39,8 @@ def lowering_plan(q, float_convs: bool = False):
         if ql.layer_type == "Conv2D":
             why = why_not_patch_dense(twin.get_layer(ql.layer)) if not float_convs else \
                 "kept float on request (float convolutions: larger file, XNNPACK speed)"
+            if not why and ql.weight.spec.bits not in packing.SUPPORTED_BITS:
+                why = f"{ql.weight.spec.bits}-bit weights are not in the packed format"
         elif ql.layer_type == "DepthwiseConv1D":
             if ql.weight.spec.bits not in packing.SUPPORTED_BITS:
                 why = f"{ql.weight.spec.bits}-bit weights are not in the packed format"
