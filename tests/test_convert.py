@@ -316,22 +316,80 @@ def test_api_convert_and_load_on_a_generic_model(tmp_path):
     m.close()
 
 
-def test_api_keeps_8_bit_convolutions_float_with_the_reason(tmp_path):
-    """w8 on a VALID Conv2D (a patch-dense candidate): 8 bits are not in the packed format, so
-    the kernel is kept float and the report says why, as for Dense (it raised a LoweringError)."""
+@pytest.mark.parametrize("policy", ["w8", "w8-asym"])
+def test_api_stores_8_bit_kernels_as_int8_with_a_dequantize(tmp_path, policy):
+    """8-bit kernels (not in the packed format) stay builtin with float activations, but their
+    weights are stored as int8 with per-channel scales and a DEQUANTIZE: a quarter of the bytes,
+    the same outputs bit for bit as storing the dequantized floats.  A VALID Conv2D at 8 bits
+    (a patch-dense candidate) went to the packed path and raised a LoweringError before."""
     import tfq_asr
+    from tfq_asr.convert.export import lowering_plan
+    from tfq_asr.convert.lowering import lower_to_tflite
     keras.utils.set_random_seed(6)
     inp = keras.Input((20, 12, 1))
     x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="conv")(inp)
-    km = keras.Model(inp, keras.layers.Dense(4, name="fc")(keras.layers.Reshape((9, 40))(x)))
-    q = tfq_asr.quantize(km, "w8")
-    rep = tfq_asr.convert(q, tmp_path / "w8.tflite", input_shape=(1, 20, 12, 1))
+    x = keras.layers.LSTM(16, return_sequences=True, name="lstm")(keras.layers.Reshape((9, 40))(x))
+    km = keras.Model(inp, keras.layers.Dense(4, name="fc")(x))
+    q = tfq_asr.quantize(km, policy)
+    path, shape = tmp_path / "w8.tflite", (1, 20, 12, 1)
+    rep = tfq_asr.convert(q, path, input_shape=shape)
     assert not rep["layers"]
-    assert {k["layer"]: k["why"] for k in rep["float_kernels"]} == {
-        "conv": "8-bit weights are not in the packed format", "fc": "8-bit weights are not in the packed format"}
-    x = np.random.default_rng(7).normal(size=(1, 20, 12, 1)).astype(np.float32)
-    with tfq_asr.runtime.load(tmp_path / "w8.tflite") as m:
-        assert m.run(x)[0].shape == (1, 9, 4)
+    kept = {(k["layer"], k["role"]): k for k in rep["float_kernels"]}
+    assert set(kept) == {("conv", "kernel"), ("lstm", "kernel"), ("lstm", "recurrent_kernel"), ("fc", "kernel")}
+    assert all(k["why"] == "8-bit weights are not in the packed format" and k["stored"] == "int8" for k in kept.values())
+    twin = lowering_plan(q)[0]
+    lower_to_tflite(twin, {}, tmp_path / "float.tflite", input_shape=shape)  # the same kernels stored float
+    n_weights = sum(int(np.prod(w.shape)) for w in (km.get_layer("conv").kernel, km.get_layer("fc").kernel,
+                                                    *km.get_layer("lstm").cell.weights[:2]))
+    assert (tmp_path / "float.tflite").stat().st_size - path.stat().st_size >= 3 * n_weights - 4096
+    x = np.random.default_rng(7).normal(size=shape).astype(np.float32)
+    with tfq_asr.runtime.load(path) as m, tfq_asr.runtime.load(tmp_path / "float.tflite") as f:
+        got, want = m.run(x)[0], f.run(x)[0]
+    assert got.shape == (1, 9, 4) and np.array_equal(got, want)
+
+
+def test_w8_conformer_stores_every_dense_kernel_as_int8(tmp_path):
+    """The converter folds the macaron 1/2 into each feed-forward block's second kernel: the
+    power of two goes into the int8 scales, so those are stored as int8 too (they stayed float
+    at first: the w8 xs file was 4,437,264 bytes, now 2,461,648).  The depthwise kernels, whose
+    BatchNorm is folded in, stay float.  Outputs equal the float-stored file bit for bit."""
+    import tfq_asr
+    from tfq_asr.convert.export import lowering_plan
+    from tfq_asr.convert.lowering import lower_to_tflite
+    from tfq_asr.models import load_pretrained
+    q = tfq_asr.quantize(load_pretrained("conformer-ctc-xs").keras_model, "w8")
+    shape = (1, 64, 80)
+    rep = tfq_asr.convert(q, tmp_path / "w8.tflite", input_shape=shape)
+    kept = {k["layer"]: k.get("stored") for k in rep["float_kernels"]}
+    assert {n for n, st in kept.items() if st != "int8"} == {f"block{i}_conv_depthwise" for i in range(4)}
+    assert kept["block0_ff1_dense2"] == "int8"
+    lower_to_tflite(lowering_plan(q)[0], {}, tmp_path / "float.tflite", input_shape=shape)
+    x = np.random.default_rng(10).normal(size=shape).astype(np.float32)
+    with tfq_asr.runtime.load(tmp_path / "w8.tflite") as m, tfq_asr.runtime.load(tmp_path / "float.tflite") as f:
+        assert np.array_equal(m.run(x)[0], f.run(x)[0])
+    assert (tmp_path / "w8.tflite").stat().st_size < 0.3 * (tmp_path / "float.tflite").stat().st_size
+
+
+def test_api_packs_static_activation_layers_on_the_float_path(tmp_path):
+    """w4-static: the op has no calibrated-range mode, so the kernels are packed on its
+    float-activation path (before: kept as float builtins, an fp32-sized file computing the
+    same thing); the report marks them, and the file equals the float twin within rounding."""
+    import tfq_asr
+    from tfq_asr.convert.export import lowering_plan
+    keras.utils.set_random_seed(8)
+    inp = keras.Input((5, 64))
+    km = keras.Model(inp, keras.layers.Dense(16, name="d2")(keras.layers.Dense(96, activation="relu", name="d1")(inp)))
+    x = np.random.default_rng(9).normal(size=(1, 5, 64)).astype(np.float32)
+    q = tfq_asr.quantize(km, "w4-static", calibration=[x[0]])
+    rep = tfq_asr.convert(q, tmp_path / "s.tflite", input_shape=(1, 5, 64))
+    assert set(rep["layers"]) == {"d1", "d2"} and not rep["float_kernels"]
+    assert all(rep["layers"][n]["static_range_dropped"] and rep["layers"][n]["activation_mode"] == "none"
+               for n in ("d1", "d2"))
+    assert rep["size_bytes"] < 8000  # 7,680 weights: 30 KB as float
+    want = lowering_plan(q)[0](x).numpy()  # dequantized weights, float activations
+    with tfq_asr.runtime.load(tmp_path / "s.tflite") as m:
+        got = m.run(x)[0]
+    np.testing.assert_allclose(got, want, atol=1e-5 * np.abs(want).max())
 
 
 @pytest.mark.parametrize("policy", ["w4", "fp32", "litert-int8"])

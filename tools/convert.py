@@ -93,6 +93,7 @@ def layer_rows(report: dict, file_bytes: bytes, layer_names) -> list[dict]:
                      "storage": f"packed TFQ op, int{info['bits']} {'sym' if info['symmetric'] else 'asym'} {gran}, "
                                 f"{info['scale_dtype']} scales"
                                 + (", float activations" if info.get("float_activations") else "")
+                                + (" (the static input range is not applied)" if info.get("static_range_dropped") else "")
                                 + (f", {info['op']}" if "op" in info else "")
                                 + (f", {info['ops']} ops" if info.get("ops", 1) > 1 else "")
                                 + (f", one op with {' and '.join(info['shares_op_with'])}"
@@ -101,11 +102,15 @@ def layer_rows(report: dict, file_bytes: bytes, layer_names) -> list[dict]:
                                    if info.get("chained_with") else "")
                                 + (f", {REFERENCE_KERNEL}" if runs_reference_kernel(info) else "")})
     why = {k["layer"]: f"quantized to {k['bits']} bits, stored float: {k['why']}" for k in report.get("float_kernels", [])}
+    as_int8 = {k["layer"]: f"quantized to 8 bits, dequantized once at load, float activations: {k['why']}"
+               for k in report.get("float_kernels", []) if k.get("stored") == "int8"}
     for r in report.get("weights") or weight_inventory(file_bytes, layer_names):
         storage = r["storage"]
         if r["bits"] >= 16:
             storage = f"float{r['bits']}: " + why.get(r["layer"], "not quantized by the policy" if report.get("policy_kind")
                                                != "baseline" else "the baseline leaves it float")
+        elif r["layer"] in as_int8:
+            storage = f"{storage} + DEQUANTIZE: {as_int8[r['layer']]}"
         rows.append({"layer": r["layer"], "bits": r["bits"], "bytes": r["bytes"], "float_bytes": r["float_bytes"],
                      "storage": storage + (f", {r['ops']} ops" if r.get("ops", 1) > 1 else "")})
     return rows

@@ -4,10 +4,12 @@ float, and the streaming export of our recognizers.
 `convert(q, path)` lowers every quantized Dense layer and LSTM kernel whose bits the packed
 format takes to the custom op: int8-dynamic inputs on the kernels' int8 path, float inputs
 (weight-only Dense, LSTM kernels, VALID Conv2D as im2col) on their float path; DepthwiseConv1D
-taps to TFQ_DEPTHWISE_CONV_1D. Every other quantized kernel (static-activation layers, 2-D
-depthwise, bits the format lacks, such as w8) is written as its dequantized float values in a
-builtin op with float activations: the quantized model's weights, stored in float, without its
-activation rounding. The report says which is which, and why."""
+taps to TFQ_DEPTHWISE_CONV_1D. Layers with calibrated (static) input ranges take the float
+path too: the op has no fixed-range mode, so the file drops their activation rounding (the
+report marks them "static_range_dropped"). Every other quantized kernel (2-D depthwise, bits
+the format lacks, such as w8) stays a builtin op with float activations: 8-bit ones with one
+scale per channel stored as int8 with a DEQUANTIZE (lowering._store_int8), the rest as float.
+The report says which is which, and why."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,8 +23,8 @@ STREAMING_FORMAT = 1
 
 def lowering_plan(q, float_convs: bool = False):
     """(float twin, {key: QuantizedWeight} to pack, keys using float activations, [kernels kept
-    float with why], {"layer/depthwise_kernel": QuantizedWeight} of DepthwiseConv1D layers to
-    pack). Keys are Dense and Conv2D layer names and "lstmN/kernel" /
+    builtin: layer, role, bits, why, weight], {"layer/depthwise_kernel": QuantizedWeight} of
+    DepthwiseConv1D layers to pack). Keys are Dense and Conv2D layer names and "lstmN/kernel" /
     "lstmN/recurrent_kernel".  A VALID Conv2D is packed as im2col + the packed op on the
     float-activation path (what its quantized layer computes); float_convs keeps Conv2D
     kernels as builtin float CONV_2D instead (a larger file; XNNPACK's float convolution is
@@ -51,15 +53,26 @@ def lowering_plan(q, float_convs: bool = False):
             why = f"{ql.layer_type} kernels run as builtin float ops"
         elif ql.weight.spec.bits not in packing.SUPPORTED_BITS:
             why = f"{ql.weight.spec.bits}-bit weights are not in the packed format"
-        elif ql.activation == "static":
-            why = "static activations: the custom op quantizes its input dynamically"
         if why:
-            kept.append({"layer": ql.layer, "role": ql.role, "bits": ql.weight.spec.bits, "why": why})
+            kept.append({"layer": ql.layer, "role": ql.role, "bits": ql.weight.spec.bits, "why": why,
+                         "weight": ql.weight})
             continue
         packed[key] = ql.weight
-        if ql.activation == "none":  # weight-only Dense, LSTM kernels, convolutions: the float path
+        # weight-only Dense, LSTM kernels, convolutions: the float path.  Static ranges too: the
+        # op quantizes its input per row or not at all, and float activations are what a
+        # builtin op with these weights would compute (convert() marks them in the report).
+        if ql.activation in ("none", "static"):
             float_act.append(key)
     return twin, packed, float_act, kept, depthwise
+
+
+def static_activation_keys(q) -> list[str]:
+    """Keys of lowering_plan of the layers with calibrated (static) input ranges."""
+    from ..quant.apply import quantized_layers, wrappers
+    if not wrappers(q):
+        return []
+    return [ql.layer if ql.layer_type in ("Dense", "Conv2D") else f"{ql.layer}/{ql.role}"
+            for ql in quantized_layers(q) if ql.activation == "static"]
 
 
 def convert(q, path, *, input_shape=None, extra_metadata=None, float_convs: bool = False, progress=None) -> dict:
@@ -74,8 +87,15 @@ def convert(q, path, *, input_shape=None, extra_metadata=None, float_convs: bool
     if callable(extra_metadata):
         extra_metadata = extra_metadata(twin)
     report = lower_to_tflite(twin, packed, path, input_shape=input_shape, extra_metadata=extra_metadata,
-                             float_activations=float_act, depthwise=depthwise, progress=progress)
+                             float_activations=float_act, depthwise=depthwise,
+                             int8_weights=[k.pop("weight") for k in kept], progress=progress)
     report["size_bytes"] = Path(path).stat().st_size
+    for k, stored in zip(kept, report.pop("int8_stored")):
+        if stored is not None:
+            k.update(stored="int8", stored_bytes=stored)
+    for key in static_activation_keys(q):
+        if key in report["layers"]:
+            report["layers"][key]["static_range_dropped"] = True
     report["float_kernels"] = kept
     return report
 

@@ -1110,6 +1110,95 @@ def _custom_opcode(schema, model_obj, name: str, version: int) -> int:
     return len(model_obj.operatorCodes) - 1
 
 
+_CONV_2D, _DEQUANTIZE, _INT8 = 3, 6, 9
+
+
+def _store_int8(schema, model_obj, weights) -> list:
+    """8-bit kernels that stay builtin (the packed format takes 4 and 2 bits) stored as int8:
+    each float constant weight of a FULLY_CONNECTED, CONV_2D or DEPTHWISE_CONV_2D that is a
+    kernel's dequantized values bit for bit becomes the output of a builtin DEQUANTIZE of an int8
+    tensor with the kernel's per-channel scales and zero points (asymmetric [0, 255] integers
+    and zero points shifted by -128: q - zp is unchanged; a power-of-two factor the converter
+    folded in goes into the scales, exactly).  DEQUANTIZE computes (q - zp) * s in float32 as
+    QuantizedWeight.dequantize does, and LiteRT runs it once on a constant input, so the file
+    computes what the float one did at a quarter of the weight bytes.  Sub-channel
+    groups have no builtin form; those kernels stay float.  weights: QuantizedWeight per kernel.
+    Returns, per kernel, the int8 bytes and scales stored, or None where it stays float."""
+    by_size = {}  # element count -> [(kernel index, its dequantized values, [K, N])]
+    for i, qw in enumerate(weights):
+        if qw.spec.bits == 8 and qw.spec.num_groups(qw.shape[0]) == 1:
+            by_size.setdefault(qw.q.size, []).append((i, qw.dequantize()))
+    stored: list = [None] * len(weights)
+    if not by_size:
+        return stored
+
+    def match(w: np.ndarray, axis: str):
+        """(kernel index, factor) of a kernel whose dequantized values, in the op's layout (FC
+        [N, K] and CONV_2D [O, H, W, I]: channels first; DEPTHWISE_CONV_2D [1, H, W, C]: last),
+        times a power of two (the converter folds the macaron 1/2 into the weights) are w."""
+        n = w.shape[0] if axis == "first" else w.shape[-1]
+        for i, deq in by_size.get(w.size, []):
+            if deq.shape[1] != n:
+                continue
+            ref = (deq.T if axis == "first" else deq).reshape(w.shape)
+            nz = np.flatnonzero(ref)
+            if nz.size == 0:
+                continue
+            f = np.float32(w.flat[nz[0]] / ref.flat[nz[0]])
+            scales = weights[i].scales.astype(np.float32)
+            if (f > 0 and np.frexp(f)[0] == 0.5 and _bit_equal(w, ref * f)
+                    and np.array_equal(scales * f / f, scales)):  # no scale leaves the normal range
+                return i, f
+        return None
+    axis_of = {_FULLY_CONNECTED: "first", _CONV_2D: "first", _DEPTHWISE_CONV_2D: "last"}
+    for sg in model_obj.subgraphs:
+        done, made = {}, {}  # float weight tensor / (kernel, shape) -> the dequantized tensor
+        dequantize_ops = []
+        for op in sg.operators:
+            axis = axis_of.get(_builtin(model_obj, op))
+            if axis is None or len(op.inputs) < 2 or op.inputs[1] < 0:
+                continue
+            wi = int(op.inputs[1])
+            if wi in done:
+                op.inputs[1] = done[wi]
+                continue
+            t = sg.tensors[wi]
+            w = _array(model_obj, t) if t.type == _FLOAT32 else None
+            hit = match(w, axis) if w is not None and w.ndim >= 2 else None
+            if hit is None:
+                continue
+            i, factor = hit
+            qw = weights[i]
+            n = qw.shape[1]
+            dim = 0 if axis == "first" else len(t.shape) - 1
+            shape = [int(d) for d in t.shape]
+            if (i, tuple(shape), float(factor)) in made:  # another tensor with the same values (e.g. per step)
+                done[wi] = op.inputs[1] = made[(i, tuple(shape), float(factor))]
+                continue
+            name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
+            q = qw.q.T if axis == "first" else qw.q
+            zp = np.zeros(n, np.int64)
+            if qw.zero_points is not None:
+                q = q.astype(np.int16) - 128
+                zp = qw.zero_points.reshape(-1).astype(np.int64) - 128
+            q = np.ascontiguousarray(q).astype(np.int8).reshape(shape)
+            ti = _add_tensor(schema, model_obj, sg, f"{name}/tfq_int8", q, _INT8)
+            qp = schema.QuantizationParametersT()
+            qp.scale = np.broadcast_to(qw.scales.astype(np.float32).reshape(-1) * factor, (n,)).copy()
+            qp.zeroPoint = np.broadcast_to(zp, (n,)).copy()
+            qp.quantizedDimension = dim
+            sg.tensors[ti].quantization = qp
+            out = _add_activation_tensor(schema, sg, f"{name}/tfq_dequantized", shape)
+            deq = schema.OperatorT()
+            deq.opcodeIndex = _opcode(schema, model_obj, _DEQUANTIZE)
+            deq.inputs, deq.outputs = np.array([ti], np.int32), np.array([out], np.int32)
+            dequantize_ops.append(deq)
+            done[wi] = made[(i, tuple(shape), float(factor))] = op.inputs[1] = out
+            stored[i] = (stored[i] or 0) + q.size + 4 * n + (8 * n if qw.zero_points is not None else 0)
+        sg.operators = dequantize_ops + list(sg.operators)  # before every reader
+    return stored
+
+
 def _garbage_collect(model_obj) -> None:
     """Remove tensors no op, subgraph input/output or signature uses, then unused buffers."""
     used_buffers = {0}
@@ -1260,7 +1349,7 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
                     input_shape=None, extra_metadata: dict | None = None,
                     activations: Mapping[str, str] | None = None, float_activations=(),
                     depthwise: Mapping[str, QuantizedWeight] | None = None,
-                    fuse_im2col: bool = True, fuse_shared_input: bool = True,
+                    int8_weights=(), fuse_im2col: bool = True, fuse_shared_input: bool = True,
                     fuse_feed_forward: bool = True, fuse_depthwise_pointwise: bool = True,
                     batch_unpacked_rows: bool = True, progress=None) -> dict:
     """Write ``out_path`` (.tflite) with every layer of ``quantized`` as TFQ_FULLY_CONNECTED.
@@ -1278,6 +1367,9 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
     float_activations: shorthand, keys whose mode is "none".
     depthwise: "layer/depthwise_kernel" -> QuantizedWeight [taps, C] of DepthwiseConv1D layers:
     each becomes TFQ_DEPTHWISE_CONV_1D (packed taps, float activations, as its Keras layer).
+    int8_weights: QuantizedWeights of 8-bit kernels (per channel or per tensor) that stay builtin:
+    stored as int8 with a DEQUANTIZE (_store_int8); the report's "int8_stored" gives, per
+    kernel, the bytes stored or None where no weight was its dequantized values.
     fuse_im2col: a quantized VALID Conv2D becomes TFQ_CONV_2D, which gathers its patches
     itself, instead of im2col ops feeding TFQ_FULLY_CONNECTED (the same numbers bit for bit;
     False keeps the im2col ops, for comparison).
@@ -1371,6 +1463,7 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
                                                    op_names, shared):
             layers[key]["chained_with"], layers[name]["chained_with"] = name, key
     split = _split_long_depthwise(schema, model_obj)
+    int8_bytes = _store_int8(schema, model_obj, list(int8_weights or []))
     _garbage_collect(model_obj)
     md_buf = schema.BufferT()
     md_json = {**(extra_metadata or {}), **keras_io_order(float_model), "layers": layer_names, "op": OP_NAME,
@@ -1389,4 +1482,4 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
     data = _serialize_external(model_obj)
     write_atomically(out_path, data)
     return {"path": str(out_path), "input_shape": list(shape[0]), "file_bytes": len(data),
-            "layers": layers, "float_ops": float_ops, "depthwise_split": split}
+            "layers": layers, "float_ops": float_ops, "depthwise_split": split, "int8_stored": int8_bytes}
