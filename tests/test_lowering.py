@@ -479,7 +479,10 @@ H, S = op_blob.HEADER_WORD, op_blob.SECTIONS_WORD
     (H + 2, 3, "bits 3", True),
     (H + 0, 0, "magic or version", True),
     (S + 1, 700, "the data section has 700 bytes, the header", True),              # short data
-    (op_blob.PARAMS_WORD + 5, 3, "params: value 5 is 3; this op reads 4 values", True),
+    (op_blob.PARAMS_WORD + 5, 3, "params: value 5 is 3; this op reads 5 values", True),
+    # the static scale param without the static flag, and the static flag with a bad scale
+    (op_blob.PARAMS_WORD + 4, 7, "params: param 4 is 7 without the static flag", True),
+    (op_blob.PARAMS_WORD + 2, 8, r"params: a static activation scale 0 \(it must be finite", True),
     # the descriptor itself, read before the params name the layer
     (S + 1, 1 << 20, "the data section at offset 128 with 1048576 bytes", False),  # past the end
     (S + 2, 100, "the scales section at offset 100 .* not 64-byte aligned", False),

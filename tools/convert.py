@@ -93,6 +93,7 @@ def layer_rows(report: dict, file_bytes: bytes, layer_names) -> list[dict]:
                      "storage": f"packed TFQ op, int{info['bits']} {'sym' if info['symmetric'] else 'asym'} {gran}, "
                                 f"{info['scale_dtype']} scales"
                                 + (", float activations" if info.get("float_activations") else "")
+                                + (", int8 activations at the calibrated scale" if info.get("activation_mode") == "static" else "")
                                 + (" (the static input range is not applied)" if info.get("static_range_dropped") else "")
                                 + (f", {info['op']}" if "op" in info else "")
                                 + (f", {info['ops']} ops" if info.get("ops", 1) > 1 else "")

@@ -1,5 +1,6 @@
 /* Public entry points: check every argument against the lengths passed in, lay out the
  * workspace, pick the kernel (dispatch.c) and run it. */
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -397,6 +398,17 @@ int tfq_linear_q8(tfq_isa isa, const tfq_packed_weights *w, const float *x, size
   TFQ_TRY(tfq_check_m(m));
   TFQ_TRY(tfq_check_rows(x, x_count, x_stride, m, w->k));
   tfq_rows rows = {.x = x, .m = m, .k = w->k, .parts = 1, .stride = x_stride};
+  return tfq_linear_q8_rows(isa, w, &rows, y, y_count, y_stride, workspace, workspace_bytes);
+}
+
+int tfq_linear_q8_static(tfq_isa isa, const tfq_packed_weights *w, const float *x, size_t x_count,
+                         size_t x_stride, int32_t m, float scale, float *y, size_t y_count,
+                         size_t y_stride, void *workspace, size_t workspace_bytes) {
+  TFQ_TRY(tfq_weights_check_sizes(w));
+  TFQ_TRY(tfq_check_m(m));
+  TFQ_TRY(tfq_check_rows(x, x_count, x_stride, m, w->k));
+  if (!(scale > 0.0f) || !isfinite(scale)) return TFQ_ERR_FORMAT;
+  tfq_rows rows = {.x = x, .m = m, .k = w->k, .parts = 1, .stride = x_stride, .fixed_scale = scale};
   return tfq_linear_q8_rows(isa, w, &rows, y, y_count, y_stride, workspace, workspace_bytes);
 }
 

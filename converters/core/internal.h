@@ -54,6 +54,7 @@ typedef struct tfq_rows {
   int32_t m, k, parts;
   size_t stride;                         /* plain rows */
   int32_t h, w, c, sh, sw, ho, wo;       /* patches: wo >= 1 */
+  float fixed_scale;                     /* > 0: every row's scale (a calibrated range); 0: per row */
 } tfq_rows;
 
 /* Walks the rows in order without a division per row: row points at the current row's first
@@ -120,9 +121,9 @@ static inline __attribute__((always_inline)) void tfq_quantize_rows_loop(
     float m = 0.0f;
     if (gathered)
       m = gather(&cur, run, rows->parts, row);
-    else
+    else if (!(rows->fixed_scale > 0.0f))
       for (int32_t p = 0; p < rows->parts; p++) m = max_abs(cur.row + (size_t)p * cur.part_stride, run, m);
-    float s = tfq_row_scale(m), inv = 1.0f / s;
+    float s = rows->fixed_scale > 0.0f ? rows->fixed_scale : tfq_row_scale(m), inv = 1.0f / s;
     if (gathered)
       quantize(row, rows->k, s, inv, out);
     else

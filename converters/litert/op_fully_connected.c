@@ -557,9 +557,12 @@ static int tfq_q8_workspace(tfq_litert_context *ctx, const tfq_packed_weights *w
 /* y[m, N] = act(x[m, K] W + bias) on the path the flags choose (float or int8 activations);
  * with a geometry (int8 path only), x is a convolution's input and its m patches are the rows.
  * x_count and y_count are checked by the kernels.  Returns a tfq_status, recorded in ctx. */
+/* static_scale: the calibrated activation scale with TFQ_OP_FLAG_STATIC_ACT (checked by the
+ * caller), else unused. */
 static int tfq_linear_call(tfq_litert_context *ctx, tfq_packed_weights *w, const float *x,
                            size_t x_count, size_t m, const tfq_conv_geometry *geo, float *y,
-                           size_t y_count, int32_t flags, int32_t act, int32_t layer) {
+                           size_t y_count, int32_t flags, int32_t act, int32_t layer,
+                           float static_scale) {
   int st;
   tfq_attach_repack(ctx, w);
   if (flags & TFQ_OP_FLAG_FLOAT_ACT) {
@@ -571,12 +574,17 @@ static int tfq_linear_call(tfq_litert_context *ctx, tfq_packed_weights *w, const
     }
   } else {
     if (!tfq_q8_workspace(ctx, w, m, layer)) return TFQ_ERR_WORKSPACE;
+    int fixed = !geo && (flags & TFQ_OP_FLAG_STATIC_ACT);
     st = geo ? tfq_conv2d_q8(TFQ_ISA_AUTO, w, x, x_count, geo, y, y_count, ctx->workspace,
                              ctx->workspace_bytes)
-             : tfq_linear_q8(TFQ_ISA_AUTO, w, x, x_count, (size_t)w->k, (int32_t)m, y, y_count,
-                             (size_t)w->n, ctx->workspace, ctx->workspace_bytes);
+         : fixed ? tfq_linear_q8_static(TFQ_ISA_AUTO, w, x, x_count, (size_t)w->k, (int32_t)m,
+                                        static_scale, y, y_count, (size_t)w->n, ctx->workspace,
+                                        ctx->workspace_bytes)
+                 : tfq_linear_q8(TFQ_ISA_AUTO, w, x, x_count, (size_t)w->k, (int32_t)m, y, y_count,
+                                 (size_t)w->n, ctx->workspace, ctx->workspace_bytes);
     if (st != TFQ_OK) {
-      tfq_record(ctx, st, layer, "%s: %s", geo ? "tfq_conv2d_q8" : "tfq_linear_q8",
+      tfq_record(ctx, st, layer, "%s: %s",
+                 geo ? "tfq_conv2d_q8" : fixed ? "tfq_linear_q8_static" : "tfq_linear_q8",
                  tfq_status_str(st));
       return st;
     }
@@ -711,14 +719,30 @@ static int tfq_run_locked(tfq_litert_context *ctx, size_t num_inputs, const tfq_
   int st0 = tfq_check_arity(ctx, "", num_inputs, chained ? 3 : 2, inputs, num_outputs, outputs);
   if (st0 != TFQ_OK) return st0;
   tfq_blob blob;
+  /* the scale param is read (and must be 0 without the flag) whatever the flags */
   if (!tfq_open_op(ctx, "", inputs, outputs, t, out, &blob, TFQ_OP_PARAMS_VERSION,
-                   TFQ_OP_PARAMS_COUNT, TFQ_OP_FLAG_BIAS | TFQ_OP_FLAG_FLATTEN | TFQ_OP_FLAG_FLOAT_ACT))
+                   TFQ_OP_PARAM_STATIC_SCALE + 1,
+                   TFQ_OP_FLAG_BIAS | TFQ_OP_FLAG_FLATTEN | TFQ_OP_FLAG_FLOAT_ACT | TFQ_OP_FLAG_STATIC_ACT))
     return ctx->status;
   int32_t layer = blob.params[TFQ_OP_PARAM_LAYER];
   int32_t act = blob.params[TFQ_OP_PARAM_ACTIVATION], flags = blob.params[TFQ_OP_PARAM_FLAGS];
   if (chained && (flags & TFQ_OP_FLAG_FLATTEN)) {
     tfq_record(ctx, TFQ_ERR_FORMAT, layer, "params: the flatten flag on the first of two chained "
                "layers");
+    return TFQ_ERR_FORMAT;
+  }
+  float static_scale = 0.0f;
+  int32_t scale_bits = blob.params[TFQ_OP_PARAM_STATIC_SCALE];
+  memcpy(&static_scale, &scale_bits, sizeof static_scale);
+  if (flags & TFQ_OP_FLAG_STATIC_ACT) {
+    if (chained || (flags & TFQ_OP_FLAG_FLOAT_ACT) || !(static_scale > 0.0f) || !isfinite(static_scale)) {
+      tfq_record(ctx, TFQ_ERR_FORMAT, layer, "params: a static activation scale %g (it must be finite "
+                 "and positive, on one layer on the int8 path)", (double)static_scale);
+      return TFQ_ERR_FORMAT;
+    }
+  } else if (scale_bits != 0) {
+    tfq_record(ctx, TFQ_ERR_FORMAT, layer, "params: param %d is %d without the static flag",
+               TFQ_OP_PARAM_STATIC_SCALE, (int)scale_bits);
     return TFQ_ERR_FORMAT;
   }
   tfq_packed_weights w;
@@ -763,17 +787,17 @@ static int tfq_run_locked(tfq_litert_context *ctx, size_t num_inputs, const tfq_
   if (m == 0) return TFQ_OK;
   if (!chained)
     return tfq_linear_call(ctx, &w, (const float *)t[0].addr, t[0].count, m, NULL,
-                           (float *)out->addr, out->count, flags, act, layer);
+                           (float *)out->addr, out->count, flags, act, layer, static_scale);
   float *hidden = tfq_hidden(ctx, m, w.n, layer);
   if (!hidden) return TFQ_ERR_WORKSPACE;
   size_t hidden_count = m * (size_t)w.n;
   ctx->current_layer = layer;
   st = tfq_linear_call(ctx, &w, (const float *)t[0].addr, t[0].count, m, NULL, hidden,
-                       hidden_count, flags, act, layer);
+                       hidden_count, flags, act, layer, 0.0f);
   if (st != TFQ_OK) return st;
   ctx->current_layer = layer2;
   return tfq_linear_call(ctx, &w2, hidden, hidden_count, m, NULL, (float *)out->addr, out->count,
-                         flags2, act2, layer2);
+                         flags2, act2, layer2, 0.0f);
 }
 
 typedef int (*tfq_op_body)(tfq_litert_context *ctx, size_t num_inputs,
@@ -1090,7 +1114,7 @@ static int tfq_dw_run_locked(tfq_litert_context *ctx, size_t num_inputs,
   if (!chained) return TFQ_OK;
   ctx->current_layer = layer2;
   return tfq_linear_call(ctx, &w2, y, m * c_count, m, NULL, (float *)out->addr, out->count,
-                         flags2, act2, layer2);
+                         flags2, act2, layer2, 0.0f);
 }
 
 static int tfq_dw_run(void *user_data, size_t num_inputs, const tfq_lrt_buffer *inputs,
@@ -1243,7 +1267,7 @@ static int tfq_conv_run_locked(tfq_litert_context *ctx, size_t num_inputs,
   if (!(flags & TFQ_OP_FLAG_FLOAT_ACT)) {  /* int8 activations: each patch quantized in place */
     tfq_conv_geometry geo = {(int32_t)b, (int32_t)h, (int32_t)wd, (int32_t)c, kh, kw, sh, sw};
     return tfq_linear_call(ctx, &w, (const float *)t[0].addr, t[0].count, m, &geo,
-                           (float *)out->addr, out->count, flags, act, layer);
+                           (float *)out->addr, out->count, flags, act, layer, 0.0f);
   }
   /* Float activations: the im2col rows, then the float path. */
   if ((size_t)w.k > SIZE_MAX / sizeof(float) / m) {  /* 32-bit targets */
@@ -1260,7 +1284,7 @@ static int tfq_conv_run_locked(tfq_litert_context *ctx, size_t num_inputs,
   float *patches = (float *)ctx->patches;
   tfq_im2col((const float *)t[0].addr, patches, b, h, wd, c, ho, wo, kh, kw, sh, sw);
   return tfq_linear_call(ctx, &w, patches, count, m, NULL, (float *)out->addr, out->count,
-                         flags, act, layer);
+                         flags, act, layer, 0.0f);
 }
 
 static int tfq_conv_run(void *user_data, size_t num_inputs, const tfq_lrt_buffer *inputs,

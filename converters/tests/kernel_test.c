@@ -251,6 +251,36 @@ static void run_case(int bits, int sym, int f16, int with_bias, int32_t m, int32
   st = tfq_quantize_rows_q8(x, x_count, x_stride, m, k, qa, qa_count, qa_stride, sa, (size_t)m);
   report(st == TFQ_OK, "quantize status", desc);
 
+  /* A static (calibrated) scale: 0.6 of the rows' largest max|x| / 127, so some inputs clip.
+   * The reference's tfq_linear_q8_static equals tfq_matmul_q8 on rows quantized by hand with
+   * that scale (nearest-even, clamped to +-127, as the contract quantizes a row). */
+  float amax = 0.0f;
+  for (int32_t i = 0; i < m; i++)
+    for (int32_t j = 0; j < k; j++) amax = fmaxf(amax, fabsf(x[(size_t)i * x_stride + (size_t)j]));
+  float fixed = amax > 0.0f ? 0.6f * amax / 127.0f : 1.0f;
+  float *y_static = malloc(sizeof(float) * y_count), *y_hand = malloc(sizeof(float) * y_count);
+  int8_t *qs = malloc(qa_count);
+  float *ss = malloc(sizeof(float) * (size_t)m);
+  memset(y_static, 0, sizeof(float) * y_count);
+  memset(y_hand, 0, sizeof(float) * y_count);
+  for (int32_t i = 0; i < m; i++) {
+    ss[i] = fixed;
+    for (int32_t j = 0; j < k; j++) {
+      float v = nearbyintf(x[(size_t)i * x_stride + (size_t)j] / fixed);
+      qs[(size_t)i * qa_stride + (size_t)j] = (int8_t)(v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v);
+    }
+  }
+  st = tfq_linear_q8_static(TFQ_ISA_REF, &L.w, x, x_count, x_stride, m, fixed, y_static, y_count,
+                            y_stride, ws, ws_bytes);
+  report(st == TFQ_OK, "ref linear_q8_static status", desc);
+  st = tfq_matmul_q8(TFQ_ISA_REF, &L.w, qs, qa_count, qa_stride, ss, (size_t)m, m, y_hand, y_count,
+                     y_stride, ws, ws_bytes);
+  report(st == TFQ_OK && same_bits(y_static, y_hand, m, n, y_stride), "ref linear_q8_static vs hand", desc);
+  report(tfq_linear_q8_static(TFQ_ISA_REF, &L.w, x, x_count, x_stride, m, -1.0f, y_hand, y_count,
+                              y_stride, ws, ws_bytes) == TFQ_ERR_FORMAT &&
+         tfq_linear_q8_static(TFQ_ISA_REF, &L.w, x, x_count, x_stride, m, NAN, y_hand, y_count,
+                              y_stride, ws, ws_bytes) == TFQ_ERR_FORMAT, "static scale refused", desc);
+
   /* Pass 1 gives the layer its column-interleaved copy (tfq_repack), which the AVX-512 VNNI
    * kernels then use: same bits as the reference; the other ISAs ignore it. */
   void *repacked = NULL;
@@ -273,6 +303,12 @@ static void run_case(int bits, int sym, int f16, int with_bias, int32_t m, int32
                        ws_bytes);
     snprintf(what, sizeof what, "%s%s linear_q8", tfq_isa_name((tfq_isa)isa), pass ? " repacked" : "");
     report(st == TFQ_OK && same_bits(y, y_ref, m, n, y_stride), what, desc);
+
+    memset(y, 0, sizeof(float) * y_count);
+    st = tfq_linear_q8_static((tfq_isa)isa, &L.w, x, x_count, x_stride, m, fixed, y, y_count,
+                              y_stride, ws, ws_bytes);
+    snprintf(what, sizeof what, "%s%s linear_q8_static", tfq_isa_name((tfq_isa)isa), pass ? " repacked" : "");
+    report(st == TFQ_OK && same_bits(y, y_static, m, n, y_stride), what, desc);
 
     memset(y, 0, sizeof(float) * y_count);
     st = tfq_matmul_q8((tfq_isa)isa, &L.w, qa, qa_count, qa_stride, sa, (size_t)m, m, y, y_count,
@@ -328,6 +364,10 @@ static void run_case(int bits, int sym, int f16, int with_bias, int32_t m, int32
   free(y);
   free(y_ref);
   free(y_contract);
+  free(y_static);
+  free(y_hand);
+  free(qs);
+  free(ss);
   free_layer(&L);
 }
 

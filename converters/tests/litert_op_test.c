@@ -390,7 +390,10 @@ static void blob_rows(layer *L) { L->in[1]->type.layout.dims[0] = 1; L->in[1]->t
 static void out_wrong(layer *L) { L->out->type.layout.dims[0] = 1; }
 static void params_version(layer *L) { params_of(L)[0] = 9; }
 static void params_act(layer *L) { params_of(L)[1] = 99; }
-static void params_unknown_flag(layer *L) { params_of(L)[2] |= 8; }
+static void params_unknown_flag(layer *L) { params_of(L)[2] |= 16; }
+/* TFQ_OP_FLAG_STATIC_ACT with a scale of 0 (the param left as it was), and a scale without it */
+static void params_static_no_scale(layer *L) { params_of(L)[2] |= TFQ_OP_FLAG_STATIC_ACT; }
+static void params_scale_no_flag(layer *L) { params_of(L)[TFQ_OP_PARAM_STATIC_SCALE] = 5; }
 static void params_flatten(layer *L) { params_of(L)[2] |= TFQ_OP_FLAG_FLATTEN; }
 static void params_unused(layer *L) { params_of(L)[6] = 1; }
 static void bias_short(layer *L) { section_of(L, 3)[1] -= 4; }
@@ -778,11 +781,13 @@ int main(void) {
     expect_error(ctx, 1, params_version, 0, TFQ_ERR_FORMAT, "version 9", "params version");
     expect_error(ctx, 1, params_act, 0, TFQ_ERR_FORMAT, "activation 99", "params activation");
     expect_error(ctx, 1, params_flatten, 0, TFQ_ERR_FORMAT, "with the flatten flag needs [1, 9, rest]", "flatten flag vs blob rank");
-    expect_error(ctx, 1, params_unused, 0, TFQ_ERR_FORMAT, "value 6 is 1; this op reads 4 values", "unused params nonzero");
+    expect_error(ctx, 1, params_unused, 0, TFQ_ERR_FORMAT, "value 6 is 1; this op reads 5 values", "unused params nonzero");
+    expect_error(ctx, 1, params_static_no_scale, 0, TFQ_ERR_FORMAT, "a static activation scale 0", "static flag without a scale");
+    expect_error(ctx, 1, params_scale_no_flag, 0, TFQ_ERR_FORMAT, "param 4 is 5 without the static flag", "static scale without the flag");
     expect_error(ctx, 1, bias_short, 0, TFQ_ERR_BUFFER, "the bias section has 32 bytes", "bias short");
     expect_error(ctx, 1, bias_flag_off, 0, TFQ_ERR_BUFFER, "no bias) needs 0", "bias section without the flag");
     expect_error(ctx, 0, zp_out_of_range, 0, TFQ_ERR_ZERO_POINT, "zero points", "zero point 16");
-    expect_error(ctx, 1, params_unknown_flag, 0, TFQ_ERR_FORMAT, pass ? "flags 13" : "flags 9", "unknown flag bit 8");
+    expect_error(ctx, 1, params_unknown_flag, 0, TFQ_ERR_FORMAT, pass ? "flags 21" : "flags 17", "unknown flag bit 16");
   }
   extra_flags = 0;
   /* The first error of a run is kept, with its layer. */

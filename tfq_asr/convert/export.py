@@ -4,15 +4,17 @@ float, and the streaming export of our recognizers.
 `convert(q, path)` lowers every quantized Dense layer and LSTM kernel whose bits the packed
 format takes to the custom op: int8-dynamic inputs on the kernels' int8 path, float inputs
 (weight-only Dense, LSTM kernels, VALID Conv2D as im2col) on their float path; DepthwiseConv1D
-taps to TFQ_DEPTHWISE_CONV_1D. Layers with calibrated (static) input ranges take the float
-path too: the op has no fixed-range mode, so the file drops their activation rounding (the
-report marks them "static_range_dropped"). Every other quantized kernel (2-D depthwise, bits
+taps to TFQ_DEPTHWISE_CONV_1D. A Dense layer with a calibrated (static) input range quantizes
+its input with that fixed scale (TFQ_OP_FLAG_STATIC_ACT); other static layers take the float
+path, dropping their activation rounding (the report marks them "static_range_dropped"). Every other quantized kernel (2-D depthwise, bits
 the format lacks, such as w8) stays a builtin op with float activations: 8-bit ones with one
 scale per channel stored as int8 with a DEQUANTIZE (lowering._store_int8), the rest as float.
 The report says which is which, and why."""
 from __future__ import annotations
 
 from pathlib import Path
+
+import numpy as np
 
 from . import packing
 from ..text import BLANK, VOCAB
@@ -58,21 +60,33 @@ def lowering_plan(q, float_convs: bool = False):
                          "weight": ql.weight})
             continue
         packed[key] = ql.weight
-        # weight-only Dense, LSTM kernels, convolutions: the float path.  Static ranges too: the
-        # op quantizes its input per row or not at all, and float activations are what a
-        # builtin op with these weights would compute (convert() marks them in the report).
-        if ql.activation in ("none", "static"):
+        # weight-only Dense, LSTM kernels, convolutions: the float path.  A static range on
+        # anything but a Dense layer too: the op takes a fixed scale on its one-layer int8 path
+        # only, and float activations are what a builtin op with these weights would compute
+        # (convert() marks them in the report).
+        if ql.activation == "none" or (ql.activation == "static" and ql.layer_type != "Dense"):
             float_act.append(key)
     return twin, packed, float_act, kept, depthwise
 
 
-def static_activation_keys(q) -> list[str]:
-    """Keys of lowering_plan of the layers with calibrated (static) input ranges."""
+def static_scales(q) -> dict:
+    """{key of lowering_plan: activation scale} of the layers with calibrated (static) input
+    ranges, the scale as their Keras layers compute it (max|x| / 127 in float32, 1 for 0)."""
     from ..quant.apply import quantized_layers, wrappers
+    from ..quant.numerics import _static_scale
+    from .lowering import LoweringError
     if not wrappers(q):
-        return []
-    return [ql.layer if ql.layer_type in ("Dense", "Conv2D") else f"{ql.layer}/{ql.role}"
-            for ql in quantized_layers(q) if ql.activation == "static"]
+        return {}
+    scales = {}
+    for ql in quantized_layers(q):
+        if ql.activation != "static":
+            continue
+        if not (ql.input_max is not None and np.isfinite(ql.input_max) and ql.input_max >= 0):
+            raise LoweringError(f"layer {ql.layer!r}: static activation range not calibrated (max |x| "
+                                f"{ql.input_max}): quantize with calibration= (tools/convert.py --calibration)")
+        scales[ql.layer if ql.layer_type in ("Dense", "Conv2D") else f"{ql.layer}/{ql.role}"] = \
+            float(_static_scale(ql.input_max))
+    return scales
 
 
 def convert(q, path, *, input_shape=None, extra_metadata=None, float_convs: bool = False, progress=None) -> dict:
@@ -86,15 +100,16 @@ def convert(q, path, *, input_shape=None, extra_metadata=None, float_convs: bool
     twin, packed, float_act, kept, depthwise = lowering_plan(q, float_convs)
     if callable(extra_metadata):
         extra_metadata = extra_metadata(twin)
+    statics = {k: s for k, s in static_scales(q).items() if k in packed and k not in float_act}
     report = lower_to_tflite(twin, packed, path, input_shape=input_shape, extra_metadata=extra_metadata,
-                             float_activations=float_act, depthwise=depthwise,
+                             float_activations=float_act, depthwise=depthwise, static_scales=statics,
                              int8_weights=[k.pop("weight") for k in kept], progress=progress)
     report["size_bytes"] = Path(path).stat().st_size
     for k, stored in zip(kept, report.pop("int8_stored")):
         if stored is not None:
             k.update(stored="int8", stored_bytes=stored)
-    for key in static_activation_keys(q):
-        if key in report["layers"]:
+    for key in static_scales(q):
+        if key in report["layers"] and key not in statics:
             report["layers"][key]["static_range_dropped"] = True
     report["float_kernels"] = kept
     return report

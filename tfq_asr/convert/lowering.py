@@ -75,7 +75,8 @@ OP_NAME = "TFQ_FULLY_CONNECTED"      # litert_op.h TFQ_OP_NAME
 OP_VERSION = 1
 PARAMS_VERSION = 1                   # TFQ_OP_PARAMS_VERSION
 PARAMS_COUNT = 4                     # TFQ_OP_PARAMS_COUNT: version, activation, flags, layer
-FLAG_BIAS, FLAG_FLATTEN, FLAG_FLOAT_ACT = 1, 2, 4  # TFQ_OP_FLAG_*
+FLAG_BIAS, FLAG_FLATTEN, FLAG_FLOAT_ACT, FLAG_STATIC_ACT = 1, 2, 4, 8  # TFQ_OP_FLAG_*
+PARAM_STATIC_SCALE = 4               # TFQ_OP_PARAM_STATIC_SCALE: the scale's float32 bits
 ACT_NONE, ACT_RELU, ACT_RELU6, ACT_RELU_N1_TO_1, ACT_SWISH = 0, 1, 2, 3, 4  # tfq_op_activation
 DW_OP_NAME = "TFQ_DEPTHWISE_CONV_1D"  # litert_op.h TFQ_DW_OP_NAME
 CONV_OP_NAME = "TFQ_CONV_2D"           # litert_op.h TFQ_CONV_OP_NAME
@@ -506,7 +507,7 @@ def _match_layers(model_obj, quantized):
 
 
 def _replace(schema, model_obj, si, oi, name, qw: QuantizedWeight, factor: float, layer_index: int,
-             custom_code: int, float_act: bool, shared: dict):
+             custom_code: int, float_act: bool, shared: dict, static_scale: float | None = None):
     sg = model_obj.subgraphs[si]
     op = sg.operators[oi]
     opts = op.builtinOptions
@@ -535,8 +536,10 @@ def _replace(schema, model_obj, si, oi, name, qw: QuantizedWeight, factor: float
         qw.q.astype(np.int16), spec.bits, spec.symmetric, spec.group_length(k), scales,
         None if qw.zero_points is None else qw.zero_points, scale_dtype=np.dtype(spec.scale_dtype)))
     flags = ((FLAG_BIAS if bias is not None else 0) | (FLAG_FLATTEN if flatten else 0)
-             | (FLAG_FLOAT_ACT if float_act else 0))
+             | (FLAG_FLOAT_ACT if float_act else 0) | (FLAG_STATIC_ACT if static_scale is not None else 0))
     params = [PARAMS_VERSION, _ACTIVATIONS[act], flags, layer_index]
+    if static_scale is not None:  # its float32 bits, as an int32 param
+        params.append(int(np.array([static_scale], np.float32).view(np.int32)[0]))
     blob = op_blob.build(p, params, bias, (1, n) if flatten else (n,))
     new = schema.OperatorT()
     new.opcodeIndex = custom_code
@@ -546,7 +549,8 @@ def _replace(schema, model_obj, si, oi, name, qw: QuantizedWeight, factor: float
     sg.operators[oi] = new
     return {"bits": spec.bits, "symmetric": spec.symmetric, "group_size": spec.group_length(k),
             "k": k, "n": n, "scale_dtype": spec.scale_dtype, "activation": _ACTIVATIONS[act],
-            "float_activations": float_act, "activation_mode": "none" if float_act else "dynamic",
+            "float_activations": float_act,
+            "activation_mode": "none" if float_act else "static" if static_scale is not None else "dynamic",
             "bytes": int(blob.size),
             "float_bytes": 4 * k * n, "folded_factor": factor}
 
@@ -790,9 +794,11 @@ def _swish_before(model_obj, sg, links, swish: int, reader: int):
 
 
 def _plain_fc(model_obj, sg, si, op, custom_code: int, op_names: dict) -> bool:
-    """A TFQ_FULLY_CONNECTED of ours with x and one blob, not flattening."""
+    """A TFQ_FULLY_CONNECTED of ours with x and one blob, not flattening, not static (the op
+    takes a static scale on one layer only: it is not chained or batched)."""
     return (op.opcodeIndex == custom_code and len(op.inputs) == 2 and (si, id(op)) in op_names and
-            not op_blob.read(_array(model_obj, sg.tensors[op.inputs[1]])).params[2] & FLAG_FLATTEN)
+            not op_blob.read(_array(model_obj, sg.tensors[op.inputs[1]])).params[2]
+            & (FLAG_FLATTEN | FLAG_STATIC_ACT))
 
 
 def _chain_after_swish(model_obj, custom_code: int, op_names: dict, chain_with) -> list:
@@ -1349,7 +1355,8 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
                     input_shape=None, extra_metadata: dict | None = None,
                     activations: Mapping[str, str] | None = None, float_activations=(),
                     depthwise: Mapping[str, QuantizedWeight] | None = None,
-                    int8_weights=(), fuse_im2col: bool = True, fuse_shared_input: bool = True,
+                    int8_weights=(), static_scales: Mapping[str, float] | None = None,
+                    fuse_im2col: bool = True, fuse_shared_input: bool = True,
                     fuse_feed_forward: bool = True, fuse_depthwise_pointwise: bool = True,
                     batch_unpacked_rows: bool = True, progress=None) -> dict:
     """Write ``out_path`` (.tflite) with every layer of ``quantized`` as TFQ_FULLY_CONNECTED.
@@ -1367,6 +1374,9 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
     float_activations: shorthand, keys whose mode is "none".
     depthwise: "layer/depthwise_kernel" -> QuantizedWeight [taps, C] of DepthwiseConv1D layers:
     each becomes TFQ_DEPTHWISE_CONV_1D (packed taps, float activations, as its Keras layer).
+    static_scales: key -> the activation scale (calibrated max|x| / 127) of layers with a static
+    input range: their ops quantize every row with it (TFQ_OP_FLAG_STATIC_ACT, the int8 path);
+    not with float activations, and not for LSTM kernels.
     int8_weights: QuantizedWeights of 8-bit kernels (per channel or per tensor) that stay builtin:
     stored as int8 with a DEQUANTIZE (_store_int8); the report's "int8_stored" gives, per
     kernel, the bytes stored or None where no weight was its dequantized values.
@@ -1397,6 +1407,13 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
     if not out_path.parent.is_dir():
         raise LoweringError(f"{out_path}: the directory {out_path.parent} does not exist")
     float_keys = _float_activation_keys(quantized, activations, float_activations)
+    static_scales = dict(static_scales or {})
+    for key, scale in static_scales.items():
+        if key not in quantized or key in float_keys or "/" in key:
+            raise LoweringError(f"layer {key!r}: a static scale for a layer that is not a quantized Dense "
+                                "layer on the int8 path")
+        if not (np.isfinite(scale) and scale > 0):
+            raise LoweringError(f"layer {key!r}: static activation scale {scale}: must be finite and positive")
     shape = _input_shape(float_model, input_shape)
     stage = progress or (lambda name: None)
     stage("float graph with the dequantized weights")
@@ -1415,7 +1432,8 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
     layers, shared, op_names = {}, {}, {}
     for si, oi, name, factor in matches:
         info = _replace(schema, model_obj, si, oi, name, quantized[name], factor,
-                        layer_names.index(name), custom_code, name in float_keys, shared)
+                        layer_names.index(name), custom_code, name in float_keys, shared,
+                        static_scales.get(name))
         op_names[(si, id(model_obj.subgraphs[si].operators[oi]))] = name
         if name in layers:
             layers[name]["ops"] += 1

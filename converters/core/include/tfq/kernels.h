@@ -177,6 +177,15 @@ TFQ_API int tfq_linear_q8(tfq_isa isa, const tfq_packed_weights *w, const float 
                           size_t x_count, size_t x_stride, int32_t m, float *y, size_t y_count,
                           size_t y_stride, void *workspace, size_t workspace_bytes);
 
+/* tfq_linear_q8 with one activation scale for every row (a calibrated static range, scale =
+ * max_abs / 127) instead of each row's max|x| / 127: x / scale rounded to nearest-even and
+ * clamped to [-127, 127], as the numerics contract quantizes a row.  TFQ_ERR_FORMAT for a
+ * scale that is not finite and positive. */
+TFQ_API int tfq_linear_q8_static(tfq_isa isa, const tfq_packed_weights *w, const float *x,
+                                 size_t x_count, size_t x_stride, int32_t m, float scale, float *y,
+                                 size_t y_count, size_t y_stride, void *workspace,
+                                 size_t workspace_bytes);
+
 /* A valid (unpadded) 2-D convolution over NHWC x [b, h, w, c] with a kh x kw kernel and
  * strides sh, sw: the output [b, ho, wo, N] (ho = (h - kh) / sh + 1, likewise wo) is the
  * matmul of the M = b * ho * wo patches, each K = kh * kw * c floats in (kernel row, kernel

@@ -92,6 +92,11 @@ extern "C" {
 #define TFQ_OP_FLAG_FLOAT_ACT 4    /* float activations: tfq_linear_f32 instead of tfq_linear_q8
                                       (weight-only layers, LSTM kernels); bias and activation as
                                       on the int8 path.  Any other flag bit is refused. */
+#define TFQ_OP_FLAG_STATIC_ACT 8   /* int8 activations with one calibrated scale for every row,
+                                      the float32 in param TFQ_OP_PARAM_STATIC_SCALE
+                                      (tfq_linear_q8_static); TFQ_FULLY_CONNECTED with one layer
+                                      only, not with TFQ_OP_FLAG_FLOAT_ACT */
+#define TFQ_OP_PARAM_STATIC_SCALE 4  /* with TFQ_OP_FLAG_STATIC_ACT: the scale's float32 bits */
 
 typedef enum tfq_op_activation {
   TFQ_ACT_NONE = 0,
