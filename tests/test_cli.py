@@ -127,6 +127,11 @@ def test_offline_tflite_through_transcribe_and_evaluate(tiny_model_dir, tiny_cor
     broken.write_bytes(data.replace(b'"subsampling": ', b'"subsamplinx": ', 1))
     assert_one_line_error(run_tool("transcribe.py", "--model", broken, wav), "no-subsampling.tflite",
                           "offline metadata has no subsampling", status=2)
+    # the benchmark streams: an offline file is refused in the child's own words, once (the
+    # parent wrapped them: "error: F: benchmark failed: error: F: not a streaming model")
+    proc = run_tool("benchmark.py", "--model", out, "--audio", wav)
+    assert_one_line_error(proc, f"{out}: not a streaming model", status=2)
+    assert proc.stderr.count("error:") == 1 and "benchmark failed" not in proc.stderr
 
 
 def test_a_failing_op_is_a_one_line_error(tiny_model_dir, tmp_path, wav):

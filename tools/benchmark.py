@@ -235,7 +235,9 @@ def main(argv=None):
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 lines = [x for x in proc.stderr.strip().splitlines() if x.startswith("error:")] or proc.stderr.strip().splitlines()[-1:]
-                raise UserError(f"{m}: benchmark failed: {lines[-1] if lines else proc.returncode}")
+                why = lines[-1].removeprefix("error:").strip() if lines else f"exit status {proc.returncode}"
+                # the child's own error names the file already (a file that is not a streaming model)
+                raise UserError(why if why.startswith(f"{m}:") else f"{m}: benchmark failed: {why}")
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             if use_c:
                 r.update(c_core_rtf(m, wavs, args.threads, args.feed_ms, args.repeat))
