@@ -72,20 +72,18 @@ def lowering_plan(q, float_convs: bool = False):
 def static_scales(q) -> dict:
     """{key of lowering_plan: activation scale} of the layers with calibrated (static) input
     ranges, the scale as their Keras layers compute it (max|x| / 127 in float32, 1 for 0)."""
-    from ..quant.apply import quantized_layers, wrappers
+    from ..quant.apply import wrappers
     from ..quant.numerics import _static_scale
     from .lowering import LoweringError
-    if not wrappers(q):
-        return {}
     scales = {}
-    for ql in quantized_layers(q):
-        if ql.activation != "static":
+    for w in wrappers(q):  # the ranges alone: no need to quantize the weights again
+        if w.quantize_config.activation != "static":
             continue
-        if not (ql.input_max is not None and np.isfinite(ql.input_max) and ql.input_max >= 0):
-            raise LoweringError(f"layer {ql.layer!r}: static activation range not calibrated (max |x| "
-                                f"{ql.input_max}): quantize with calibration= (tools/convert.py --calibration)")
-        scales[ql.layer if ql.layer_type in ("Dense", "Conv2D") else f"{ql.layer}/{ql.role}"] = \
-            float(_static_scale(ql.input_max))
+        input_max = float(w.input_max.numpy())
+        if not (np.isfinite(input_max) and input_max >= 0):
+            raise LoweringError(f"layer {w.layer.name!r}: static activation range not calibrated (max |x| "
+                                f"{input_max}): quantize with calibration= (tools/convert.py --calibration)")
+        scales[w.layer.name] = float(_static_scale(input_max))  # Dense and Conv2D keys are layer names
     return scales
 
 
@@ -100,7 +98,8 @@ def convert(q, path, *, input_shape=None, extra_metadata=None, float_convs: bool
     twin, packed, float_act, kept, depthwise = lowering_plan(q, float_convs)
     if callable(extra_metadata):
         extra_metadata = extra_metadata(twin)
-    statics = {k: s for k, s in static_scales(q).items() if k in packed and k not in float_act}
+    scales = static_scales(q)
+    statics = {k: s for k, s in scales.items() if k in packed and k not in float_act}
     report = lower_to_tflite(twin, packed, path, input_shape=input_shape, extra_metadata=extra_metadata,
                              float_activations=float_act, depthwise=depthwise, static_scales=statics,
                              int8_weights=[k.pop("weight") for k in kept], progress=progress)
@@ -108,7 +107,7 @@ def convert(q, path, *, input_shape=None, extra_metadata=None, float_convs: bool
     for k, stored in zip(kept, report.pop("int8_stored")):
         if stored is not None:
             k.update(stored="int8", stored_bytes=stored)
-    for key in static_scales(q):
+    for key in scales:
         if key in report["layers"] and key not in statics:
             report["layers"][key]["static_range_dropped"] = True
     report["float_kernels"] = kept
