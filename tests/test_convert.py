@@ -398,6 +398,34 @@ def test_api_lowers_static_activation_ranges_to_the_op(tmp_path):
             assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max(), amplitude
 
 
+def test_api_calibrates_a_model_whose_input_is_not_features(tmp_path):
+    """PTQ calibration takes inputs of the model's own shape ([H, W, C] here, with or without a
+    batch of 1); it accepted only [T, F] features before.  Wrong shapes and models with several
+    inputs are refused by name."""
+    import tfq_asr
+    from tfq_asr.errors import UserError
+    keras.utils.set_random_seed(11)
+    inp = keras.Input((20, 12, 1))
+    x = keras.layers.Conv2D(32, 3, strides=2, activation="relu", name="c1")(inp)
+    x = keras.layers.Reshape((7, 96))(keras.layers.Conv2D(32, 3, strides=1, name="c2")(x))
+    km = keras.Model(inp, keras.layers.Dense(8, name="head")(x))
+    rng = np.random.default_rng(12)
+    calib = [rng.normal(size=(20, 12, 1)).astype(np.float32), rng.normal(size=(1, 20, 12, 1)).astype(np.float32)]
+    q = tfq_asr.quantize(km, "w4-static-convq8", calibration=calib)
+    rep = tfq_asr.convert(q, tmp_path / "c.tflite")
+    assert rep["layers"]["head"]["activation_mode"] == "static"
+    x = rng.normal(size=(1, 20, 12, 1)).astype(np.float32)
+    with tfq_asr.runtime.load(tmp_path / "c.tflite") as m:
+        got, want = m.run(x)[0], q(x).numpy()
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    with pytest.raises(UserError, match=r"calibration input 0: expected a \[20, 12, 1\] or \[1, 20, 12, 1\] array"):
+        tfq_asr.quantize(km, "w4-static", calibration=[np.zeros((12, 20, 1), np.float32)])
+    a, b = keras.Input((4, 8)), keras.Input((4, 8))
+    two = keras.Model([a, b], keras.layers.Dense(3)(keras.layers.Add()([a, b])))
+    with pytest.raises(UserError, match="2 inputs: calibration takes models with one input"):
+        tfq_asr.quantize(two, "w4-static", calibration=[np.zeros((4, 8), np.float32)])
+
+
 @pytest.mark.parametrize("policy", ["w4", "fp32", "litert-int8"])
 def test_api_keeps_the_keras_order_of_inputs_and_outputs(tmp_path, policy):
     """The converter orders a signature's outputs by name; `run` takes and returns them in the

@@ -11,12 +11,26 @@ from .numerics import CLIP_GRID, fake_quant_weight_np
 MAX_ROWS = 2048  # input rows kept per layer for the clipping choice
 
 
-def _as_batch(x, index: int) -> np.ndarray:
+def _input_dims(float_model) -> tuple:
+    """The model's one input shape without the batch (None where any length goes)."""
+    if len(float_model.inputs) != 1:
+        raise UserError(f"model {float_model.name!r} has {len(float_model.inputs)} inputs: calibration "
+                        "takes models with one input")
+    return tuple(float_model.inputs[0].shape[1:])
+
+
+def _as_batch(x, index: int, dims: tuple) -> np.ndarray:
+    """One calibration input as a batch of one: the model's input without the batch dimension
+    ([T, F] features for our recognizers) or with a batch of 1."""
     a = np.asarray(x, dtype=np.float32)
-    if a.ndim == 2:
+    if a.ndim == len(dims):
         a = a[None]
-    if a.ndim != 3 or a.shape[0] != 1 or a.shape[1] == 0:
-        raise UserError(f"calibration input {index}: expected a [T, F] or [1, T, F] array, got shape {a.shape}")
+    fits = a.ndim == len(dims) + 1 and a.shape[0] == 1 and all(
+        s > 0 and (d is None or s == d) for s, d in zip(a.shape[1:], dims))
+    if not fits:
+        want = ", ".join("T" if d is None else str(d) for d in dims)
+        raise UserError(f"calibration input {index}: expected a [{want}] or [1, {want}] array (the model's "
+                        f"input), got shape {a.shape}")
     if not np.all(np.isfinite(a)):
         raise UserError(f"calibration input {index}: contains NaN or Inf")
     return a
@@ -28,7 +42,8 @@ def calibration_inputs(float_model, calibration, limit: int | None = None, seed:
             raise UserError(f"calibration={calibration!r}: expected 'synthetic' or a list of inputs")
         from .zero_shot import synthesize
         return [x[None] for x in synthesize(float_model, seed=seed)]
-    data = [_as_batch(x, i) for i, x in enumerate(calibration)]
+    dims = _input_dims(float_model)
+    data = [_as_batch(x, i, dims) for i, x in enumerate(calibration)]
     if limit:
         data = data[:limit]
     if not data:
@@ -44,7 +59,7 @@ def collect_layer_inputs(float_model, names: list[str], inputs: list[np.ndarray]
     from tqdm import tqdm
     probe = keras.Model(float_model.inputs, [float_model.get_layer(n).input for n in names])
     run = tf.function(lambda x: probe(x, training=False),
-                      input_signature=[tf.TensorSpec([1, None, inputs[0].shape[-1]], tf.float32)])
+                      input_signature=[tf.TensorSpec([1, *_input_dims(float_model)], tf.float32)])
     rng = np.random.default_rng(seed)
     stats = {n: {"max": 0.0, "rows": []} for n in names}
     for x in tqdm(inputs, desc="calibrate", disable=not progress, mininterval=2):
