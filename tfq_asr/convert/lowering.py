@@ -424,14 +424,22 @@ def _power_of_two_match(expected, w: np.ndarray, text: str):
     for name, e in expected.items():
         if e.shape != w.shape or f"/{name}/" not in text:
             continue
-        i = int(np.argmax(np.abs(e)))
-        if e.flat[i] == 0:
-            continue
-        c = float(w.flat[i]) / float(e.flat[i])
-        mantissa, _ = np.frexp(c)
-        if c > 0 and abs(mantissa) == 0.5 and _bit_equal((e * np.float32(c)).astype(np.float32), w):
+        c = _power_of_two_factor(e, w)
+        if c is not None:
             return [name], c
     return [], 1.0
+
+
+def _power_of_two_factor(e: np.ndarray, w: np.ndarray) -> float | None:
+    """c if w is exactly c * e (same shape) for a power of two c > 0, else None."""
+    i = int(np.argmax(np.abs(e)))
+    if e.flat[i] == 0:
+        return None
+    c = float(w.flat[i]) / float(e.flat[i])
+    mantissa, _ = np.frexp(c)
+    if c > 0 and abs(mantissa) == 0.5 and _bit_equal((e * np.float32(c)).astype(np.float32), w):
+        return c
+    return None
 
 
 def _layer_of(key: str) -> str:
@@ -539,6 +547,7 @@ def _replace(schema, model_obj, si, oi, name, qw: QuantizedWeight, factor: float
              | (FLAG_FLOAT_ACT if float_act else 0) | (FLAG_STATIC_ACT if static_scale is not None else 0))
     params = [PARAMS_VERSION, _ACTIVATIONS[act], flags, layer_index]
     if static_scale is not None:  # its float32 bits, as an int32 param
+        assert len(params) == PARAM_STATIC_SCALE
         params.append(int(np.array([static_scale], np.float32).view(np.int32)[0]))
     blob = op_blob.build(p, params, bias, (1, n) if flatten else (n,))
     new = schema.OperatorT()
@@ -674,9 +683,10 @@ def _unfold_step_bias(schema, model_obj, custom_code: int, op_names: dict) -> di
                     continue
                 for u in plain:
                     c = blobs[u]
+                    unbiased = b.params.copy()
+                    unbiased[2] &= ~FLAG_BIAS
                     same = (np.array_equal(c.header, b.header) and c.lead_dims == b.lead_dims
-                            and np.array_equal(c.params, np.where(np.arange(len(b.params)) == 2,
-                                                                  b.params[2] & ~FLAG_BIAS, b.params))
+                            and np.array_equal(c.params, unbiased)
                             and all(c.sections[k] == b.sections[k] for k in ("data", "scales", "zero_points")))
                     if same:
                         plain_for[t] = (u, np.frombuffer(b.sections["bias"], np.float32), name)
@@ -1146,15 +1156,10 @@ def _store_int8(schema, model_obj, weights) -> list:
         for i, deq in by_size.get(w.size, []):
             if deq.shape[1] != n:
                 continue
-            ref = (deq.T if axis == "first" else deq).reshape(w.shape)
-            nz = np.flatnonzero(ref)
-            if nz.size == 0:
-                continue
-            f = np.float32(w.flat[nz[0]] / ref.flat[nz[0]])
+            f = _power_of_two_factor((deq.T if axis == "first" else deq).reshape(w.shape), w)
             scales = weights[i].scales.astype(np.float32)
-            if (f > 0 and np.frexp(f)[0] == 0.5 and _bit_equal(w, ref * f)
-                    and np.array_equal(scales * f / f, scales)):  # no scale leaves the normal range
-                return i, f
+            if f is not None and np.array_equal(scales * np.float32(f) / np.float32(f), scales):
+                return i, np.float32(f)  # (no scale times f leaves the normal range)
         return None
     axis_of = {_FULLY_CONNECTED: "first", _CONV_2D: "first", _DEPTHWISE_CONV_2D: "last"}
     for sg in model_obj.subgraphs:
