@@ -57,6 +57,13 @@ def test_unknown_model(wav):
     assert_one_line_error(run_tool("transcribe.py", "--model", "no-such-model", wav), "unknown model", "no-such-model")
 
 
+def test_negative_beam_is_refused_before_any_work(tiny_model_dir, wav, tiny_corpus):
+    assert_one_line_error(run_tool("transcribe.py", "--model", tiny_model_dir, "--beam", "-2", wav), "beam_width = -2")
+    out, _ = tiny_corpus
+    assert_one_line_error(run_tool("evaluate.py", "--model", tiny_model_dir, "--manifest", out / "test.tsv",
+                                   "--beam", "-1"), "beam_width = -1")
+
+
 def test_evaluate_bad_manifest(tiny_model_dir, tmp_path):
     bad = tmp_path / "bad.tsv"
     bad.write_text("file\twords\nx.flac\thello\n")

@@ -135,6 +135,59 @@ def test_bad_input_is_refused_and_stream_stays_usable(exported, tmp_path):
                          tmp_path / "x.tflite")
 
 
+def test_streams_at_other_sample_rates_resample_as_they_arrive(exported):
+    """A 44.1 kHz (or 8 kHz) microphone streams as it is: the stream resamples each chunk, and
+    any chunking gives the transcript of resampling the whole audio; the logits of every step
+    are the same too, so the resampled samples are."""
+    import soxr
+    r = Recognizer(exported[1]["w4-sc16"][0])
+    audio = _audio()
+    for rate in (44100, 8000):
+        x = soxr.resample(audio, 16000, rate, "HQ").astype(np.float32)
+        whole = r.transcribe(x, rate)
+        assert whole and whole == r.transcribe(np.round(x * 32767).astype(np.int16), rate)
+        rng = np.random.default_rng(rate)
+        for _ in range(2):
+            s = r.stream(sample_rate=rate)
+            i = 0
+            while i < x.size:
+                n = int(rng.integers(0, 9000))
+                s.accept(x[i:i + n])
+                i += n
+            assert whole.startswith(s.partial()) and s.finish() == whole
+            assert s.samples == x.size
+    with pytest.raises(UserError, match="sample_rate = 0"):
+        r.stream(sample_rate=0)
+    for bad in (-16000, 16000.5, "16k", True, float("nan")):
+        with pytest.raises(UserError, match="sample_rate"):
+            r.transcribe(audio, bad)
+    assert r.transcribe(audio, 16000.0) == r.transcribe(audio)
+
+
+def test_whole_audio_layouts_dtypes_and_a_closed_recognizer(exported):
+    r = Recognizer(exported[1]["w4-sc16"][0])
+    audio = _audio()
+    whole = r.transcribe(audio)
+    # stereo from soundfile ([n, channels]) and from librosa ([channels, n]) are both averaged
+    assert r.transcribe(np.stack([audio, audio], axis=1)) == whole
+    assert r.transcribe(np.stack([audio, audio, audio])) == whole
+    for bad, match in ((audio[None, None], "shape"), (np.zeros((40, 40)), "shape"),
+                       (audio.astype(np.complex64), "complex64"), (np.array(["a"]), "not sound")):
+        with pytest.raises(ValueError, match=match):
+            r.transcribe(bad)
+    with pytest.raises(ValueError, match="NaN"):
+        r.transcribe(np.array([0.0, np.inf], np.float32))
+    for beam in (-1, 2.5, True):
+        with pytest.raises(UserError, match="beam_width"):
+            Recognizer(exported[1]["w4-sc16"][0], beam_width=beam)
+    with Recognizer(exported[1]["w4-sc16"][0]) as closed:
+        assert closed.transcribe(audio) == whole
+    from tfq_asr.runtime.litert import LiteRtError
+    with pytest.raises(LiteRtError, match="closed"):
+        closed.transcribe(audio)
+    closed.close()  # twice is fine
+
+
 @pytest.mark.parametrize("kind", ["litert-int8", "litert-int4"])
 def test_litert_baselines_stream_like_our_files(exported, tmp_path, kind):
     from tfq_asr.convert.baselines import export_streaming_baseline
@@ -224,6 +277,9 @@ def test_benchmark_refuses_files_of_another_chunk(exported, tmp_path):
     assert_one_line_error(run_tool("benchmark.py", "--model", fp32, "--compare", garbage, "--chunk-ms",
                                    str(40 * CFG.chunk)), "garbage.tflite", "not a readable .tflite")
     assert_one_line_error(run_tool("benchmark.py", "--model", fp32, "--chunk-ms", "0"), "--chunk-ms 0")
+    # counts below their least value are refused by name, not met by a ZeroDivisionError deep inside
+    for option, value in (("--threads", "0"), ("--feed-ms", "0"), ("--repeat", "0"), ("--long-audio", "-1")):
+        assert_one_line_error(run_tool("benchmark.py", "--model", fp32, option, value), f"{option} {value}")
 
 
 def test_lstm_kernels_are_packed_on_the_float_activation_path(tmp_path):

@@ -12,12 +12,48 @@ SAMPLE_RATE = 16000
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".mp3")
 
 
+# soxr's "HQ" quality: librosa.resample's default, and what IncrementalResampler streams
+RESAMPLE_QUALITY = "HQ"
+# Sample rates we resample from; outside this range a number is more likely a mistake.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 384000
+
+
+def check_sample_rate(sample_rate) -> int:
+    """`sample_rate` as an int, or a UserError naming it: a whole number of Hz (an integral
+    float such as 16000.0 is accepted) in MIN_SAMPLE_RATE..MAX_SAMPLE_RATE."""
+    try:
+        value = float(sample_rate)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if isinstance(sample_rate, bool) or not value.is_integer() or \
+            not MIN_SAMPLE_RATE <= value <= MAX_SAMPLE_RATE:
+        raise UserError(f"sample_rate = {sample_rate!r}: expected a whole number of Hz in "
+                        f"{MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE}")
+    return int(value)
+
+
 def resample(audio: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
     if orig_sr == target_sr:
         return np.asarray(audio, dtype=np.float32)
-    import librosa
-    return librosa.resample(np.asarray(audio, dtype=np.float32), orig_sr=orig_sr, target_sr=target_sr,
-                            res_type="soxr_hq").astype(np.float32)
+    import soxr
+    return soxr.resample(np.asarray(audio, dtype=np.float32), orig_sr, target_sr,
+                         RESAMPLE_QUALITY).astype(np.float32)
+
+
+class IncrementalResampler:
+    """Audio at `orig_sr` in chunks of any length -> the same samples at `target_sr` that
+    `resample` gives for the whole signal at once (soxr's streaming resampler holds the filter
+    state): `push(chunk)` returns what is ready, `flush()` the rest at the end."""
+
+    def __init__(self, orig_sr: int, target_sr: int = SAMPLE_RATE):
+        import soxr
+        self._stream = soxr.ResampleStream(orig_sr, target_sr, 1, dtype="float32", quality=RESAMPLE_QUALITY)
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        return self._stream.resample_chunk(np.ascontiguousarray(samples, dtype=np.float32))
+
+    def flush(self) -> np.ndarray:
+        return self._stream.resample_chunk(np.zeros(0, np.float32), last=True)
 
 
 def as_float_samples(samples) -> np.ndarray:
@@ -29,9 +65,26 @@ def as_float_samples(samples) -> np.ndarray:
     if x.dtype.kind == "u":
         half = float(np.iinfo(x.dtype).max // 2 + 1)
         return ((x.astype(np.float64) - half) / half).astype(np.float32)
-    if x.dtype.kind == "b":
-        raise ValueError("audio samples are booleans, not sound")
+    if x.dtype.kind != "f":  # booleans, complex numbers, strings, objects
+        raise ValueError(f"audio samples of dtype {x.dtype} are not sound: expected floats or integer PCM")
     return x.astype(np.float32)
+
+
+# More channels than this on the short axis of a 2-D array means it is not [n, channels].
+MAX_CHANNELS = 16
+
+
+def to_mono(samples: np.ndarray) -> np.ndarray:
+    """[n] as it is; [n, channels] (soundfile's layout) or [channels, n] (librosa's) averaged
+    over the channels, the short axis; ValueError for other shapes."""
+    if samples.ndim == 1:
+        return samples
+    if samples.ndim == 2:
+        axis = 1 if samples.shape[1] <= samples.shape[0] else 0
+        if samples.shape[axis] <= MAX_CHANNELS:
+            return samples.mean(axis=axis, dtype=np.float64).astype(np.float32)
+    raise ValueError(f"audio samples of shape {samples.shape}: expected mono [n], or [n, channels] "
+                     f"or [channels, n] with at most {MAX_CHANNELS} channels")
 
 
 def load_audio(path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:

@@ -10,9 +10,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import UserError
 from .text import BLANK, decode_ids
 
 NEG_INF = -np.inf
+
+
+def check_beam_width(beam_width) -> int:
+    """The CTC beam width as an int (0 or 1: greedy), or a UserError naming it."""
+    if isinstance(beam_width, bool) or not isinstance(beam_width, (int, np.integer)) or beam_width < 0:
+        raise UserError(f"beam_width = {beam_width!r}: expected an integer >= 0 (0 or 1: greedy decoding)")
+    return int(beam_width)
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
@@ -127,3 +135,9 @@ def beam_search_decode(logits, beam_width: int = 8, prune: float = 10.0) -> str:
     d = BeamDecoder(beam_width, prune)
     d.accept(logits)
     return d.finish()
+
+
+def ctc_decode(logits, beam_width: int = 0) -> str:
+    """Text of [T, C] logits: prefix beam search of `beam_width` beams, greedy for 0 or 1."""
+    beam_width = check_beam_width(beam_width)
+    return beam_search_decode(logits, beam_width) if beam_width > 1 else greedy_decode(logits)

@@ -20,6 +20,7 @@ import numpy as np
 
 from .errors import UserError
 from .frontend import LOG_FLOOR, N_MELS, log_mel
+from .decode import check_beam_width
 from .streaming import SAMPLE_RATE, metadata_field, open_recognizer_model, resample_if_needed
 
 
@@ -47,7 +48,7 @@ class OfflineRecognizer:
         self.info = info
         self.input_frames = info["input_frames"]
         self.subsampling = info["subsampling"]
-        self.beam_width = beam_width
+        self.beam_width = check_beam_width(beam_width)
         self._logits = self.model.output_names.index(info["logits"])
 
     @property
@@ -72,7 +73,14 @@ class OfflineRecognizer:
         if len(feats) == 0:
             return ""
         lg = self.logits(feats)
-        return decode.beam_search_decode(lg, self.beam_width) if self.beam_width > 1 else decode.greedy_decode(lg)
+        return decode.ctc_decode(lg, self.beam_width)
 
     def close(self) -> None:
+        """Frees the model; the recognizer cannot be used afterwards (idempotent)."""
         self.model.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

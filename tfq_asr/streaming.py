@@ -2,9 +2,10 @@
 
     r = Recognizer("conformer-w2-stream.tflite")
     s = r.stream()
-    s.accept(samples)        # any number of times, chunks of any length (16 kHz, float or int16)
+    s.accept(samples)        # any number of times, chunks of any length (float or int16)
     s.partial()              # text so far
     s.finish()               # final text; the stream accepts nothing more
+    r.stream(sample_rate=48000)   # audio at another rate, resampled as it streams
     r.transcribe(samples, sample_rate)
 
 The recognizer owns the model state: the incremental log-mel turns audio into exactly the
@@ -17,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .audio import as_float_samples
-from .decode import BeamDecoder, GreedyDecoder
+from .audio import IncrementalResampler, as_float_samples, check_sample_rate, resample, to_mono
+from .decode import BeamDecoder, GreedyDecoder, check_beam_width
 from .errors import UserError
 from .frontend import LOG_FLOOR, N_MELS, IncrementalLogMel
 
@@ -35,7 +36,7 @@ class Recognizer:
             "export one with tools/convert.py --streaming", check_streaming_metadata, profile)
         self.info = info
         self.chunk_frames = int(info["chunk_frames"])
-        self.beam_width = beam_width
+        self.beam_width = check_beam_width(beam_width)
         names = self.model.input_names
         self._out_index = {n: i for i, n in enumerate(self.model.output_names)}
         # One step on zeros at load, as the C core does: our ops repack their weights and size
@@ -62,8 +63,10 @@ class Recognizer:
         nxt = {s["input"]: outs[self._out_index[s["output"]]] for s in self.info["states"]}
         return logits, nxt
 
-    def stream(self) -> "Stream":
-        return Stream(self)
+    def stream(self, sample_rate: int = SAMPLE_RATE) -> "Stream":
+        """A new utterance; its chunks are mono samples at `sample_rate`, resampled to the
+        model's 16 kHz as they arrive (the same samples as resampling the whole audio)."""
+        return Stream(self, sample_rate)
 
     def transcribe(self, samples, sample_rate: int = SAMPLE_RATE) -> str:
         s = self.stream()
@@ -71,7 +74,14 @@ class Recognizer:
         return s.finish()
 
     def close(self) -> None:
+        """Frees the model; the recognizer cannot be used afterwards (idempotent)."""
         self.model.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def open_recognizer_model(path, threads: int, section: str, missing: str, check, profile: bool = False):
@@ -150,20 +160,22 @@ def check_streaming_metadata(path, info: dict, model) -> None:
 
 
 def resample_if_needed(samples, sample_rate: int) -> np.ndarray:
-    samples = as_float_samples(samples)
-    if samples.ndim == 2:  # [n, channels] -> mono
-        samples = samples.mean(axis=1)
-    if sample_rate != SAMPLE_RATE:
-        import librosa
-        samples = librosa.resample(samples, orig_sr=sample_rate, target_sr=SAMPLE_RATE).astype(np.float32)
-    return samples
+    """Whole-file samples (mono, [n, channels] or [channels, n]; float or integer PCM) at
+    `sample_rate` -> 16 kHz mono float32. NaN or Inf: ValueError."""
+    sample_rate = check_sample_rate(sample_rate)
+    samples = to_mono(as_float_samples(samples))
+    if not np.all(np.isfinite(samples)):
+        raise ValueError("audio contains NaN or Inf samples")
+    return resample(samples, sample_rate, SAMPLE_RATE)
 
 
 class Stream:
     """One utterance in progress. Not thread safe."""
 
-    def __init__(self, recognizer: Recognizer):
+    def __init__(self, recognizer: Recognizer, sample_rate: int = SAMPLE_RATE):
         self.r = recognizer
+        self.sample_rate = check_sample_rate(sample_rate)
+        self.resampler = IncrementalResampler(self.sample_rate) if self.sample_rate != SAMPLE_RATE else None
         self.frontend = IncrementalLogMel()
         self.decoder = BeamDecoder(recognizer.beam_width) if recognizer.beam_width > 1 else GreedyDecoder()
         self.state = recognizer.initial_state()
@@ -172,20 +184,23 @@ class Stream:
         self.samples = 0
 
     def accept(self, samples) -> None:
-        """Feed 16 kHz mono samples (any length, also 0): floats in [-1, 1], or integer PCM
-        (int16 as from a microphone), scaled to that range by tfq_asr.audio.as_float_samples.
-        NaN/Inf samples raise ValueError and leave the stream as it was; float samples beyond
-        [-1, 1] are used as they are (the frontend is scale-aware only through the log)."""
+        """Feed mono samples at the stream's sample rate (any length, also 0): floats in
+        [-1, 1], or integer PCM (int16 as from a microphone), scaled to that range by
+        tfq_asr.audio.as_float_samples. NaN/Inf samples raise ValueError and leave the stream
+        as it was; float samples beyond [-1, 1] are used as they are (the frontend is
+        scale-aware only through the log). `samples` counts what was accepted, at its rate."""
         if self.finished:
             raise UserError("accept() after finish(): start a new stream with Recognizer.stream()")
         x = as_float_samples(samples)
         if x.ndim != 1:
             raise ValueError(f"expected mono samples [n], got shape {x.shape}")
-        try:
-            self.frontend.push(x)  # checks for NaN and Inf before it holds anything
-        except ValueError:
-            raise ValueError("audio chunk contains NaN or Inf samples; nothing was consumed") from None
+        if not np.all(np.isfinite(x)):  # before the resampler or the frontend holds any of it
+            raise ValueError("audio chunk contains NaN or Inf samples; nothing was consumed")
         self.samples += x.size
+        self._push(self.resampler.push(x) if self.resampler else x)
+
+    def _push(self, x: np.ndarray) -> None:
+        self.frontend.push(x)
         # the frames are computed when a model step's worth is in (the same frames, fewer calls)
         if len(self.pending) + self.frontend.available() >= self.r.chunk_frames:
             self._pull_frames()
@@ -210,6 +225,8 @@ class Stream:
         if self.finished:
             raise UserError("finish() called twice on one stream")
         self.finished = True
+        if self.resampler:
+            self._push(self.resampler.flush())
         self._pull_frames()
         if len(self.pending):
             pad = np.full((self.r.chunk_frames - len(self.pending), N_MELS), np.log(LOG_FLOOR), np.float32)

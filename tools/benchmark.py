@@ -212,8 +212,7 @@ def main(argv=None):
     for m in models:
         if not m.is_file():
             raise UserError(f"--model {m}: no such file")
-    if args.rounds < 1:
-        raise UserError(f"--rounds {args.rounds}: must be at least 1")
+    check_at_least(args, rounds=1, threads=1, feed_ms=1, repeat=1, long_audio=0)
     if args.chunk_ms is not None:
         check_chunk_ms(models, args.chunk_ms)
     audio = audio_paths(args.audio)
@@ -284,12 +283,21 @@ def main(argv=None):
                   f"{p['ms_per_step']:.3f} | {p['percent']:.1f}% |")
 
 
+def check_at_least(args, **least) -> None:
+    """A UserError naming the first option below its least value (e.g. --threads 0)."""
+    for name, low in least.items():
+        value = getattr(args, name)
+        if not value >= low:  # NaN fails too
+            raise UserError(f"--{name.replace('_', '-')} {value}: must be at least {low}")
+
+
 def kernels(args) -> None:
     import _kernel_bench as kb
     if args.m is not None and any(m < 1 for m in args.m):
         raise UserError(f"--m {args.m}: rows must be positive")
-    if args.rounds < 1:
-        raise UserError(f"--rounds {args.rounds}: must be at least 1")
+    check_at_least(args, rounds=1)
+    if args.seconds is not None and not args.seconds > 0:
+        raise UserError(f"--seconds {args.seconds}: must be positive")
     try:
         configs = (kb.custom_configs(args.shapes, args.m or [1, 16]) if args.shapes
                    else kb.default_configs(args.quick))

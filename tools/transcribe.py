@@ -23,7 +23,9 @@ def main(argv=None):
     ap.add_argument("audio", nargs="+", type=Path)
     args = ap.parse_args(argv)
     from tfq_asr.audio import load_audio
+    from tfq_asr.decode import check_beam_width
     from tfq_asr.streaming import load_any
+    check_beam_width(args.beam)
     # Check every file before loading the model, so a typo fails fast.
     audios = [load_audio(p) for p in args.audio]
     model = load_any(args.model)

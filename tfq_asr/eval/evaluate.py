@@ -21,8 +21,10 @@ def evaluate_manifest(model, manifest, beam_width: int = 0, limit: int | None = 
     import inspect
     from pathlib import Path
     from tqdm import tqdm
+    from ..decode import check_beam_width
     from ..errors import UserError
     from ..streaming import load_any
+    beam_width = check_beam_width(beam_width)
     if isinstance(model, (str, Path)):
         model = load_any(model)
     utts = read_manifest(manifest)[:limit]

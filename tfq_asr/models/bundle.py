@@ -49,7 +49,7 @@ class AsrModel:
         if features.shape[0] == 0:
             return ""
         lg = self.logits(features)
-        return decode.beam_search_decode(lg, beam_width) if beam_width > 1 else decode.greedy_decode(lg)
+        return decode.ctc_decode(lg, beam_width)
 
     def transcribe(self, audio: np.ndarray, beam_width: int = 0) -> str:
         """16 kHz mono float audio -> text."""

@@ -446,6 +446,7 @@ class LiteRtModel:
 
     def run(self, inputs) -> list[np.ndarray]:
         """Outputs (copies) for one set of inputs; raises TfqOpError if a TFQ op failed."""
+        self._check_open()
         arrays = self._arrays(inputs)
         self._prepare(arrays)
         for dst, src in zip(self._in_arrays, arrays):
@@ -465,6 +466,7 @@ class LiteRtModel:
         seconds function, time.perf_counter by default (time.thread_time: CPU time of this
         thread, which leaves out time the thread waited for a CPU; single-thread runs only)."""
         import time
+        self._check_open()
         clock = clock or time.perf_counter
         if calls < 1:
             raise ValueError(f"calls must be >= 1, got {calls}")
@@ -484,6 +486,7 @@ class LiteRtModel:
     def profile_summary(self, reset: bool = True) -> str:
         """LiteRT's per-op profile of the runs since the last reset (a model opened with
         ``profile=True``): time per op type and per op, as the runtime's summary text."""
+        self._check_open()
         if self._profiler is None:
             raise LiteRtError(f"{self.path}: open the model with profile=True to profile it")
         lib = self._lib
@@ -546,6 +549,10 @@ class LiteRtModel:
                          name, status)
 
     # -- cleanup -------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._lib is None:
+            raise LiteRtError(f"{self.path}: the model was closed; load it again to run it")
+
     def close(self) -> None:
         lib = getattr(self, "_lib", None)
         if lib is None:
