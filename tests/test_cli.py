@@ -57,11 +57,15 @@ def test_unknown_model(wav):
     assert_one_line_error(run_tool("transcribe.py", "--model", "no-such-model", wav), "unknown model", "no-such-model")
 
 
-def test_negative_beam_is_refused_before_any_work(tiny_model_dir, wav, tiny_corpus):
+def test_bad_beams_and_limits_are_refused_before_any_work(tiny_model_dir, wav, tiny_corpus):
     assert_one_line_error(run_tool("transcribe.py", "--model", tiny_model_dir, "--beam", "-2", wav), "beam_width = -2")
     out, _ = tiny_corpus
     assert_one_line_error(run_tool("evaluate.py", "--model", tiny_model_dir, "--manifest", out / "test.tsv",
                                    "--beam", "-1"), "beam_width = -1")
+    # a negative --limit used to drop utterances from the end (a slice), 0 meant all of them
+    for limit in ("-2", "0"):
+        assert_one_line_error(run_tool("evaluate.py", "--model", tiny_model_dir, "--manifest", out / "test.tsv",
+                                       "--limit", limit), f"--limit {limit}: must be at least 1")
 
 
 def test_evaluate_bad_manifest(tiny_model_dir, tmp_path):
@@ -109,7 +113,18 @@ def test_convert_errors(tiny_model_dir, tmp_path):
     assert_one_line_error(run_tool("convert.py", "--model", tiny_model_dir, "--policy", "w3", "--out", tmp_path / "x.tflite"),
                           "bits")
     assert_one_line_error(run_tool("convert.py", "--model", tiny_model_dir, "--out", tmp_path), "is a directory")
-    assert not list(tmp_path.glob("*.tflite"))
+    # options that would be ignored, contradict each other or divide by zero are refused by name
+    out = tmp_path / "y.tflite"
+    for extra, message in ((["--streaming", "--input-frames", "100"], "--input-frames applies to offline"),
+                           (["--float-convs", "--int8-convs"], "contradict"),
+                           (["--calibration", "synthetic", "--num-calibration", "4"], "--num-calibration applies"),
+                           (["--calibration", tmp_path, "--num-calibration", "0"], "--num-calibration 0")):
+        assert_one_line_error(run_tool("convert.py", "--model", tiny_model_dir, "--policy", "w4", "--out", out,
+                                       *extra), message)
+    for extra, message in ((["--num-calibration", "0"], "--num-calibration 0"), (["--lr", "-1"], "--lr -1.0")):
+        assert_one_line_error(run_tool("quantize.py", "--model", tiny_model_dir, "--policy", "w4", "--out",
+                                       tmp_path / "q", *extra), message)
+    assert not list(tmp_path.glob("*.tflite")) and not (tmp_path / "q").exists()
 
 
 def test_offline_tflite_through_transcribe_and_evaluate(tiny_model_dir, tiny_corpus, tmp_path, wav):

@@ -28,3 +28,13 @@ def test_bad_manifests(tmp_path, content, message):
 def test_missing_manifest(tmp_path):
     with pytest.raises(UserError, match="not found"):
         read_manifest(tmp_path / "nope.tsv")
+
+
+def test_limit_takes_the_first_utterances_and_refuses_below_one(tmp_path):
+    rows = [{"path": f"{i}.flac", "duration": "1", "voice": "v", "engine": "e", "text": f"t{i}"} for i in range(5)]
+    write_manifest(tmp_path / "m.tsv", rows)
+    assert [u.text for u in read_manifest(tmp_path / "m.tsv", 2)] == ["t0", "t1"]
+    assert len(read_manifest(tmp_path / "m.tsv", 9)) == len(read_manifest(tmp_path / "m.tsv")) == 5
+    for bad in (0, -1, 2.5, True):  # a negative slice used to drop utterances from the end
+        with pytest.raises(UserError, match="limit"):
+            read_manifest(tmp_path / "m.tsv", bad)

@@ -16,6 +16,15 @@ class RuntimeFailure(RuntimeError):
     names the file (and the layer where an op failed)."""
 
 
+def check_option_minimums(args, **least) -> None:
+    """A UserError naming the first CLI option (an argparse attribute) below its least value,
+    e.g. `--threads 0: must be at least 1`; options left at None are skipped."""
+    for name, low in least.items():
+        value = getattr(args, name)
+        if value is not None and not value >= low:  # NaN fails too
+            raise UserError(f"--{name.replace('_', '-')} {value}: must be at least {low}")
+
+
 def _silence_native_stderr() -> None:
     """TensorFlow's C++ runtime logs start-up chatter (oneDNN, CUDA probing) straight to fd 2,
     ignoring TF_CPP_MIN_LOG_LEVEL. Point fd 2 at /dev/null and keep Python's sys.stderr (our

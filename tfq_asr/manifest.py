@@ -33,8 +33,11 @@ def write_manifest(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def read_manifest(path) -> list[Utterance]:
-    """Read a manifest; UserError naming the file and line for anything malformed."""
+def read_manifest(path, limit: int | None = None) -> list[Utterance]:
+    """Read a manifest (its first `limit` utterances, all for None); UserError naming the file
+    and line for anything malformed, or a limit below 1."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise UserError(f"limit = {limit!r}: expected a number of utterances >= 1 (None: all)")
     path = Path(path)
     if not path.is_file():
         raise UserError(f"manifest not found: {path}")
@@ -63,4 +66,4 @@ def read_manifest(path) -> list[Utterance]:
                                  voice=get("voice"), engine=get("engine"), text=get("text")))
     if not out:
         raise UserError(f"manifest has no utterances: {path}")
-    return out
+    return out[:limit]

@@ -37,7 +37,7 @@ from pathlib import Path
 import _setup  # noqa: F401,E402  (environment and sys.path)
 
 from tfq_asr.convert.lowering import write_atomically  # noqa: E402
-from tfq_asr.errors import UserError, cli_main  # noqa: E402
+from tfq_asr.errors import UserError, check_option_minimums, cli_main  # noqa: E402
 
 DEMO = Path(__file__).resolve().parent.parent / "tfq_asr" / "data" / "demo" / "demo.tsv"
 C_CORE = Path(__file__).resolve().parent.parent / "build" / "native" / "tfq_transcribe"
@@ -212,7 +212,7 @@ def main(argv=None):
     for m in models:
         if not m.is_file():
             raise UserError(f"--model {m}: no such file")
-    check_at_least(args, rounds=1, threads=1, feed_ms=1, repeat=1, long_audio=0)
+    check_option_minimums(args, rounds=1, threads=1, feed_ms=1, repeat=1, long_audio=0)
     if args.chunk_ms is not None:
         check_chunk_ms(models, args.chunk_ms)
     audio = audio_paths(args.audio)
@@ -283,19 +283,11 @@ def main(argv=None):
                   f"{p['ms_per_step']:.3f} | {p['percent']:.1f}% |")
 
 
-def check_at_least(args, **least) -> None:
-    """A UserError naming the first option below its least value (e.g. --threads 0)."""
-    for name, low in least.items():
-        value = getattr(args, name)
-        if not value >= low:  # NaN fails too
-            raise UserError(f"--{name.replace('_', '-')} {value}: must be at least {low}")
-
-
 def kernels(args) -> None:
     import _kernel_bench as kb
     if args.m is not None and any(m < 1 for m in args.m):
         raise UserError(f"--m {args.m}: rows must be positive")
-    check_at_least(args, rounds=1)
+    check_option_minimums(args, rounds=1)
     if args.seconds is not None and not args.seconds > 0:
         raise UserError(f"--seconds {args.seconds}: must be positive")
     try:

@@ -33,9 +33,11 @@ from pathlib import Path
 
 import _setup  # noqa: F401,E402  (environment and sys.path)
 
-from tfq_asr.errors import UserError, cli_main  # noqa: E402
+from tfq_asr.errors import UserError, check_option_minimums, cli_main  # noqa: E402
 
 METHODS = ("ptq", "zero-shot", "none")
+DEFAULT_INPUT_FRAMES = 1000  # offline files: 10 s
+DEFAULT_CALIBRATION_UTTERANCES = 32
 
 
 def load_source(name: str, random_weights: bool):
@@ -152,13 +154,15 @@ def main(argv=None):
     ap.add_argument("--calibration", help="manifest or folder of audio files of calibration utterances, "
                     "or 'synthetic' (zero-shot)")
     ap.add_argument("--method", choices=METHODS, help="calibration method (default: from --calibration)")
-    ap.add_argument("--num-calibration", type=int, default=32)
+    ap.add_argument("--num-calibration", type=int, help=f"--calibration MANIFEST|DIR: utterances to calibrate "
+                    f"on (default {DEFAULT_CALIBRATION_UTTERANCES})")
     ap.add_argument("--streaming", action="store_true", help="write the streaming step model")
     ap.add_argument("--chunk-ms", type=int, help="--streaming: audio per model step, a multiple of 40 ms "
                     "(default: the model's, 320 ms for the bundled models)")
     ap.add_argument("--left-context-ms", type=int, help="--streaming, Conformer: attention left context, a multiple "
                     "of 40 ms (default: the model's)")
-    ap.add_argument("--input-frames", type=int, default=1000, help="offline files: fixed input length in 10 ms frames")
+    ap.add_argument("--input-frames", type=int, help="offline files: fixed input length in 10 ms frames "
+                    f"(default {DEFAULT_INPUT_FRAMES})")
     ap.add_argument("--float-convs", action="store_true",
                     help="keep quantized Conv2D kernels as builtin float convolutions (larger file; "
                     "XNNPACK's float convolution is faster than our float-activation kernel)")
@@ -182,9 +186,19 @@ def main(argv=None):
             raise UserError(f"{opt} {p} is a directory; give a file name")
         if not p.parent.is_dir():
             raise UserError(f"{opt} {p}: directory {p.parent} does not exist")
-    if args.input_frames < 1:
-        raise UserError(f"--input-frames {args.input_frames}: must be at least 1")
+    check_option_minimums(args, input_frames=1, num_calibration=1)
+    if args.streaming and args.input_frames is not None:
+        raise UserError("--input-frames applies to offline files only; a --streaming file takes "
+                        "audio of any length (its step is --chunk-ms)")
+    args.input_frames = args.input_frames or DEFAULT_INPUT_FRAMES
+    if args.float_convs and args.int8_convs:
+        raise UserError("--float-convs and --int8-convs contradict each other: the first keeps the "
+                        "convolutions as float builtins, the second quantizes their inputs for our op")
     method = args.method or ("zero-shot" if args.calibration == "synthetic" else "ptq" if args.calibration else "none")
+    if args.num_calibration is not None and method != "ptq":
+        raise UserError(f"--num-calibration applies to --calibration MANIFEST|DIR (method ptq), not to "
+                        f"method {method}")
+    args.num_calibration = args.num_calibration or DEFAULT_CALIBRATION_UTTERANCES
     if method == "ptq" and (not args.calibration or args.calibration == "synthetic"):
         raise UserError("--method ptq needs --calibration MANIFEST|DIR (or use --method zero-shot)")
     if method == "none" and args.calibration:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import _setup  # noqa: F401,E402  (environment and sys.path)
 
-from tfq_asr.errors import cli_main  # noqa: E402
+from tfq_asr.errors import check_option_minimums, cli_main  # noqa: E402
 
 
 def main(argv=None):
@@ -20,11 +20,12 @@ def main(argv=None):
     ap.add_argument("--manifest", required=True, type=Path, help="TSV manifest (path, duration, voice, engine, text)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ap.add_argument("--beam", type=int, default=0, help="CTC prefix beam width (0 = greedy)")
-    ap.add_argument("--limit", type=int, default=0, help="score only the first N utterances")
+    ap.add_argument("--limit", type=int, help="score only the first N utterances")
     ap.add_argument("--group-by", default="engine", choices=("engine", "voice"), help="subset column")
     args = ap.parse_args(argv)
+    check_option_minimums(args, limit=1)
     from tfq_asr.eval.evaluate import evaluate_manifest, format_table
-    result = evaluate_manifest(args.model, args.manifest, beam_width=args.beam, limit=args.limit or None,
+    result = evaluate_manifest(args.model, args.manifest, beam_width=args.beam, limit=args.limit,
                                group_by=args.group_by)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
 

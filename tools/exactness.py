@@ -16,7 +16,7 @@ from pathlib import Path
 
 import _setup  # noqa: F401,E402  (environment and sys.path)
 
-from tfq_asr.errors import UserError, cli_main  # noqa: E402
+from tfq_asr.errors import UserError, check_option_minimums, cli_main  # noqa: E402
 
 
 def main(argv=None):
@@ -24,10 +24,11 @@ def main(argv=None):
     ap.add_argument("--model", required=True, help="bundled model name or model folder (streaming config)")
     ap.add_argument("--tflite", type=Path, help="its streaming .tflite (default: export one now)")
     ap.add_argument("--manifest", required=True, type=Path, help="TSV manifest (path, duration, voice, engine, text)")
-    ap.add_argument("--limit", type=int, default=0, help="only the first N utterances")
+    ap.add_argument("--limit", type=int, help="only the first N utterances")
     ap.add_argument("--lstm-steps", type=int, default=8, help="LSTM steps per call of the file (LSTM models)")
     ap.add_argument("--json", type=Path, help="write the full result here")
     args = ap.parse_args(argv)
+    check_option_minimums(args, limit=1, lstm_steps=1)
     from tfq_asr.convert.export import export_streaming
     from tfq_asr.eval.exactness import compare_streaming
     from tfq_asr.models import load_pretrained
@@ -40,7 +41,7 @@ def main(argv=None):
             path = Path(tmp) / f"{model.name}-stream.tflite"
             export_streaming(model, path, lstm_steps=args.lstm_steps)
         try:
-            r = compare_streaming(model, path, args.manifest, limit=args.limit or None, lstm_steps=args.lstm_steps)
+            r = compare_streaming(model, path, args.manifest, limit=args.limit, lstm_steps=args.lstm_steps)
         except ValueError as err:
             raise UserError(str(err)) from None
     print(f"{r['model']} ({r['policy']}), {r['utterances']} utterances of {args.manifest}: identical transcripts "

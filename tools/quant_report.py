@@ -22,7 +22,7 @@ from pathlib import Path
 import _setup  # noqa: F401,E402  (environment and sys.path)
 
 from tfq_asr.convert.lowering import write_atomically  # noqa: E402
-from tfq_asr.errors import UserError, cli_main  # noqa: E402
+from tfq_asr.errors import UserError, check_option_minimums, cli_main  # noqa: E402
 
 DEFAULT_ROWS = ("fp32:none", "w8:ptq", "w8:zero-shot", "w4:ptq", "w4-sc64-f16:ptq", "w2-sc64-f16:ptq",
                 "w2-sc64-asym-clipl2-f16:ptq")
@@ -79,10 +79,11 @@ def main(argv=None):
     ap.add_argument("--checkpoints", nargs="*", default=[], type=Path, help="quantized checkpoint folders")
     ap.add_argument("--calibration", type=Path, help="manifest for ptq calibration")
     ap.add_argument("--num-calibration", type=int, default=32)
-    ap.add_argument("--limit", type=int, default=0, help="score only the first N test utterances")
+    ap.add_argument("--limit", type=int, help="score only the first N test utterances")
     ap.add_argument("--out", type=Path, required=True, help="output prefix: writes OUT.md, OUT.json, OUT.png")
     ap.add_argument("--cache-dir", type=Path, default=Path("data/cache"))
     args = ap.parse_args(argv)
+    check_option_minimums(args, limit=1, num_calibration=1)
 
     from tfq_asr.eval.evaluate import evaluate_manifest
     from tfq_asr.models import AsrModel, load_pretrained
@@ -123,7 +124,7 @@ def main(argv=None):
             calib = {"none": None, "ptq": calibration, "zero-shot": "synthetic"}[method]
             model = AsrModel(f"{src.name}-{policy.name}-{method}", src.config,
                              quantize(src.keras_model, policy, calib))
-        result = evaluate_manifest(model, args.test, limit=args.limit or None)
+        result = evaluate_manifest(model, args.test, limit=args.limit)
         size = size_report(src.keras_model, policy)
         rows.append({"policy": policy.name, "method": method, "bytes": size["total_bytes"],
                      "bits_per_weight": size["bits_per_weight"], "wer": result["overall"]["wer"],

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import _setup  # noqa: F401,E402  (environment and sys.path)
 
-from tfq_asr.errors import UserError, cli_main  # noqa: E402
+from tfq_asr.errors import UserError, check_option_minimums, cli_main  # noqa: E402
 
 METHODS = ("ptq", "qat", "zero-shot", "none")
 
@@ -29,6 +29,8 @@ METHODS = ("ptq", "qat", "zero-shot", "none")
 def load_calibration(source: Path, count: int, cache_dir: Path):
     """Log-mel features of up to `count` utterances spread over `source`: a manifest (features
     cached in cache_dir) or a folder of audio files (calibration needs no transcripts)."""
+    if count < 1:
+        raise UserError(f"--num-calibration {count}: must be at least 1")
     source = Path(source)
     if source.is_dir():
         from tqdm import tqdm
@@ -84,6 +86,9 @@ def main(argv=None):
     ap.add_argument("--cache-dir", type=Path, default=Path("data/cache"))
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    check_option_minimums(args, num_calibration=1, steps=1, batch_frames=1, threads=0)
+    if not args.lr > 0:
+        raise UserError(f"--lr {args.lr}: must be positive")
 
     import tensorflow as tf
     from tfq_asr.models import AsrModel, load_pretrained, output_length, save_model

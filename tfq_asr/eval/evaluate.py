@@ -27,7 +27,7 @@ def evaluate_manifest(model, manifest, beam_width: int = 0, limit: int | None = 
     beam_width = check_beam_width(beam_width)
     if isinstance(model, (str, Path)):
         model = load_any(model)
-    utts = read_manifest(manifest)[:limit]
+    utts = read_manifest(manifest, limit)
     audios = [load_audio(u.path) for u in utts]  # read all first: a bad file fails before any work
     rows = []
     compute = 0.0

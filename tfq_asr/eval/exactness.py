@@ -77,7 +77,7 @@ def compare_streaming(model, tflite_path, manifest, limit: int | None = None, ls
         step, policy = streaming_step_model(model, lstm_steps=lstm_steps)
         keras_rec = KerasStepRecognizer(step, lite.info)
         rows = []
-        for u in tqdm(read_manifest(manifest)[:limit], desc="exactness", disable=not progress):
+        for u in tqdm(read_manifest(manifest, limit), desc="exactness", disable=not progress):
             audio = load_audio(u.path)
             t_lite, l_lite = _run(lite, audio)
             t_keras, l_keras = _run(keras_rec, audio)
