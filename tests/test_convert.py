@@ -451,6 +451,7 @@ def test_api_keeps_the_keras_order_of_inputs_and_outputs(tmp_path, policy):
     want = [np.asarray(t) for t in model([xa, xb])]
     with tfq_asr.runtime.load(path) as m:
         assert m.input_names == ["zeta", "alpha"] and m.output_names == ["z_head", "a_head"]
+        assert m.input_shapes == [(1, 6, 32), (1, 6, 16)]  # in the same (Keras) order
         assert sorted(m.model.output_names) == m.model.output_names  # the signature's own order
         outs = m.run(xa, xb)
         with pytest.raises(ValueError, match="2 inputs expected"):

@@ -228,6 +228,7 @@ def test_public_api_quantize_convert_load_run_on_a_generic_model(tmp_path):
     assert rep["size_bytes"] == (tmp_path / "g.tflite").stat().st_size and set(rep["layers"]) == {"hidden", "out"}
     x = np.random.default_rng(0).normal(size=(1, 10, 64)).astype(np.float32)
     with tfq_asr.runtime.load(tmp_path / "g.tflite", num_threads=1) as m:
+        assert m.input_shapes == [(1, 10, 64)] and m.input_dtypes == [np.float32] == m.output_dtypes
         (y,) = m.run(x)
     want = q(x).numpy()
     assert y.shape == want.shape

@@ -11,7 +11,8 @@ class LoadedModel:
     """A .tflite ready to run; `run(*inputs)` takes one array per input and returns the list of
     output arrays, both in the order of the Keras model the file was converted from (kept in
     the file's metadata: the converter orders a signature's outputs by name), or in signature
-    order for a file without it.  `input_names` / `output_names` are in that order."""
+    order for a file without it.  `input_names` / `output_names`, `input_shapes` /
+    `input_dtypes` and `output_dtypes` are in that order."""
 
     def __init__(self, path, num_threads: int = 1):
         from .litert import LiteRtModel
@@ -20,6 +21,21 @@ class LoadedModel:
         self.input_names = _order(info.get("inputs"), self.model.input_names)
         self.output_names = _order(info.get("outputs"), self.model.output_names)
         self._out_index = [self.model.output_names.index(n) for n in self.output_names]
+
+    @property
+    def input_shapes(self) -> list[tuple[int, ...]]:
+        """Shapes to feed (-1 marks a dimension the file leaves dynamic)."""
+        shapes = dict(zip(self.model.input_names, self.model.input_shapes))
+        return [shapes[n] for n in self.input_names]
+
+    @property
+    def input_dtypes(self) -> list:
+        dtypes = dict(zip(self.model.input_names, self.model.input_dtypes))
+        return [dtypes[n] for n in self.input_names]
+
+    @property
+    def output_dtypes(self) -> list:
+        return [self.model.output_dtypes[i] for i in self._out_index]
 
     def run(self, *inputs):
         if len(inputs) != len(self.input_names):
