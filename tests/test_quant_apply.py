@@ -265,6 +265,9 @@ def test_bad_input_errors_name_the_problem():
         quantize(m, "w3")
     with pytest.raises(UserError, match="calibration set is empty"):
         quantize(m, "w4", calibration=[])
+    one = np.zeros([d or 5 for d in m.inputs[0].shape[1:]], np.float32)
+    with pytest.raises(UserError, match="calibration is one array.*pass a list"):
+        quantize(m, "w4", calibration=one)  # its rows would have been taken as the inputs
     bad = every_layer_model()
     k = bad.get_layer("dense").kernel
     k.assign(np.where(np.arange(k.shape[1]) == 0, np.nan, k.numpy()))

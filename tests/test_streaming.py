@@ -224,6 +224,9 @@ def test_public_api_quantize_convert_load_run_on_a_generic_model(tmp_path):
     out = keras.layers.Dense(8, name="out")(x)
     km = keras.Model(inp, out)
     q = tfq_asr.quantize(km, "w4")
+    with pytest.raises(ValueError, match="is a directory"):  # before any work, nothing written
+        tfq_asr.convert(q, tmp_path, input_shape=(1, 10, 64))
+    assert not list(tmp_path.iterdir())
     rep = tfq_asr.convert(q, tmp_path / "g.tflite", input_shape=(1, 10, 64))
     assert rep["size_bytes"] == (tmp_path / "g.tflite").stat().st_size and set(rep["layers"]) == {"hidden", "out"}
     x = np.random.default_rng(0).normal(size=(1, 10, 64)).astype(np.float32)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .lowering import METADATA_NAME, _convert, _input_shape, keras_io_order, write_atomically
+from .lowering import METADATA_NAME, _convert, _input_shape, check_output_path, keras_io_order, write_atomically
 
 BASELINES = ("fp32", "litert-int8", "litert-int4", "litert-int4-pc")
 BLOCK = 32
@@ -203,6 +203,7 @@ def write_baseline(keras_model, path, kind: str, *, input_shape=None, extra_meta
     with each stage's name as it starts."""
     if kind not in BASELINES:
         raise ValueError(f"unknown baseline {kind!r}: expected one of {', '.join(BASELINES)}")
+    path = check_output_path(path)
     shapes = _input_shape(keras_model, input_shape)
     meta = dict(extra_metadata or {})
     meta.setdefault("policy", kind)

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import packing
 from ..text import BLANK, VOCAB
-from .lowering import lower_to_tflite
+from .lowering import check_output_path, lower_to_tflite
 
 STREAMING_FORMAT = 1
 
@@ -93,6 +93,7 @@ def convert(q, path, *, input_shape=None, extra_metadata=None, float_convs: bool
     as float, with the reason). `extra_metadata`: a dict, or a function of the float twin that
     is converted (its input and output names are the file's) returning one. `progress`: called
     with each stage's name as it starts."""
+    check_output_path(path)  # before minutes of work
     if progress:
         progress("integer weights of the quantized layers")
     twin, packed, float_act, kept, depthwise = lowering_plan(q, float_convs)

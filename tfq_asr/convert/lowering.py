@@ -1311,6 +1311,17 @@ def file_layout(data: bytes) -> dict:
             "blob_framing_bytes": framing, "constant_bytes": constant - framing}
 
 
+def check_output_path(path) -> Path:
+    """`path` as a Path, or a LoweringError before any work if a file cannot be written there
+    (a directory, or a folder that does not exist)."""
+    path = Path(path)
+    if path.is_dir():
+        raise LoweringError(f"{path} is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise LoweringError(f"{path}: the directory {path.parent} does not exist")
+    return path
+
+
 def write_atomically(path: Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, then rename: readers see the old file or the
     whole new one, and a failure leaves no partial file."""
@@ -1408,9 +1419,7 @@ def lower_to_tflite(float_model, quantized: Mapping[str, QuantizedWeight], out_p
     "ops", "activation_mode", ...}}, "float_ops": number of FULLY_CONNECTED ops left in float}.
     """
     import tf_keras as keras
-    out_path = Path(out_path)
-    if not out_path.parent.is_dir():
-        raise LoweringError(f"{out_path}: the directory {out_path.parent} does not exist")
+    out_path = check_output_path(out_path)
     float_keys = _float_activation_keys(quantized, activations, float_activations)
     static_scales = dict(static_scales or {})
     for key, scale in static_scales.items():

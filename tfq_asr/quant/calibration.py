@@ -43,6 +43,10 @@ def calibration_inputs(float_model, calibration, limit: int | None = None, seed:
         from .zero_shot import synthesize
         return [x[None] for x in synthesize(float_model, seed=seed)]
     dims = _input_dims(float_model)
+    if isinstance(calibration, np.ndarray) and calibration.ndim <= len(dims):
+        # iterating one input would calibrate on its rows, each refused with a puzzling shape
+        raise UserError(f"calibration is one array of shape {calibration.shape}: pass a list of inputs "
+                        "(e.g. [x]), or an array with one more leading axis")
     data = [_as_batch(x, i, dims) for i, x in enumerate(calibration)]
     if limit:
         data = data[:limit]
