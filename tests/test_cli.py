@@ -121,10 +121,14 @@ def test_convert_errors(tiny_model_dir, tmp_path):
                            (["--calibration", tmp_path, "--num-calibration", "0"], "--num-calibration 0")):
         assert_one_line_error(run_tool("convert.py", "--model", tiny_model_dir, "--policy", "w4", "--out", out,
                                        *extra), message)
-    for extra, message in ((["--num-calibration", "0"], "--num-calibration 0"), (["--lr", "-1"], "--lr -1.0")):
+    for extra, message in ((["--num-calibration", "0"], "--num-calibration 0"), (["--lr", "-1"], "--lr -1.0"),
+                           (["--method", "qat", "--train", tmp_path / "t.tsv", "--augment", '{"time_stretch": 1}'],
+                            "time_stretch = 1: must be in")):
         assert_one_line_error(run_tool("quantize.py", "--model", tiny_model_dir, "--policy", "w4", "--out",
                                        tmp_path / "q", *extra), message)
-    assert not list(tmp_path.glob("*.tflite")) and not (tmp_path / "q").exists()
+    assert_one_line_error(run_tool("train.py", "--model", "conformer-xs", "--train", tmp_path / "t.tsv", "--out",
+                                   tmp_path / "run", "--freq-warp", "1.2"), "freq_warp = 1.2")
+    assert not list(tmp_path.glob("*.tflite")) and not (tmp_path / "q").exists() and not (tmp_path / "run").exists()
 
 
 def test_offline_tflite_through_transcribe_and_evaluate(tiny_model_dir, tiny_corpus, tmp_path, wav):

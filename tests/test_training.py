@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 
+from tfq_asr.errors import UserError
 from tfq_asr.features import load_feature_set
 from tfq_asr.models import CONFIGS, load_model
 from tfq_asr.training import TrainConfig, Trainer, make_batches
@@ -71,3 +72,11 @@ def test_voice_augment_warps_tilts_and_stretches_deterministically():
     np.testing.assert_array_equal(a, b)
     assert a.dtype == np.float32 and a.shape[1] == 80 and 90 <= a.shape[0] <= 112
     assert not np.allclose(a[:90], x[:90])
+
+
+@pytest.mark.parametrize("field, value", [("steps", 0), ("batch_frames", 0), ("peak_lr", 0.0), ("warmup", -1),
+                                          ("eval_every", 0), ("freq_warp", 1.0), ("time_stretch", -0.1),
+                                          ("final_lr_frac", 1.5), ("clip_norm", float("nan"))])
+def test_train_config_refuses_values_the_loop_cannot_use(field, value):
+    with pytest.raises(UserError, match=f"training option {field} = "):
+        TrainConfig(**{field: value})

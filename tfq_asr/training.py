@@ -49,6 +49,23 @@ class TrainConfig:
     max_minutes: float = 0.0        # stop (and export) after this much wall time; 0 = no limit
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        """Refuse values the loop would divide by, loop forever on, or silently misuse."""
+        at_least = {"steps": 1, "batch_frames": 1, "max_batch": 1, "warmup": 0, "freq_masks": 0,
+                    "freq_mask_width": 0, "time_masks": 0, "eval_every": 1, "eval_utterances": 0,
+                    "weight_decay": 0, "spectral_tilt": 0, "max_minutes": 0}
+        for name, low in at_least.items():
+            if not getattr(self, name) >= low:  # NaN fails too
+                raise UserError(f"training option {name} = {getattr(self, name)!r}: must be at least {low}")
+        for name in ("peak_lr", "clip_norm", "checkpoint_minutes"):
+            if not getattr(self, name) > 0:
+                raise UserError(f"training option {name} = {getattr(self, name)!r}: must be positive")
+        if not 0 <= self.final_lr_frac <= 1:
+            raise UserError(f"training option final_lr_frac = {self.final_lr_frac!r}: must be in [0, 1]")
+        for name in ("time_mask_frac", "freq_warp", "time_stretch"):  # factors 1 - v .. 1 + v
+            if not 0 <= getattr(self, name) < 1:
+                raise UserError(f"training option {name} = {getattr(self, name)!r}: must be in [0, 1)")
+
 
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     def __init__(self, cfg: TrainConfig):

@@ -47,6 +47,21 @@ def load_calibration(source: Path, count: int, cache_dir: Path):
     return [data.features(i) for i in range(0, len(data), step)][:count]
 
 
+def qat_augment(text: str) -> dict:
+    """--augment: a JSON object of TrainConfig's augmentation fields, checked before any work."""
+    from tfq_asr.training import TrainConfig
+    try:
+        augment = json.loads(text)
+        if not isinstance(augment, dict):
+            raise TypeError(f"expected a JSON object of TrainConfig fields, got {type(augment).__name__}")
+        TrainConfig(**augment)
+    except (json.JSONDecodeError, TypeError) as err:
+        raise UserError(f"--augment {text}: {err}") from None
+    except UserError as err:
+        raise UserError(f"--augment {text}: {err}") from None
+    return augment
+
+
 def search_policy(src, arg: str, args):
     """--policy auto:BYTES[:BASE]: mixed precision within a size budget from measured sensitivity."""
     from tfq_asr.quant.mixed import describe, search
@@ -89,6 +104,7 @@ def main(argv=None):
     check_option_minimums(args, num_calibration=1, steps=1, batch_frames=1, threads=0)
     if not args.lr > 0:
         raise UserError(f"--lr {args.lr}: must be positive")
+    augment = qat_augment(args.augment) if args.method == "qat" else None
 
     import tensorflow as tf
     from tfq_asr.models import AsrModel, load_pretrained, output_length, save_model
@@ -132,10 +148,6 @@ def main(argv=None):
     if args.method == "qat":
         from tfq_asr.features import load_feature_set
         from tfq_asr.quant.qat import qat_finetune
-        try:
-            augment = json.loads(args.augment)
-        except json.JSONDecodeError as err:
-            raise UserError(f"--augment: {err}") from None
         train = load_feature_set(args.train, args.cache_dir)
         hist = qat_finetune(q, lambda n: output_length(n, src.config), train, args.steps, lr=args.lr,
                             batch_frames=args.batch_frames, seed=args.seed, augment=augment, verbose=2)

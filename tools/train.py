@@ -17,7 +17,7 @@ from pathlib import Path
 
 import _setup  # noqa: F401,E402  (environment and sys.path)
 
-from tfq_asr.errors import UserError, cli_main  # noqa: E402
+from tfq_asr.errors import UserError, check_option_minimums, cli_main  # noqa: E402
 
 
 def make_strategy(name: str):
@@ -56,6 +56,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model-overrides", default="{}", help='JSON of config fields, e.g. \'{"num_blocks": 2}\'')
     args = ap.parse_args(argv)
+    check_option_minimums(args, steps=1, batch_frames=1, warmup=0, eval_every=1, max_minutes=0, threads=0)
 
     import dataclasses
     import tensorflow as tf
@@ -67,6 +68,11 @@ def main(argv=None):
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(max(1, args.threads))
     tf.random.set_seed(args.seed)
+    # the options checked (augmentation ranges, the learning rate) before any file is touched
+    cfg = TrainConfig(steps=args.steps, batch_frames=args.batch_frames, peak_lr=args.lr, warmup=args.warmup,
+                      eval_every=args.eval_every, max_minutes=args.max_minutes, seed=args.seed,
+                      freq_warp=args.freq_warp, spectral_tilt=args.spectral_tilt,
+                      time_stretch=args.time_stretch)
     try:
         overrides = json.loads(args.model_overrides)
         model_cfg = dataclasses.replace(get_config(args.model), **overrides)
@@ -81,10 +87,6 @@ def main(argv=None):
 
     train = load_feature_set(args.train, args.cache_dir)
     dev = load_feature_set(args.dev, args.cache_dir) if args.dev else None
-    cfg = TrainConfig(steps=args.steps, batch_frames=args.batch_frames, peak_lr=args.lr, warmup=args.warmup,
-                      eval_every=args.eval_every, max_minutes=args.max_minutes, seed=args.seed,
-                      freq_warp=args.freq_warp, spectral_tilt=args.spectral_tilt,
-                      time_stretch=args.time_stretch)
     export = args.export or args.out / "model"
     trainer = Trainer(model_cfg, train, dev, args.out, cfg, name=args.name or export.name,
                       strategy=make_strategy(args.strategy), log=log)
