@@ -49,3 +49,12 @@ def test_sentences_are_normalised(tmp_path):
     assert "i owe you twenty five dollars" in sents
     assert "really" in sents
     assert not any("famous" in s for s in sents)
+
+
+def test_bad_counts_are_refused_before_anything_is_written(tmp_path):
+    from tests.tool_runner import assert_one_line_error, run_tool
+    out = tmp_path / "corpus"
+    for extra, message in ((["--train", "-5"], "--train -5"), (["--workers", "0"], "--workers 0"),
+                           (["--train", "0", "--dev", "0", "--test", "0"], "nothing to synthesize")):
+        assert_one_line_error(run_tool("make_corpus.py", "--out", out, *extra, isolated=True), message)
+    assert not out.exists()

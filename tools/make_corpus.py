@@ -31,7 +31,7 @@ import numpy as np
 
 import _setup  # noqa: F401,E402  (environment and sys.path)
 from tfq_asr.audio import SAMPLE_RATE, resample  # noqa: E402
-from tfq_asr.errors import UserError, cli_main  # noqa: E402
+from tfq_asr.errors import UserError, check_option_minimums, cli_main  # noqa: E402
 from tfq_asr.manifest import MANIFEST_COLUMNS, write_manifest  # noqa: E402
 from tfq_asr.text import normalize  # noqa: E402
 
@@ -254,6 +254,9 @@ def main(argv=None):
     ap.add_argument("--text", type=Path, nargs="*", help="text files ('%%'-separated fortunes or plain lines)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args(argv)
+    check_option_minimums(args, train=0, dev=0, test=0, workers=1)
+    if not args.train + args.dev + args.test:
+        raise UserError("--train, --dev and --test are all 0: nothing to synthesize")
     for f in args.text or []:
         if not f.is_file():
             raise UserError(f"text file not found: {f}")
