@@ -392,6 +392,19 @@ def test_quantized_checkpoint_round_trip(tmp_path):
         with pytest.raises(UserError, match=r"cannot load weights .*weights\.npz"):
             load_model(tmp_path / "q")
         assert (tmp_path / "q" / "weights.npz").read_bytes() == data, kind
+    # a folder that is not a model folder is never replaced (its files would be deleted); an
+    # empty one or a model folder is written
+    user = tmp_path / "documents"
+    user.mkdir()
+    (user / "notes.txt").write_text("precious")
+    for target in (user, user / "notes.txt"):
+        with pytest.raises(UserError, match="not a model folder"):
+            save_model(back, target)
+    assert (user / "notes.txt").read_text() == "precious" and sorted(p.name for p in user.iterdir()) == ["notes.txt"]
+    (tmp_path / "empty").mkdir()
+    save_model(back, tmp_path / "empty")
+    save_model(back, tmp_path / "empty")  # a model folder: replaced
+    assert load_model(tmp_path / "empty").quantization["method"] == "ptq"
 
 
 def test_mixed_precision_search_fits_the_budget():

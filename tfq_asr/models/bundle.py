@@ -100,12 +100,27 @@ def _load_weights(keras_model, path: Path) -> None:
         raise UserError(f"{path}: weights the model does not have: {', '.join(sorted(stored)[:5])}")
 
 
+def check_model_folder_target(folder) -> Path:
+    """`folder` as a Path if a model may be saved there: it does not exist, is empty, or is a
+    model folder (config.json) that the save replaces. Anything else is refused: replacing it
+    would delete the user's files."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} is a file, not a model folder; give a folder path")
+    if folder.is_dir() and not (folder / "config.json").is_file() and any(folder.iterdir()):
+        raise UserError(f"{folder} exists and is not a model folder (no config.json); refusing to replace "
+                        "its files: give a new or empty folder")
+    return folder
+
+
 def save_model(model: AsrModel, folder, extra: dict | None = None, dtype: str = "float32") -> Path:
     """Write config.json + weights.npz into `folder` atomically (a temporary folder, then rename).
+    An existing model folder is replaced (its MODEL_CARD.md kept); any other non-empty folder
+    is refused (check_model_folder_target).
 
     dtype "float16" halves the file (bundled models use it; their reported WERs are measured
     with the float16-stored weights)."""
-    folder = Path(folder)
+    folder = check_model_folder_target(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
