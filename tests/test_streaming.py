@@ -123,8 +123,15 @@ def test_bad_input_is_refused_and_stream_stays_usable(exported, tmp_path):
     s.accept(pcm[:3000])
     s.accept(pcm[3000:])
     assert s.finish() == r.transcribe(pcm.astype(np.float32) / 32768) == r.transcribe(pcm, 16000)
-    with pytest.raises(ValueError, match="mono"):
-        r.stream().accept(np.zeros((10, 2), np.float32))
+    # [frames, channels] chunks, as an audio callback (sounddevice, soundfile) gives them: averaged
+    stereo = np.stack([audio, 0.5 * audio], axis=1)
+    s = r.stream()
+    for i in range(0, len(stereo), 4321):
+        s.accept(stereo[i:i + 4321])
+    assert s.finish() == r.transcribe(stereo) == r.transcribe(0.75 * audio)
+    for bad in (np.zeros((10, 20), np.float32), np.zeros((2, 3, 4), np.float32)):
+        with pytest.raises(ValueError, match=r"\[n, channels\]"):
+            r.stream().accept(bad)
     assert tfq_asr.Recognizer is Recognizer  # the top-level name of the API
     offline = tmp_path / "offline.tflite"
     convert(m.keras_model, offline, input_shape=(1, 64, 80))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .audio import IncrementalResampler, as_float_samples, check_sample_rate, resample, to_mono
+from .audio import MAX_CHANNELS, IncrementalResampler, as_float_samples, check_sample_rate, resample, to_mono
 from .decode import BeamDecoder, GreedyDecoder, check_beam_width
 from .errors import UserError
 from .frontend import LOG_FLOOR, N_MELS, IncrementalLogMel
@@ -184,7 +184,8 @@ class Stream:
         self.samples = 0
 
     def accept(self, samples) -> None:
-        """Feed mono samples at the stream's sample rate (any length, also 0): floats in
+        """Feed samples at the stream's sample rate (any length, also 0), mono [n] or
+        [n, channels] as audio callbacks give them (the channels averaged): floats in
         [-1, 1], or integer PCM (int16 as from a microphone), scaled to that range by
         tfq_asr.audio.as_float_samples. NaN/Inf samples raise ValueError and leave the stream
         as it was; float samples beyond [-1, 1] are used as they are (the frontend is
@@ -192,8 +193,11 @@ class Stream:
         if self.finished:
             raise UserError("accept() after finish(): start a new stream with Recognizer.stream()")
         x = as_float_samples(samples)
+        if x.ndim == 2 and 1 <= x.shape[1] <= MAX_CHANNELS:  # [frames, channels], as audio callbacks give
+            x = x.mean(axis=1, dtype=np.float64).astype(np.float32)
         if x.ndim != 1:
-            raise ValueError(f"expected mono samples [n], got shape {x.shape}")
+            raise ValueError(f"expected samples [n] or [n, channels] (at most {MAX_CHANNELS} channels, "
+                             f"averaged), got shape {x.shape}")
         if not np.all(np.isfinite(x)):  # before the resampler or the frontend holds any of it
             raise ValueError("audio chunk contains NaN or Inf samples; nothing was consumed")
         self.samples += x.size
