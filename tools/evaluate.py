@@ -16,7 +16,7 @@ from tfq_asr.errors import check_option_minimums, cli_main  # noqa: E402
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True, help="bundled model name, model folder, or streaming .tflite")
+    ap.add_argument("--model", required=True, help="bundled model name, model folder, or .tflite (streaming or offline)")
     ap.add_argument("--manifest", required=True, type=Path, help="TSV manifest (path, duration, voice, engine, text)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ap.add_argument("--beam", type=int, default=0, help="CTC prefix beam width (0 = greedy)")

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Transcribe audio files with a bundled model (by name) or a model folder.
+"""Transcribe audio files with a bundled model (by name), a model folder or a .tflite.
 
     python tools/transcribe.py --model conformer-ctc-xs speech.flac
     python tools/transcribe.py --model conformer-ctc-xs --json a.wav b.flac
+    python tools/transcribe.py --model w2-stream.tflite --beam 8 speech.flac
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from tfq_asr.errors import cli_main  # noqa: E402
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True, help="bundled model name, model folder, or streaming .tflite")
+    ap.add_argument("--model", required=True, help="bundled model name, model folder, or .tflite (streaming or offline)")
     ap.add_argument("--json", action="store_true", help='one JSON object per line: {"audio": ..., "text": ...}')
     ap.add_argument("--beam", type=int, default=0, help="CTC prefix beam width (0 = greedy)")
     ap.add_argument("audio", nargs="+", type=Path)
