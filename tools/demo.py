@@ -14,7 +14,7 @@ from pathlib import Path
 
 import _setup  # noqa: F401,E402  (environment and sys.path)
 
-from tfq_asr.errors import cli_main  # noqa: E402
+from tfq_asr.errors import check_option_minimums, cli_main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_MANIFEST = ROOT / "tfq_asr" / "data" / "demo" / "demo.tsv"
@@ -69,6 +69,7 @@ def main(argv=None):
     ap.add_argument("--manifest", type=Path, default=DEMO_MANIFEST)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
+    check_option_minimums(args, threads=1)
     from tfq_asr.audio import load_audio
     from tfq_asr.eval.metrics import error_rates
     from tfq_asr.manifest import read_manifest
