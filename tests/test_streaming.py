@@ -301,6 +301,9 @@ def test_lstm_kernels_are_packed_on_the_float_activation_path(tmp_path):
     km = build_model(cfg)
     m = AsrModel("tiny-lstm", cfg, km)
     path = tmp_path / "lstm-w4.tflite"
+    for bad in (0, -1, 2.5):  # refused by name, not a Keras error from inside the unrolled LSTM
+        with pytest.raises(ValueError, match="lstm_steps"):
+            export_streaming(m, path, policy="w4-wo", lstm_steps=bad)
     rep = export_streaming(m, path, policy="w4-wo", lstm_steps=8)
     assert {"lstm0/kernel", "lstm0/recurrent_kernel", "lstm1/kernel", "lstm1/recurrent_kernel"} <= set(rep["layers"])
     # the input kernel: one op over the 8 steps (_batch_unpacked_rows); the recurrent one per step

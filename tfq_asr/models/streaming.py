@@ -218,7 +218,10 @@ def build_step_model(cfg, lstm_steps: int = 8, source=None):
     not (the relative-position table of a Conformer exported with another chunk)."""
     if isinstance(cfg, ConformerConfig):
         return build_conformer_step(cfg, trained_max_distance(source) if source is not None else None)
-    return build_lstm_step(cfg, lstm_steps)
+    if isinstance(lstm_steps, bool) or not isinstance(lstm_steps, (int, np.integer)) or lstm_steps < 1:
+        raise ValueError(f"lstm_steps = {lstm_steps!r}: the LSTM steps per call must be a whole number >= 1 "
+                         f"(each step reads {cfg.stack} frames of 10 ms)")
+    return build_lstm_step(cfg, int(lstm_steps))
 
 
 def trained_max_distance(model) -> int | None:
