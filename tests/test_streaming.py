@@ -175,6 +175,14 @@ def test_whole_audio_layouts_dtypes_and_a_closed_recognizer(exported):
     r = Recognizer(exported[1]["w4-sc16"][0])
     audio = _audio()
     whole = r.transcribe(audio)
+    # the Keras model takes the same kinds of samples as the .tflite recognizers
+    m = exported[0]
+    pcm = np.round(np.clip(audio, -1, 1) * 32767).astype(np.int16)
+    assert m.transcribe(pcm) == m.transcribe(pcm.astype(np.float32) / 32768)
+    assert m.transcribe(np.stack([audio, audio], axis=1)) == m.transcribe(audio)
+    import soxr
+    assert m.transcribe(soxr.resample(audio, 16000, 22050, "HQ"), sample_rate=22050) == \
+        m.transcribe(soxr.resample(soxr.resample(audio, 16000, 22050, "HQ"), 22050, 16000, "HQ"))
     # stereo from soundfile ([n, channels]) and from librosa ([channels, n]) are both averaged
     assert r.transcribe(np.stack([audio, audio], axis=1)) == whole
     assert r.transcribe(np.stack([audio, audio, audio])) == whole

@@ -87,6 +87,17 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
                      f"or [channels, n] with at most {MAX_CHANNELS} channels")
 
 
+def prepare_samples(samples, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Whole-recording samples as the recognizers take them (mono, [n, channels] or
+    [channels, n]; float or integer PCM) at `sample_rate` -> 16 kHz mono float32.
+    NaN or Inf: ValueError."""
+    sample_rate = check_sample_rate(sample_rate)
+    samples = to_mono(as_float_samples(samples))
+    if not np.all(np.isfinite(samples)):
+        raise ValueError("audio contains NaN or Inf samples")
+    return resample(samples, sample_rate, SAMPLE_RATE)
+
+
 def load_audio(path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Load a file as mono float32 at `sample_rate`; UserError if missing, unreadable or empty."""
     import soundfile as sf

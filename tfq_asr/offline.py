@@ -21,7 +21,8 @@ import numpy as np
 from .errors import UserError
 from .frontend import LOG_FLOOR, N_MELS, log_mel
 from .decode import check_beam_width
-from .streaming import SAMPLE_RATE, metadata_field, open_recognizer_model, resample_if_needed
+from .audio import prepare_samples
+from .streaming import SAMPLE_RATE, metadata_field, open_recognizer_model
 
 
 def check_offline_metadata(path, info: dict, model) -> None:
@@ -69,7 +70,7 @@ class OfflineRecognizer:
 
     def transcribe(self, samples, sample_rate: int = SAMPLE_RATE) -> str:
         from . import decode
-        feats = log_mel(resample_if_needed(samples, sample_rate))
+        feats = log_mel(prepare_samples(samples, sample_rate))
         if len(feats) == 0:
             return ""
         lg = self.logits(feats)

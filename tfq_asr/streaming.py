@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .audio import MAX_CHANNELS, IncrementalResampler, as_float_samples, check_sample_rate, resample, to_mono
+from .audio import MAX_CHANNELS, IncrementalResampler, as_float_samples, check_sample_rate, prepare_samples
 from .decode import BeamDecoder, GreedyDecoder, check_beam_width
 from .errors import UserError
 from .frontend import LOG_FLOOR, N_MELS, IncrementalLogMel
@@ -70,7 +70,7 @@ class Recognizer:
 
     def transcribe(self, samples, sample_rate: int = SAMPLE_RATE) -> str:
         s = self.stream()
-        s.accept(resample_if_needed(samples, sample_rate))
+        s.accept(prepare_samples(samples, sample_rate))
         return s.finish()
 
     def close(self) -> None:
@@ -157,16 +157,6 @@ def check_streaming_metadata(path, info: dict, model) -> None:
     n = int(np.prod(model.input_shapes[ins.index(feats)]))
     if n != chunk * N_MELS:
         bad(f"features input {feats!r} holds {n} values, chunk_frames x n_mels = {chunk} x {N_MELS} expected")
-
-
-def resample_if_needed(samples, sample_rate: int) -> np.ndarray:
-    """Whole-file samples (mono, [n, channels] or [channels, n]; float or integer PCM) at
-    `sample_rate` -> 16 kHz mono float32. NaN or Inf: ValueError."""
-    sample_rate = check_sample_rate(sample_rate)
-    samples = to_mono(as_float_samples(samples))
-    if not np.all(np.isfinite(samples)):
-        raise ValueError("audio contains NaN or Inf samples")
-    return resample(samples, sample_rate, SAMPLE_RATE)
 
 
 class Stream:

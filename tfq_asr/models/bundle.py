@@ -51,9 +51,11 @@ class AsrModel:
         lg = self.logits(features)
         return decode.ctc_decode(lg, beam_width)
 
-    def transcribe(self, audio: np.ndarray, beam_width: int = 0) -> str:
-        """16 kHz mono float audio -> text."""
-        return self.transcribe_features(frontend.log_mel(audio), beam_width)
+    def transcribe(self, audio: np.ndarray, beam_width: int = 0, sample_rate: int = 16000) -> str:
+        """Audio -> text: samples as the .tflite recognizers take them (float or integer PCM,
+        mono or [n, channels] / [channels, n], at `sample_rate`; tfq_asr.audio.prepare_samples)."""
+        from ..audio import prepare_samples
+        return self.transcribe_features(frontend.log_mel(prepare_samples(audio, sample_rate)), beam_width)
 
     def with_input_mode(self, field: str, mode: str) -> "AsrModel":
         """This quantized checkpoint with one kind of layer input re-quantized: `field`
