@@ -260,10 +260,12 @@ def test_benchmark_tool_reports_every_field(exported, tmp_path):
     import soundfile as sf
     from tests.conftest import ROOT
     _, out = exported
-    wav = tmp_path / "a.wav"
-    sf.write(wav, _audio(1.5), 16000)
+    (tmp_path / "clips").mkdir()
+    sf.write(tmp_path / "clips" / "a.wav", _audio(1.5), 16000)
+    (tmp_path / "clips" / "notes.txt").write_text("not audio")
+    # --audio a folder: its audio files
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "benchmark.py"), "--model", str(out[None][0]),
-                           "--compare", str(out["w4-sc16"][0]), "--audio", str(wav), "--json", "--profile",
+                           "--compare", str(out["w4-sc16"][0]), "--audio", str(tmp_path / "clips"), "--json", "--profile",
                            "--rounds", "2", "--chunk-ms", str(40 * CFG.chunk)],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
@@ -299,6 +301,9 @@ def test_benchmark_refuses_files_of_another_chunk(exported, tmp_path):
     # counts below their least value are refused by name, not met by a ZeroDivisionError deep inside
     for option, value in (("--threads", "0"), ("--feed-ms", "0"), ("--repeat", "0"), ("--long-audio", "-1")):
         assert_one_line_error(run_tool("benchmark.py", "--model", fp32, option, value), f"{option} {value}")
+    # an unwritable --json is refused before the measuring, not by a traceback after it
+    assert_one_line_error(run_tool("benchmark.py", "--model", fp32, "--json", tmp_path / "none" / "r.json"),
+                          "--json", "does not exist")
 
 
 def test_lstm_kernels_are_packed_on_the_float_activation_path(tmp_path):

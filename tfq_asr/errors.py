@@ -25,6 +25,18 @@ def check_option_minimums(args, **least) -> None:
             raise UserError(f"--{name.replace('_', '-')} {value}: must be at least {low}")
 
 
+def check_output_file(option: str, path):
+    """`path` as a Path, or a UserError naming `option` if a file cannot be written there (a
+    directory, or a folder that does not exist): checked before the work, not after it."""
+    from pathlib import Path
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{option} {path} is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise UserError(f"{option} {path}: directory {path.parent} does not exist")
+    return path
+
+
 def _silence_native_stderr() -> None:
     """TensorFlow's C++ runtime logs start-up chatter (oneDNN, CUDA probing) straight to fd 2,
     ignoring TF_CPP_MIN_LOG_LEVEL. Point fd 2 at /dev/null and keep Python's sys.stderr (our

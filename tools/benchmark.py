@@ -37,7 +37,7 @@ from pathlib import Path
 import _setup  # noqa: F401,E402  (environment and sys.path)
 
 from tfq_asr.convert.lowering import write_atomically  # noqa: E402
-from tfq_asr.errors import UserError, check_option_minimums, cli_main  # noqa: E402
+from tfq_asr.errors import UserError, check_option_minimums, check_output_file, cli_main  # noqa: E402
 
 DEMO = Path(__file__).resolve().parent.parent / "tfq_asr" / "data" / "demo" / "demo.tsv"
 C_CORE = Path(__file__).resolve().parent.parent / "build" / "native" / "tfq_transcribe"
@@ -73,11 +73,15 @@ def write_wavs(audio: list[Path], workdir: Path) -> list[Path]:
 
 
 def audio_paths(spec: Path) -> list[Path]:
+    """--audio: a manifest (.tsv), a folder of audio files (and below), or one audio file."""
     if spec.suffix == ".tsv":
         from tfq_asr.manifest import read_manifest
         return [u.path for u in read_manifest(spec)]
+    if spec.is_dir():
+        from tfq_asr.audio import audio_files
+        return audio_files(spec)
     if not spec.is_file():
-        raise UserError(f"--audio {spec}: no such file")
+        raise UserError(f"--audio {spec}: no such file or folder")
     return [spec]
 
 
@@ -176,7 +180,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", nargs="+", type=Path, default=[], help="streaming .tflite files")
     ap.add_argument("--compare", nargs="*", type=Path, default=[], help="more models, ratios against the first")
-    ap.add_argument("--audio", type=Path, default=DEMO, help="audio file or manifest (default: bundled demo)")
+    ap.add_argument("--audio", type=Path, default=DEMO,
+                    help="audio file, folder of audio files or manifest (default: bundled demo)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--feed-ms", type=int, default=40, help="audio arrives in pieces of this length")
     ap.add_argument("--chunk-ms", type=int, default=None, metavar="N",
@@ -204,6 +209,8 @@ def main(argv=None):
                     help="skip the C streaming core's RTF (build/native/tfq_transcribe)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.json not in (None, "-"):
+        check_output_file("--json", args.json)  # before minutes of measuring
     if args.kernels:
         return kernels(args)
     if not args.model:

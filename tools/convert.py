@@ -33,7 +33,7 @@ from pathlib import Path
 
 import _setup  # noqa: F401,E402  (environment and sys.path)
 
-from tfq_asr.errors import UserError, check_option_minimums, cli_main  # noqa: E402
+from tfq_asr.errors import UserError, check_option_minimums, check_output_file, cli_main  # noqa: E402
 
 METHODS = ("ptq", "zero-shot", "none")
 DEFAULT_INPUT_FRAMES = 1000  # offline files: 10 s
@@ -179,13 +179,9 @@ def main(argv=None):
     ap.add_argument("--cache-dir", type=Path, default=Path("data/cache"))
     args = ap.parse_args(argv)
 
-    for opt, p in (("--out", args.out), ("--report", args.report)):
-        if p is None:
-            continue
-        if p.is_dir():
-            raise UserError(f"{opt} {p} is a directory; give a file name")
-        if not p.parent.is_dir():
-            raise UserError(f"{opt} {p}: directory {p.parent} does not exist")
+    check_output_file("--out", args.out)
+    if args.report is not None:
+        check_output_file("--report", args.report)
     check_option_minimums(args, input_frames=1, num_calibration=1)
     if args.streaming and args.input_frames is not None:
         raise UserError("--input-frames applies to offline files only; a --streaming file takes "

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import _setup  # noqa: F401,E402  (environment and sys.path)
 
-from tfq_asr.errors import UserError, check_option_minimums, cli_main  # noqa: E402
+from tfq_asr.errors import UserError, check_option_minimums, check_output_file, cli_main  # noqa: E402
 
 
 def main(argv=None):
@@ -29,6 +29,8 @@ def main(argv=None):
     ap.add_argument("--json", type=Path, help="write the full result here")
     args = ap.parse_args(argv)
     check_option_minimums(args, limit=1, lstm_steps=1)
+    if args.json is not None:
+        check_output_file("--json", args.json)
     from tfq_asr.convert.export import export_streaming
     from tfq_asr.eval.exactness import compare_streaming
     from tfq_asr.models import load_pretrained
