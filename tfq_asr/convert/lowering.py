@@ -1313,13 +1313,12 @@ def file_layout(data: bytes) -> dict:
 
 def check_output_path(path) -> Path:
     """`path` as a Path, or a LoweringError before any work if a file cannot be written there
-    (a directory, or a folder that does not exist)."""
-    path = Path(path)
-    if path.is_dir():
-        raise LoweringError(f"{path} is a directory; give a file name")
-    if not path.parent.is_dir():
-        raise LoweringError(f"{path}: the directory {path.parent} does not exist")
-    return path
+    (a directory, or a folder that does not exist: tfq_asr.errors.check_output_file)."""
+    from ..errors import UserError, check_output_file
+    try:
+        return check_output_file("output", path)
+    except UserError as err:
+        raise LoweringError(str(err)) from None
 
 
 def write_atomically(path: Path, data: bytes) -> None:
