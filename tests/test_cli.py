@@ -126,6 +126,14 @@ def test_convert_errors(tiny_model_dir, tmp_path):
                             "time_stretch = 1: must be in")):
         assert_one_line_error(run_tool("quantize.py", "--model", tiny_model_dir, "--policy", "w4", "--out",
                                        tmp_path / "q", *extra), message)
+    # the input model is never overwritten: not its files, not its folder (a conversion used to
+    # write a .tflite over the model's weights.npz when --out named it)
+    weights = (tiny_model_dir / "weights.npz").read_bytes()
+    assert_one_line_error(run_tool("convert.py", "--model", tiny_model_dir, "--policy", "w4", "--out",
+                                   tiny_model_dir / "weights.npz"), "would overwrite the input model")
+    assert_one_line_error(run_tool("quantize.py", "--model", tiny_model_dir, "--policy", "w4", "--method", "none",
+                                   "--out", tiny_model_dir), "would overwrite the input model")
+    assert (tiny_model_dir / "weights.npz").read_bytes() == weights
     assert_one_line_error(run_tool("train.py", "--model", "conformer-xs", "--train", tmp_path / "t.tsv", "--out",
                                    tmp_path / "run", "--freq-warp", "1.2"), "freq_warp = 1.2")
     assert not list(tmp_path.glob("*.tflite")) and not (tmp_path / "q").exists() and not (tmp_path / "run").exists()

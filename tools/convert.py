@@ -179,9 +179,11 @@ def main(argv=None):
     ap.add_argument("--cache-dir", type=Path, default=Path("data/cache"))
     args = ap.parse_args(argv)
 
-    check_output_file("--out", args.out)
-    if args.report is not None:
-        check_output_file("--report", args.report)
+    from tfq_asr.models.bundle import check_not_input
+    for option, path in (("--out", args.out), ("--report", args.report)):
+        if path is not None:
+            check_output_file(option, path)
+            check_not_input(option, path, args.model)
     check_option_minimums(args, input_frames=1, num_calibration=1)
     if args.streaming and args.input_frames is not None:
         raise UserError("--input-frames applies to offline files only; a --streaming file takes "

@@ -105,8 +105,9 @@ def main(argv=None):
     if not args.lr > 0:
         raise UserError(f"--lr {args.lr}: must be positive")
     augment = qat_augment(args.augment) if args.method == "qat" else None
-    from tfq_asr.models.bundle import check_model_folder_target
+    from tfq_asr.models.bundle import check_model_folder_target, check_not_input
     check_model_folder_target(args.out)  # before minutes of work, not at the save
+    check_not_input("--out", args.out, args.model)
 
     import tensorflow as tf
     from tfq_asr.models import AsrModel, load_pretrained, output_length, save_model

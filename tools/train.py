@@ -57,8 +57,10 @@ def main(argv=None):
     ap.add_argument("--model-overrides", default="{}", help='JSON of config fields, e.g. \'{"num_blocks": 2}\'')
     args = ap.parse_args(argv)
     check_option_minimums(args, steps=1, batch_frames=1, warmup=0, eval_every=1, max_minutes=0, threads=0)
-    from tfq_asr.models.bundle import check_model_folder_target
+    from tfq_asr.models.bundle import check_model_folder_target, check_not_input
     check_model_folder_target(args.export or args.out / "model")
+    if args.init is not None:  # fine-tuning writes a new model; the one it starts from stays
+        check_not_input("--export", args.export or args.out / "model", args.init)
 
     import dataclasses
     import tensorflow as tf

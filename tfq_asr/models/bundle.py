@@ -189,12 +189,31 @@ def list_pretrained() -> list[str]:
     return sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / "config.json").is_file())
 
 
+def model_folder(name_or_path) -> Path | None:
+    """The folder load_pretrained reads for a bundled name or a model folder path; None if
+    there is none."""
+    if (PRETRAINED_DIR / str(name_or_path)).is_dir() and "/" not in str(name_or_path):
+        return PRETRAINED_DIR / str(name_or_path)
+    p = Path(name_or_path)
+    return p if p.is_dir() else None
+
+
+def check_not_input(option: str, out, model) -> None:
+    """A UserError if writing `out` would overwrite the model `model` (a bundled name or a
+    model folder) is read from: its folder itself, or a file in it. The input is never
+    modified."""
+    folder = model_folder(model)
+    if folder is None:
+        return
+    folder, target = folder.resolve(), Path(out).resolve()
+    if target == folder or (target.exists() and folder in target.parents):
+        raise UserError(f"{option} {out} would overwrite the input model {model} ({folder}); write it elsewhere")
+
+
 def load_pretrained(name_or_path) -> AsrModel:
     """A bundled model by name ("conformer-ctc-xs") or a model folder by path."""
-    p = Path(name_or_path)
-    if (PRETRAINED_DIR / str(name_or_path)).is_dir() and "/" not in str(name_or_path):
-        return load_model(PRETRAINED_DIR / str(name_or_path))
-    if p.is_dir():
-        return load_model(p)
+    folder = model_folder(name_or_path)
+    if folder is not None:
+        return load_model(folder)
     known = ", ".join(list_pretrained()) or "none bundled"
     raise UserError(f"unknown model {str(name_or_path)!r}: not a bundled name ({known}) nor a model folder")
