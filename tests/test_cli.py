@@ -178,3 +178,9 @@ def test_a_failing_op_is_a_one_line_error(tiny_model_dir, tmp_path, wav):
     corrupt_header(good, bad, "block0_ff1_dense1", 2, 3)  # 3 bits: no such format
     proc = run_tool("transcribe.py", "--model", bad, wav, isolated=True)  # nothing native on stderr either
     assert_one_line_error(proc, str(bad), "block0_ff1_dense1", "bits 3", status=1)
+
+
+def test_bundle_name_cannot_leave_the_pretrained_folder(tmp_path):
+    for name in ("../outside", "a/b", ""):
+        assert_one_line_error(run_tool("bundle_model.py", "--model", tmp_path, "--name", name, "--test",
+                                       tmp_path / "t.tsv"), "--name", "tfq_asr/pretrained")

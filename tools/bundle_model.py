@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import _setup  # noqa: F401,E402  (environment and sys.path)
@@ -88,6 +89,9 @@ def main(argv=None):
     ap.add_argument("--dev", type=Path, help="dev manifest (also reported)")
     ap.add_argument("--train", type=Path, help="train manifest (described in the card)")
     args = ap.parse_args(argv)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", args.name):  # a folder of tfq_asr/pretrained, nowhere else
+        raise UserError(f"--name {args.name!r}: use lower-case letters, digits, '.', '_' and '-' "
+                        "(it names a folder of tfq_asr/pretrained)")
     from tfq_asr.eval.evaluate import evaluate_manifest
     from tfq_asr.models import PRETRAINED_DIR, load_model, save_model
 
