@@ -126,6 +126,8 @@ def test_convert_errors(tiny_model_dir, tmp_path):
                             "time_stretch = 1: must be in")):
         assert_one_line_error(run_tool("quantize.py", "--model", tiny_model_dir, "--policy", "w4", "--out",
                                        tmp_path / "q", *extra), message)
+    assert_one_line_error(run_tool("quantize.py", "--model", tiny_model_dir, "--policy", "auto:100000:w9", "--out",
+                                   tmp_path / "q"), "policy 'w9'")  # was a ValueError traceback
     # the input model is never overwritten: not its files, not its folder (a conversion used to
     # write a .tflite over the model's weights.npz when --out named it)
     weights = (tiny_model_dir / "weights.npz").read_bytes()

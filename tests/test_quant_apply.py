@@ -423,3 +423,5 @@ def test_mixed_precision_search_fits_the_budget():
     assert quantize(m, policy)(features()).shape == m(features()).shape
     with pytest.raises(UserError, match="below the smallest model"):
         search(m, all2 - 1, inputs, base="w4-sc4")
+    with pytest.raises(UserError, match="below the smallest model"):  # checked before measuring anything
+        search(m, all2 - 1, [np.full((16, 80), np.nan, np.float32)], base="w4-sc4")

@@ -71,6 +71,8 @@ def search_policy(src, arg: str, args):
     except (IndexError, ValueError):
         raise UserError(f"--policy {arg}: expected auto:BYTES or auto:BYTES:BASE, e.g. auto:800000:w4-sc64-f16") from None
     base = parts[2] if len(parts) > 2 else "w4-sc64-f16"
+    from tfq_asr.quant.apply import as_policy
+    as_policy(base)  # an unknown base is refused by name, before any data is read
     source = args.calibration or args.train
     if not source:
         raise UserError("--policy auto:... measures sensitivity on data: pass --calibration or --train")

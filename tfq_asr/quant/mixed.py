@@ -71,7 +71,8 @@ def search(model, budget_bytes: int, inputs: list[np.ndarray], base: WeightQuant
     if isinstance(base, str):
         base = from_name(base).default
     bits = tuple(sorted(set(bits), reverse=True))
-    sens = sensitivities(model, inputs, base, bits, progress)
+    from .configs import weight_roles
+    keys = [(layer.name, role) for layer in model.layers for role in weight_roles(layer)]
 
     def policy_for(assign: dict) -> Policy:
         rules = []
@@ -80,12 +81,14 @@ def search(model, budget_bytes: int, inputs: list[np.ndarray], base: WeightQuant
             rules.append(Rule(pattern, replace(base, bits=b)))
         return Policy(f"auto-{budget_bytes}", None, tuple(rules))
 
-    assign = {key: bits[0] for key in sens}
-    total = sum(e.bytes for e in account(model, policy_for(assign)))
-    floor = sum(e.bytes for e in account(model, policy_for({key: bits[-1] for key in sens})))
+    # the budget is checked before the sensitivities, which run the model 3 times per kernel
+    floor = sum(e.bytes for e in account(model, policy_for({key: bits[-1] for key in keys})))
     if floor > budget_bytes:
         raise UserError(f"size budget {budget_bytes} bytes is below the smallest model this search can make "
                         f"({floor} bytes with every kernel at {bits[-1]} bits)")
+    sens = sensitivities(model, inputs, base, bits, progress)
+    assign = {key: bits[0] for key in sens}
+    total = sum(e.bytes for e in account(model, policy_for(assign)))
     sizes = {}
     for e in account(model, policy_for({key: bits[-1] for key in sens})):
         if e.spec is not None:
