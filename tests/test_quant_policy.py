@@ -42,6 +42,17 @@ def test_bad_names(bad):
         from_name(bad)
 
 
+@pytest.mark.parametrize("bad, message", [("w4-sc64-sc32", "-sc64 and -sc32 both set the granularity"),
+                                          ("w4-pc-sc64", "both set the granularity"),
+                                          ("w2-asym-asym", "-asym given twice"),
+                                          ("w4-clipl1-clipl2", "both set the clipping"),
+                                          ("w4-static-wo", "-static and -wo both set the activations")])
+def test_conflicting_suffixes_are_refused(bad, message):
+    # the last one used to win without a word (w2-sc16-static-wo was a weight-only policy)
+    with pytest.raises(ValueError, match=message):
+        from_name(bad)
+
+
 def tiny_model():
     x = keras.Input((None, 40))
     y = keras.layers.Dense(100, name="dense_a")(x)
@@ -93,3 +104,19 @@ def test_activation_suffixes_and_round_trip():
     assert Policy.from_dict(r.to_dict()) == r and "LSTMs dynamic" in r.describe()
     with pytest.raises(ValueError, match="-lstmq8"):
         from_name("w4-lstmq4")
+
+
+@pytest.mark.parametrize("bad, message", [({"bits": 4}, "needs a \"name\""),
+                                          ({"name": "x", "defalt": {}}, "unknown key.*defalt"),
+                                          ({"name": "x", "default": "w4"}, "object or null"),
+                                          ({"name": "x", "rules": [{"pattern": "h"}]}, "rules must be"),
+                                          ({"name": "x", "default": {"bits": 4, "bogus": 1}}, "bogus")])
+def test_bad_policy_dicts_name_the_problem(bad, message):
+    # a JSON policy file (tools/quantize.py --policy P.json) used to fail with a KeyError or
+    # ignore a misspelt key
+    from tfq_asr.errors import UserError
+    from tfq_asr.quant.apply import as_policy
+    with pytest.raises(UserError, match=message):
+        as_policy(bad)
+    p = from_name("w2-sc64-asym-static-mixed")
+    assert as_policy(p.to_dict()) == p

@@ -25,10 +25,8 @@ MIN_INT8_PATCH_INPUTS = 32
 def as_policy(policy) -> Policy:
     if isinstance(policy, Policy):
         return policy
-    if isinstance(policy, dict):
-        return Policy.from_dict(policy)
     try:
-        return from_name(str(policy))
+        return Policy.from_dict(policy) if isinstance(policy, dict) else from_name(str(policy))
     except ValueError as err:
         raise UserError(str(err)) from None
 

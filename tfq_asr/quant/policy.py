@@ -92,7 +92,29 @@ class Policy:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Policy":
-        spec = lambda s: None if s is None else WeightQuantSpec.from_dict(s)  # noqa: E731
+        """The policy of `to_dict`'s output (a JSON policy file); ValueError naming a missing
+        name, an unknown key or a malformed rule."""
+        known = {"name", "default", "rules", "activations", *INPUT_MODE_SUFFIXES}
+        if not isinstance(d, dict) or not isinstance(d.get("name"), str):
+            raise ValueError("a policy dict needs a \"name\" string (see Policy.to_dict)")
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"policy {d['name']!r}: unknown key(s) {', '.join(sorted(unknown))} "
+                             f"(known: {', '.join(sorted(known))})")
+        rules = d.get("rules", [])
+        if not isinstance(rules, list) or not all(isinstance(r, dict) and set(r) == {"pattern", "spec"}
+                                                  for r in rules):
+            raise ValueError(f"policy {d['name']!r}: rules must be a list of {{\"pattern\", \"spec\"}} objects")
+
+        def spec(s):
+            if s is None:
+                return None
+            if not isinstance(s, dict):
+                raise ValueError(f"policy {d['name']!r}: a spec must be an object or null, got {s!r}")
+            try:
+                return WeightQuantSpec.from_dict(s)
+            except TypeError as err:  # a missing field
+                raise ValueError(f"policy {d['name']!r}: {err}") from None
         return cls(name=d["name"], default=spec(d.get("default")),
                    rules=tuple(Rule(r["pattern"], spec(r["spec"])) for r in d.get("rules", [])),
                    activations=d.get("activations", "dynamic"),
@@ -139,11 +161,19 @@ def from_name(name: str) -> Policy:
     kw: dict = {"bits": int(m.group(1))}
     mixed = False
     activations, input_modes = "dynamic", {}
+    seen: dict[str, str] = {}  # what each suffix sets -> the suffix that set it
     for s in suffixes:
         sm = _SUFFIX.match(s)
         if not sm:
             raise ValueError(f"policy {name!r}: unknown suffix -{s} "
                              "(known: -pc -pt -scG -asym -clipl1 -clipl2 -f16 -mixed -static -wo -convq8 -lstmq8)")
+        # -sc64-sc32 or -static-wo would otherwise let the last one win without a word
+        slot = ("granularity" if s in ("pt", "pc") or sm.group(2) else "clipping" if s.startswith("clip")
+                else "activations" if s in ("static", "wo") else s)
+        if slot in seen:
+            raise ValueError(f"policy {name!r}: " + (f"-{s} given twice" if seen[slot] == s else
+                                                    f"-{seen[slot]} and -{s} both set the {slot}; give one"))
+        seen[slot] = s
         if s == "pt":
             kw["granularity"] = "tensor"
         elif s == "pc":
