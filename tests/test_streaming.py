@@ -241,6 +241,12 @@ def test_public_api_quantize_convert_load_run_on_a_generic_model(tmp_path):
     q = tfq_asr.quantize(km, "w4")
     with pytest.raises(ValueError, match="is a directory"):  # before any work, nothing written
         tfq_asr.convert(q, tmp_path, input_shape=(1, 10, 64))
+    import keras as keras3  # the usual mistake: a Keras 3 model, whose class is also "Functional"
+    k3 = keras3.Sequential([keras3.Input((10, 64)), keras3.layers.Dense(8)])
+    for call in (lambda: tfq_asr.quantize(k3, "w4"), lambda: tfq_asr.convert(k3, tmp_path / "k3.tflite"),
+                 lambda: tfq_asr.convert("model", tmp_path / "s.tflite")):
+        with pytest.raises(UserError, match="needs a tf_keras Model, got .*(Keras 3|builtins.str)"):
+            call()
     assert not list(tmp_path.iterdir())
     rep = tfq_asr.convert(q, tmp_path / "g.tflite", input_shape=(1, 10, 64))
     assert rep["size_bytes"] == (tmp_path / "g.tflite").stat().st_size and set(rep["layers"]) == {"hidden", "out"}

@@ -203,6 +203,8 @@ def write_baseline(keras_model, path, kind: str, *, input_shape=None, extra_meta
     with each stage's name as it starts."""
     if kind not in BASELINES:
         raise ValueError(f"unknown baseline {kind!r}: expected one of {', '.join(BASELINES)}")
+    from ..quant.apply import require_tf_keras_model
+    require_tf_keras_model(keras_model, "write_baseline()")
     path = check_output_path(path)
     shapes = _input_shape(keras_model, input_shape)
     meta = dict(extra_metadata or {})

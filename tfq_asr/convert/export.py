@@ -93,6 +93,8 @@ def convert(q, path, *, input_shape=None, extra_metadata=None, float_convs: bool
     as float, with the reason). `extra_metadata`: a dict, or a function of the float twin that
     is converted (its input and output names are the file's) returning one. `progress`: called
     with each stage's name as it starts."""
+    from ..quant.apply import require_tf_keras_model
+    require_tf_keras_model(q, "convert()")
     check_output_path(path)  # before minutes of work
     if progress:
         progress("integer weights of the quantized layers")

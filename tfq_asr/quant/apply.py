@@ -22,6 +22,18 @@ from .policy import Policy, from_name
 MIN_INT8_PATCH_INPUTS = 32
 
 
+def require_tf_keras_model(model, who: str) -> None:
+    """A UserError unless `model` is a tf_keras Model, naming what it is instead: a Keras 3
+    model (`import keras`) is the usual mistake, and its class is also called Functional."""
+    if isinstance(model, keras.Model):
+        return
+    kind = f"{type(model).__module__}.{type(model).__qualname__}"
+    hint = ("; it is a Keras 3 model: build it with tf_keras (import tf_keras as keras, or "
+            "tf.keras with TF_USE_LEGACY_KERAS=1), which tfmot requires"
+            if type(model).__module__.startswith("keras") else "")
+    raise UserError(f"{who} needs a tf_keras Model, got {kind}{hint}")
+
+
 def as_policy(policy) -> Policy:
     if isinstance(policy, Policy):
         return policy
@@ -58,8 +70,7 @@ def quantize(model, policy, calibration=None, *, data_aware_clipping: bool = Tru
     static activation ranges of a `-static` policy and, with data_aware_clipping, picks each
     Dense layer's clipping factors by the output error on the calibration activations."""
     policy = as_policy(policy)
-    if not isinstance(model, keras.Model):
-        raise UserError(f"quantize() needs a tf_keras Model, got {type(model).__name__}")
+    require_tf_keras_model(model, "quantize()")
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             raise UserError(f"layer {layer.name}: nested models are not supported; flatten the model first")
