@@ -200,6 +200,8 @@ def test_whole_audio_layouts_dtypes_and_a_closed_recognizer(exported):
     from tfq_asr.runtime.litert import LiteRtError
     with pytest.raises(LiteRtError, match="closed"):
         closed.transcribe(audio)
+    with pytest.raises(LiteRtError, match="is a folder, not a .tflite file"):
+        Recognizer(exported[1]["w4-sc16"][0].parent)
     closed.close()  # twice is fine
 
 

@@ -242,6 +242,8 @@ class LiteRtModel:
         self.path = Path(path)
         self.profile = profile
         self._profiler = None
+        if self.path.is_dir():
+            raise LiteRtError(f"{self.path} is a folder, not a .tflite file")
         if not self.path.is_file():
             raise LiteRtError(f"{self.path}: no such model file")
         if threads < 1:
