@@ -69,3 +69,16 @@ def test_bad_input():
         beam_search_decode(np.full((3, NUM_CLASSES), np.nan))
     with pytest.raises(ValueError, match="beam_width"):
         BeamDecoder(0)
+
+
+def test_greedy_partials_stay_prefixes_with_stray_spaces():
+    from tfq_asr.text import BLANK
+    space = encode(" ")[0]
+    path = [space, BLANK] + encode("ab") + [BLANK, space, BLANK, space] + encode("c") + [space]
+    logits = np.full((len(path), NUM_CLASSES), -5.0, np.float32)
+    logits[np.arange(len(path)), path] = 5.0
+    d, partials = GreedyDecoder(), []
+    for row in logits:
+        d.accept(row[None])
+        partials.append(d.text)
+    assert d.finish() == "ab c" and all(d.finish().startswith(p) for p in partials)

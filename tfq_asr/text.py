@@ -58,5 +58,7 @@ def encode(text: str) -> list[int]:
 
 
 def decode_ids(ids) -> str:
-    """Class ids (no blanks expected, blanks skipped) back to text."""
-    return "".join(CHARS[i - 1] for i in ids if i != BLANK)
+    """Class ids (no blanks expected, blanks skipped) back to text: words joined by one space,
+    none at either end (CTC may emit a space first, or two in a row; the C core's decoder,
+    converters/stream/stream.c append_text, gives the same text)."""
+    return " ".join("".join(CHARS[i - 1] for i in ids if i != BLANK).split())

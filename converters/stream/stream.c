@@ -149,6 +149,7 @@ struct tfq_stream {
   float **state;         /* per state: the current value (unless the stream is resident) */
   char *text;
   size_t text_len, text_cap;
+  int space_pending;     /* a space decoded after a word: written when the next word starts */
   long last;
   int finished, failed;
   long steps;
@@ -863,7 +864,7 @@ fail:
   return TFQ_STREAM_ERR_MEMORY;
 }
 
-static int append_text(tfq_stream *s, const char *piece) {
+static int append_raw(tfq_stream *s, const char *piece) {
   size_t n = strlen(piece);
   if (s->text_len + n + 1 > s->text_cap) {
     size_t cap = s->text_cap;
@@ -876,6 +877,21 @@ static int append_text(tfq_stream *s, const char *piece) {
   memcpy(s->text + s->text_len, piece, n + 1);
   s->text_len += n;
   return 1;
+}
+
+/* The transcript as tfq_asr.text.decode_ids gives it: words joined by one space, none at either
+ * end (CTC may emit a space first, or two in a row).  A space piece is held until a word
+ * follows, so every partial is already in that form and a prefix of the final text. */
+static int append_text(tfq_stream *s, const char *piece) {
+  if (piece[0] == ' ' && piece[1] == '\0') {
+    s->space_pending = s->text_len > 0;
+    return 1;
+  }
+  if (s->space_pending) {
+    s->space_pending = 0;
+    if (!append_raw(s, " ")) return 0;
+  }
+  return append_raw(s, piece);
 }
 
 /* Where state i lives between steps: the memory the next step's binding reads it from. */
