@@ -74,17 +74,19 @@ def as_float_samples(samples) -> np.ndarray:
 MAX_CHANNELS = 16
 
 
-def to_mono(samples: np.ndarray) -> np.ndarray:
+def to_mono(samples: np.ndarray, channels_last: bool = False) -> np.ndarray:
     """[n] as it is; [n, channels] (soundfile's layout) or [channels, n] (librosa's) averaged
-    over the channels, the short axis; ValueError for other shapes."""
+    over the channels, the short axis; with channels_last (a stream's chunks, as audio
+    callbacks give them) [n, channels] only. ValueError for other shapes."""
     if samples.ndim == 1:
         return samples
     if samples.ndim == 2:
-        axis = 1 if samples.shape[1] <= samples.shape[0] else 0
-        if samples.shape[axis] <= MAX_CHANNELS:
+        axis = 1 if channels_last or samples.shape[1] <= samples.shape[0] else 0
+        if 1 <= samples.shape[axis] <= MAX_CHANNELS:
             return samples.mean(axis=axis, dtype=np.float64).astype(np.float32)
-    raise ValueError(f"audio samples of shape {samples.shape}: expected mono [n], or [n, channels] "
-                     f"or [channels, n] with at most {MAX_CHANNELS} channels")
+    layouts = "[n, channels]" if channels_last else "[n, channels] or [channels, n]"
+    raise ValueError(f"audio samples of shape {samples.shape}: expected mono [n], or {layouts} with at most "
+                     f"{MAX_CHANNELS} channels (averaged)")
 
 
 def prepare_samples(samples, sample_rate: int = SAMPLE_RATE) -> np.ndarray:

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .audio import prepare_samples
+from .decode import check_beam_width, ctc_decode
 from .errors import UserError
 from .frontend import LOG_FLOOR, N_MELS, log_mel
-from .decode import check_beam_width
-from .audio import prepare_samples
 from .streaming import SAMPLE_RATE, metadata_field, open_recognizer_model
 
 
@@ -69,12 +69,11 @@ class OfflineRecognizer:
         return out[:-(-t // self.subsampling)]
 
     def transcribe(self, samples, sample_rate: int = SAMPLE_RATE) -> str:
-        from . import decode
         feats = log_mel(prepare_samples(samples, sample_rate))
         if len(feats) == 0:
             return ""
         lg = self.logits(feats)
-        return decode.ctc_decode(lg, self.beam_width)
+        return ctc_decode(lg, self.beam_width)
 
     def close(self) -> None:
         """Frees the model; the recognizer cannot be used afterwards (idempotent)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .audio import MAX_CHANNELS, IncrementalResampler, as_float_samples, check_sample_rate, prepare_samples
+from .audio import IncrementalResampler, as_float_samples, check_sample_rate, prepare_samples, to_mono
 from .decode import BeamDecoder, GreedyDecoder, check_beam_width
 from .errors import UserError
 from .frontend import LOG_FLOOR, N_MELS, IncrementalLogMel
@@ -182,12 +182,7 @@ class Stream:
         scale-aware only through the log). `samples` counts what was accepted, at its rate."""
         if self.finished:
             raise UserError("accept() after finish(): start a new stream with Recognizer.stream()")
-        x = as_float_samples(samples)
-        if x.ndim == 2 and 1 <= x.shape[1] <= MAX_CHANNELS:  # [frames, channels], as audio callbacks give
-            x = x.mean(axis=1, dtype=np.float64).astype(np.float32)
-        if x.ndim != 1:
-            raise ValueError(f"expected samples [n] or [n, channels] (at most {MAX_CHANNELS} channels, "
-                             f"averaged), got shape {x.shape}")
+        x = to_mono(as_float_samples(samples), channels_last=True)
         if not np.all(np.isfinite(x)):  # before the resampler or the frontend holds any of it
             raise ValueError("audio chunk contains NaN or Inf samples; nothing was consumed")
         self.samples += x.size

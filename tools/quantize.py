@@ -55,9 +55,7 @@ def qat_augment(text: str) -> dict:
         if not isinstance(augment, dict):
             raise TypeError(f"expected a JSON object of TrainConfig fields, got {type(augment).__name__}")
         TrainConfig(**augment)
-    except (json.JSONDecodeError, TypeError) as err:
-        raise UserError(f"--augment {text}: {err}") from None
-    except UserError as err:
+    except (json.JSONDecodeError, TypeError, UserError) as err:
         raise UserError(f"--augment {text}: {err}") from None
     return augment
 

@@ -82,7 +82,8 @@ def search(model, budget_bytes: int, inputs: list[np.ndarray], base: WeightQuant
         return Policy(f"auto-{budget_bytes}", None, tuple(rules))
 
     # the budget is checked before the sensitivities, which run the model 3 times per kernel
-    floor = sum(e.bytes for e in account(model, policy_for({key: bits[-1] for key in keys})))
+    smallest = account(model, policy_for({key: bits[-1] for key in keys}))
+    floor = sum(e.bytes for e in smallest)
     if floor > budget_bytes:
         raise UserError(f"size budget {budget_bytes} bytes is below the smallest model this search can make "
                         f"({floor} bytes with every kernel at {bits[-1]} bits)")
@@ -90,7 +91,7 @@ def search(model, budget_bytes: int, inputs: list[np.ndarray], base: WeightQuant
     assign = {key: bits[0] for key in sens}
     total = sum(e.bytes for e in account(model, policy_for(assign)))
     sizes = {}
-    for e in account(model, policy_for({key: bits[-1] for key in sens})):
+    for e in smallest:
         if e.spec is not None:
             sizes[(e.layer, e.role)] = (e.k, e.n)
 

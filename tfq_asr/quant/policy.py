@@ -116,7 +116,7 @@ class Policy:
             except TypeError as err:  # a missing field
                 raise ValueError(f"policy {d['name']!r}: {err}") from None
         return cls(name=d["name"], default=spec(d.get("default")),
-                   rules=tuple(Rule(r["pattern"], spec(r["spec"])) for r in d.get("rules", [])),
+                   rules=tuple(Rule(r["pattern"], spec(r["spec"])) for r in rules),
                    activations=d.get("activations", "dynamic"),
                    **{f: d.get(f, "none") for f in INPUT_MODE_SUFFIXES})
 
