@@ -205,6 +205,30 @@ def test_whole_audio_layouts_dtypes_and_a_closed_recognizer(exported):
     closed.close()  # twice is fine
 
 
+def test_transcribe_feeds_its_stream_in_pieces(exported, monkeypatch):
+    """A whole recording goes through accept() a piece at a time (one accept of an hour-long
+    array held all of its spectra at once) and gives the transcript of one piece."""
+    import tfq_asr.streaming as streaming
+    r = Recognizer(exported[1]["w4-sc16"][0])
+    audio = _audio(seconds=2.3)
+    one = r.stream()
+    one.accept(audio)
+    whole = one.finish()
+    sizes = []
+    accept = streaming.Stream.accept
+
+    def spy(self, samples):
+        sizes.append(len(samples))
+        return accept(self, samples)
+
+    monkeypatch.setattr(streaming, "TRANSCRIBE_PIECE_SAMPLES", 8000)
+    monkeypatch.setattr(streaming.Stream, "accept", spy)
+    assert r.transcribe(audio) == whole
+    assert sizes == [8000] * (audio.size // 8000) + [audio.size % 8000]
+    sizes.clear()
+    assert r.transcribe(np.zeros(0, np.float32)) == "" and sizes == []
+
+
 @pytest.mark.parametrize("kind", ["litert-int8", "litert-int4"])
 def test_litert_baselines_stream_like_our_files(exported, tmp_path, kind):
     from tfq_asr.convert.baselines import export_streaming_baseline

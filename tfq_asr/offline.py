@@ -21,7 +21,7 @@ import numpy as np
 from .audio import prepare_samples
 from .decode import check_beam_width, ctc_decode
 from .errors import UserError
-from .frontend import LOG_FLOOR, N_MELS, log_mel
+from .frontend import LOG_FLOOR, N_MELS, log_mel, num_frames
 from .streaming import SAMPLE_RATE, metadata_field, open_recognizer_model
 
 
@@ -59,17 +59,22 @@ class OfflineRecognizer:
     def logits(self, features: np.ndarray) -> np.ndarray:
         """[T, mels] features (T <= input_frames) -> [ceil(T / subsampling), classes] logits."""
         t = len(features)
-        if t > self.input_frames:
-            raise UserError(f"{self.path}: {t / 100:.2f} s of audio is longer than this offline file's fixed "
-                            f"input of {self.input_frames} frames ({self.max_seconds:.2f} s); convert with a "
-                            "larger --input-frames, or use a streaming file (tools/convert.py --streaming)")
+        self._check_frames(t)
         x = np.full((1, self.input_frames, N_MELS), np.log(LOG_FLOOR), np.float32)
         x[0, :t] = features
         out = self.model.run({self.info["features"]: x})[self._logits][0]
         return out[:-(-t // self.subsampling)]
 
+    def _check_frames(self, t: int) -> None:
+        if t > self.input_frames:
+            raise UserError(f"{self.path}: {t / 100:.2f} s of audio is longer than this offline file's fixed "
+                            f"input of {self.input_frames} frames ({self.max_seconds:.2f} s); convert with a "
+                            "larger --input-frames, or use a streaming file (tools/convert.py --streaming)")
+
     def transcribe(self, samples, sample_rate: int = SAMPLE_RATE) -> str:
-        feats = log_mel(prepare_samples(samples, sample_rate))
+        x = prepare_samples(samples, sample_rate)
+        self._check_frames(num_frames(x.size))  # before the spectra of an hour-long array
+        feats = log_mel(x)
         if len(feats) == 0:
             return ""
         lg = self.logits(feats)
