@@ -205,28 +205,29 @@ def test_whole_audio_layouts_dtypes_and_a_closed_recognizer(exported):
     closed.close()  # twice is fine
 
 
-def test_transcribe_feeds_its_stream_in_pieces(exported, monkeypatch):
-    """A whole recording goes through accept() a piece at a time (one accept of an hour-long
-    array held all of its spectra at once) and gives the transcript of one piece."""
+def test_long_chunks_reach_the_frontend_in_pieces(exported, monkeypatch):
+    """accept() of a long array (or transcribe() of a whole recording) hands the frontend a
+    piece at a time (one push of an hour-long array held all of its spectra at once) and
+    gives the transcript of one push; so does a stream at another sample rate."""
     import tfq_asr.streaming as streaming
     r = Recognizer(exported[1]["w4-sc16"][0])
     audio = _audio(seconds=2.3)
-    one = r.stream()
-    one.accept(audio)
-    whole = one.finish()
+    whole, at_8k = r.transcribe(audio), r.transcribe(_audio(seconds=2.3)[::2], sample_rate=8000)
     sizes = []
-    accept = streaming.Stream.accept
+    push = streaming.IncrementalLogMel.push
 
     def spy(self, samples):
         sizes.append(len(samples))
-        return accept(self, samples)
+        return push(self, samples)
 
-    monkeypatch.setattr(streaming, "TRANSCRIBE_PIECE_SAMPLES", 8000)
-    monkeypatch.setattr(streaming.Stream, "accept", spy)
+    monkeypatch.setattr(streaming, "PIECE_SAMPLES", 8000)
+    monkeypatch.setattr(streaming.IncrementalLogMel, "push", spy)
     assert r.transcribe(audio) == whole
     assert sizes == [8000] * (audio.size // 8000) + [audio.size % 8000]
     sizes.clear()
-    assert r.transcribe(np.zeros(0, np.float32)) == "" and sizes == []
+    s = r.stream(sample_rate=8000)
+    s.accept(_audio(seconds=2.3)[::2])
+    assert s.finish() == at_8k and len(sizes) > 2 and max(sizes) < 17000, sizes  # soxr holds a few back
 
 
 @pytest.mark.parametrize("kind", ["litert-int8", "litert-int4"])

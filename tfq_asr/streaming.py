@@ -24,10 +24,10 @@ from .errors import UserError
 from .frontend import LOG_FLOOR, N_MELS, IncrementalLogMel
 
 SAMPLE_RATE = 16000
-# transcribe() feeds its stream this many samples at a time: the frontend's spectra of one
-# accept() are all in memory at once (a 10-minute array in one piece grew the peak RSS by
-# 1.4 GB; in pieces, by nothing beyond the first step's). The transcript is the same.
-TRANSCRIBE_PIECE_SAMPLES = 10 * SAMPLE_RATE
+# Stream.accept hands the frontend at most this many samples at a time: the spectra of one
+# push are all in memory at once (a 10-minute array in one push grew the peak RSS by 1.4 GB;
+# in pieces, by nothing beyond the first step's). Any chunking gives the same transcript.
+PIECE_SAMPLES = 10 * SAMPLE_RATE
 
 
 class Recognizer:
@@ -73,12 +73,10 @@ class Recognizer:
         return Stream(self, sample_rate)
 
     def transcribe(self, samples, sample_rate: int = SAMPLE_RATE) -> str:
-        """The whole recording's transcript: the same as streaming it in any chunks, with the
-        memory of streaming it however long it is."""
-        x = prepare_samples(samples, sample_rate)
+        """The whole recording's transcript (the same as streaming it in any chunks, in the
+        memory of streaming it, however long it is)."""
         s = self.stream()
-        for start in range(0, x.size, TRANSCRIBE_PIECE_SAMPLES):
-            s.accept(x[start:start + TRANSCRIBE_PIECE_SAMPLES])
+        s.accept(prepare_samples(samples, sample_rate))
         return s.finish()
 
     def close(self) -> None:
@@ -194,7 +192,9 @@ class Stream:
         if not np.all(np.isfinite(x)):  # before the resampler or the frontend holds any of it
             raise ValueError("audio chunk contains NaN or Inf samples; nothing was consumed")
         self.samples += x.size
-        self._push(self.resampler.push(x) if self.resampler else x)
+        for start in range(0, x.size, PIECE_SAMPLES):  # an hour-long chunk in flat memory too
+            piece = x[start:start + PIECE_SAMPLES]
+            self._push(self.resampler.push(piece) if self.resampler else piece)
 
     def _push(self, x: np.ndarray) -> None:
         self.frontend.push(x)
