@@ -42,6 +42,23 @@ def test_corpus_is_deterministic(tiny_corpus, tmp_path):
     assert (a == b).all()
 
 
+def test_only_renders_those_splits_as_in_the_whole_corpus(tiny_corpus, tmp_path):
+    """--only test gives the whole corpus's test split (one random stream plans every split
+    in turn, so a corpus of --train 0 has another one), and nothing else."""
+    out, _ = tiny_corpus
+    text = out.parent / "text.txt"
+    part = tmp_path / "part"
+    written = make_corpus.build_corpus(part, {"train": 12, "dev": 3, "test": 3}, seed=1, text_files=[text],
+                                       workers=1, dev_frac=0.2, test_frac=0.2, progress=False, only=["test"])
+    assert written == {"test": 3}
+    assert (part / "test.tsv").read_text() == (out / "test.tsv").read_text()
+    assert not (part / "train.tsv").exists() and not (part / "audio" / "train").exists()
+    alone = tmp_path / "alone"
+    make_corpus.build_corpus(alone, {"train": 0, "dev": 3, "test": 3}, seed=1, text_files=[text], workers=1,
+                             dev_frac=0.2, test_frac=0.2, progress=False)
+    assert (alone / "test.tsv").read_text() != (out / "test.tsv").read_text()
+
+
 def test_sentences_are_normalised(tmp_path):
     f = tmp_path / "t.txt"
     f.write_text("I owe you 25 dollars.  Really?\n%\nOK\n%\n  -- Somebody Famous\n")
@@ -55,6 +72,7 @@ def test_bad_counts_are_refused_before_anything_is_written(tmp_path):
     from tests.tool_runner import assert_one_line_error, run_tool
     out = tmp_path / "corpus"
     for extra, message in ((["--train", "-5"], "--train -5"), (["--workers", "0"], "--workers 0"),
-                           (["--train", "0", "--dev", "0", "--test", "0"], "nothing to synthesize")):
+                           (["--train", "0", "--dev", "0", "--test", "0"], "nothing to synthesize"),
+                           (["--test", "0", "--only", "test"], "--only test with --test 0")):
         assert_one_line_error(run_tool("make_corpus.py", "--out", out, *extra, isolated=True), message)
     assert not out.exists()

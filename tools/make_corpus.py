@@ -10,9 +10,11 @@ speed and noise augmentation, and written as FLAC. Output:
     OUT/<split>.tsv      columns: path (relative to OUT), duration, voice, engine, text
 
 The test split uses held-out voices AND held-out sentences; dev uses training voices on
-held-out sentences. The same seed gives the same corpus.
+held-out sentences. The same seed and counts give the same corpus; --only renders some
+splits of it (a model card's test set without its training utterances):
 
     python tools/make_corpus.py --out data/corpus --train 30000 --dev 400 --test 400
+    python tools/make_corpus.py --out data/corpus --train 24000 --dev 300 --test 400 --only dev test
 """
 from __future__ import annotations
 
@@ -222,8 +224,11 @@ def check_engines():
 
 
 def build_corpus(out: Path, counts: dict[str, int], seed: int = 0, text_files: list[Path] | None = None,
-                 workers: int = 2, dev_frac: float = 0.04, test_frac: float = 0.04, progress: bool = True) -> dict:
-    """Synthesize the corpus; returns {split: number of utterances written}."""
+                 workers: int = 2, dev_frac: float = 0.04, test_frac: float = 0.04, progress: bool = True,
+                 only: list[str] | None = None) -> dict:
+    """Synthesize the corpus; returns {split: number of utterances written}. `only`: render just
+    these splits, each exactly as in the whole corpus of `counts` (one random stream plans all
+    splits in turn, so the test split of --train 24000 differs from that of --train 0)."""
     from tqdm import tqdm
     check_engines()
     sentences = read_sentences(text_files or default_text_files())
@@ -231,8 +236,10 @@ def build_corpus(out: Path, counts: dict[str, int], seed: int = 0, text_files: l
         raise UserError("no usable sentences in the text files")
     splits = split_sentences(sentences, seed, dev_frac, test_frac)
     jobs = make_jobs(splits, counts, seed)
+    if only is not None:
+        jobs = [j for j in jobs if j.split in only]
     out.mkdir(parents=True, exist_ok=True)
-    rows = {s: [] for s in counts}
+    rows = {s: [] for s in counts if only is None or s in only}
     with ProcessPoolExecutor(max_workers=workers) as pool:
         results = pool.map(_render_star, ((j, out) for j in jobs), chunksize=16)
         for job, res in tqdm(zip(jobs, results), total=len(jobs), desc="synthesizing", disable=not progress):
@@ -253,15 +260,21 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--text", type=Path, nargs="*", help="text files ('%%'-separated fortunes or plain lines)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--only", nargs="+", choices=["train", "dev", "test"],
+                    help="synthesize only these splits, the same utterances as in the whole corpus of these "
+                         "counts (e.g. a model card's test set without its 24000 training utterances)")
     args = ap.parse_args(argv)
     check_option_minimums(args, train=0, dev=0, test=0, workers=1)
     if not args.train + args.dev + args.test:
         raise UserError("--train, --dev and --test are all 0: nothing to synthesize")
+    for split in args.only or []:
+        if not getattr(args, split):
+            raise UserError(f"--only {split} with --{split} 0: nothing to synthesize in it")
     for f in args.text or []:
         if not f.is_file():
             raise UserError(f"text file not found: {f}")
     counts = {"train": args.train, "dev": args.dev, "test": args.test}
-    written = build_corpus(args.out, counts, args.seed, args.text, args.workers)
+    written = build_corpus(args.out, counts, args.seed, args.text, args.workers, only=args.only)
     print(" ".join(f"{s}={n}" for s, n in written.items()), "utterances written to", args.out)
     print("manifest columns:", "\t".join(MANIFEST_COLUMNS))
 
