@@ -56,7 +56,8 @@ def card(name: str, model, meta: dict, results: dict, corpus_lines: list[str]) -
         "| split | utterances | WER % | CER % |", "|---|---:|---:|---:|", *rows, "",
         "| split/engine | utterances | WER % | CER % |", "|---|---:|---:|---:|", *sub, "",
         "Reproduce: `python tools/evaluate.py --model " + name + " --manifest data/corpus/test.tsv` "
-        "after `python tools/make_corpus.py --out data/corpus --train 24000 --dev 300 --test 400`.", ""])
+        "(and `data/corpus/dev.tsv`) after `python tools/make_corpus.py --out data/corpus --train 24000 --dev 300 "
+        "--test 400 --only dev test` (the splits of the training corpus, without its 24000 training utterances).", ""])
 
 
 def quant_section(q: dict) -> list[str]:
