@@ -6,6 +6,11 @@
 Without --tflite the streaming file is exported to a temporary file first (as
 `tools/convert.py --model M --streaming` writes it).  Prints identical transcripts, the WER of
 each side and the largest logit difference; --json writes everything, per utterance too.
+
+--versus keras-ulp compares the Keras step model with itself on features one float32 ulp up
+instead: how much a last-bit difference alone moves the transcripts, the yardstick for the
+file's differences (run under TF_ENABLE_ONEDNN_OPTS=0 and =1 to compare TensorFlow's own two
+CPU paths through the "keras" transcripts of the two --json files).
 """
 from __future__ import annotations
 
@@ -26,6 +31,9 @@ def main(argv=None):
     ap.add_argument("--manifest", required=True, type=Path, help="TSV manifest (path, duration, voice, engine, text)")
     ap.add_argument("--limit", type=int, help="only the first N utterances")
     ap.add_argument("--lstm-steps", type=int, default=8, help="LSTM steps per call of the file (LSTM models)")
+    ap.add_argument("--versus", choices=["tflite", "keras-ulp"], default="tflite",
+                    help="what the Keras step model is compared with: the .tflite (default) or itself on "
+                         "features one ulp up")
     ap.add_argument("--json", type=Path, help="write the full result here")
     args = ap.parse_args(argv)
     check_option_minimums(args, limit=1, lstm_steps=1)
@@ -43,11 +51,14 @@ def main(argv=None):
             path = Path(tmp) / f"{model.name}-stream.tflite"
             export_streaming(model, path, lstm_steps=args.lstm_steps)
         try:
-            r = compare_streaming(model, path, args.manifest, limit=args.limit, lstm_steps=args.lstm_steps)
+            r = compare_streaming(model, path, args.manifest, limit=args.limit, lstm_steps=args.lstm_steps,
+                                  versus=args.versus.replace("-", "_"))
         except ValueError as err:
             raise UserError(str(err)) from None
+    side, label = (("tflite", ".tflite, LiteRT") if r["versus"] == "tflite" else
+                   ("keras_ulp", "Keras, features one ulp up"))
     print(f"{r['model']} ({r['policy']}), {r['utterances']} utterances of {args.manifest}: identical transcripts "
-          f"{r['identical']}/{r['utterances']}; WER {r['wer_tflite']:.2f} (.tflite, LiteRT) vs {r['wer_keras']:.2f} "
+          f"{r['identical']}/{r['utterances']}; WER {r['wer_' + side]:.2f} ({label}) vs {r['wer_keras']:.2f} "
           f"(Keras step model); max logit difference {r['max_logit_diff']:.3g} (median per utterance "
           f"{r['median_logit_diff']:.3g})")
     if args.json:

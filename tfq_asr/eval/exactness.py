@@ -56,10 +56,31 @@ def _run(recognizer, audio: np.ndarray):
     return text, np.concatenate(logits) if logits else np.zeros((0, 0), np.float32)
 
 
+VERSUS = ("tflite", "keras_ulp")
+
+
+def nudged_one_ulp(recognizer):
+    """`recognizer` with every input feature moved to the next float32 up before each step:
+    how far one last-bit difference alone moves the transcripts (compare_streaming's
+    versus="keras_ulp", the yardstick for the file's differences from Keras)."""
+    step = recognizer.step
+
+    def nudged(frames, state):
+        f = np.asarray(frames, np.float32)
+        return step(np.nextafter(f, np.float32(np.inf)), state)
+
+    recognizer.step = nudged
+    return recognizer
+
+
 def compare_streaming(model, tflite_path, manifest, limit: int | None = None, lstm_steps: int = 8,
-                      progress: bool = True) -> dict:
+                      progress: bool = True, versus: str = "tflite") -> dict:
     """`model`: the AsrModel the streaming file `tflite_path` was exported from (with its own
-    chunk size and, for an LSTM, `lstm_steps` steps per call)."""
+    chunk size and, for an LSTM, `lstm_steps` steps per call). versus="keras_ulp" compares the
+    Keras step model with itself on features one ulp up instead of with the file (whose
+    metadata still gives the states)."""
+    if versus not in VERSUS:
+        raise ValueError(f"versus={versus!r}: one of {', '.join(VERSUS)}")
     from tqdm import tqdm
     from ..audio import load_audio
     from ..convert.export import streaming_step_model
@@ -76,14 +97,15 @@ def compare_streaming(model, tflite_path, manifest, limit: int | None = None, ls
                              "(and --lstm-steps)")
         step, policy = streaming_step_model(model, lstm_steps=lstm_steps)
         keras_rec = KerasStepRecognizer(step, lite.info)
+        other = lite if versus == "tflite" else nudged_one_ulp(KerasStepRecognizer(step, lite.info))
         rows = []
         for u in tqdm(read_manifest(manifest, limit), desc="exactness", disable=not progress):
             audio = load_audio(u.path)
-            t_lite, l_lite = _run(lite, audio)
+            t_lite, l_lite = _run(other, audio)
             t_keras, l_keras = _run(keras_rec, audio)
             if l_lite.shape != l_keras.shape:
                 raise ValueError(f"{u.path}: logits {l_lite.shape} from the file, {l_keras.shape} from Keras")
-            rows.append({"audio": str(u.path), "ref": u.text, "tflite": t_lite, "keras": t_keras,
+            rows.append({"audio": str(u.path), "ref": u.text, versus: t_lite, "keras": t_keras,
                          "max_logit_diff": float(np.abs(l_lite - l_keras).max()) if l_lite.size else 0.0,
                          "logit_scale": float(np.abs(l_keras).max()) if l_keras.size else 0.0})
     finally:
@@ -91,9 +113,9 @@ def compare_streaming(model, tflite_path, manifest, limit: int | None = None, ls
     if not rows:
         raise ValueError(f"{manifest}: no utterances")
     refs = [r["ref"] for r in rows]
-    return {"model": model.name, "policy": policy, "file": str(tflite_path), "utterances": len(rows),
-            "identical": sum(r["tflite"] == r["keras"] for r in rows),
-            "wer_tflite": error_rates(refs, [r["tflite"] for r in rows])["wer"],
+    return {"model": model.name, "policy": policy, "file": str(tflite_path), "versus": versus,
+            "utterances": len(rows), "identical": sum(r[versus] == r["keras"] for r in rows),
+            f"wer_{versus}": error_rates(refs, [r[versus] for r in rows])["wer"],
             "wer_keras": error_rates(refs, [r["keras"] for r in rows])["wer"],
             "max_logit_diff": max(r["max_logit_diff"] for r in rows),
             "median_logit_diff": float(np.median([r["max_logit_diff"] for r in rows])),
