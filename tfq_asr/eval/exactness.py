@@ -101,12 +101,12 @@ def compare_streaming(model, tflite_path, manifest, limit: int | None = None, ls
         rows = []
         for u in tqdm(read_manifest(manifest, limit), desc="exactness", disable=not progress):
             audio = load_audio(u.path)
-            t_lite, l_lite = _run(other, audio)
+            t_other, l_other = _run(other, audio)
             t_keras, l_keras = _run(keras_rec, audio)
-            if l_lite.shape != l_keras.shape:
-                raise ValueError(f"{u.path}: logits {l_lite.shape} from the file, {l_keras.shape} from Keras")
-            rows.append({"audio": str(u.path), "ref": u.text, versus: t_lite, "keras": t_keras,
-                         "max_logit_diff": float(np.abs(l_lite - l_keras).max()) if l_lite.size else 0.0,
+            if l_other.shape != l_keras.shape:
+                raise ValueError(f"{u.path}: logits {l_other.shape} from {versus}, {l_keras.shape} from Keras")
+            rows.append({"audio": str(u.path), "ref": u.text, versus: t_other, "keras": t_keras,
+                         "max_logit_diff": float(np.abs(l_other - l_keras).max()) if l_other.size else 0.0,
                          "logit_scale": float(np.abs(l_keras).max()) if l_keras.size else 0.0})
     finally:
         lite.close()
