@@ -69,6 +69,18 @@ def test_mel_taps_are_the_mel_basis_and_frames_do_not_interact():
         np.testing.assert_array_equal(_mel_project(power[i:j]), full[i:j])
 
 
+def test_log_mel_in_blocks_gives_the_frames_of_one_block(monkeypatch):
+    """log_mel computes long audio a block of frames at a time (its float64 temporaries of a
+    whole 10-minute recording took 2 GB); the frames are those of one pass, bit for bit."""
+    import tfq_asr.frontend as fe
+    audio = (np.random.default_rng(7).normal(size=16000 * 3 + 123) * 0.1).astype(np.float32)
+    monkeypatch.setattr(fe, "BLOCK_FRAMES", 10**9)
+    whole = fe.log_mel(audio)
+    for block in (1, 7, 100, len(whole) - 1):
+        monkeypatch.setattr(fe, "BLOCK_FRAMES", block)
+        np.testing.assert_array_equal(fe.log_mel(audio), whole)
+
+
 def test_one_sample_at_a_time():
     x = speechlike(0.1, 3)
     inc = IncrementalLogMel()

@@ -72,3 +72,28 @@ def test_quantized_streaming_equals_quantized_offline(policy):
 def test_offline_model_rejected_for_streaming():
     with pytest.raises(ValueError, match="streaming configuration"):
         build_step_model(dataclasses.replace(CONFORMER, chunk=0))
+
+
+def test_long_utterances_run_through_the_step_model(monkeypatch):
+    """AsrModel.logits of a long utterance (a streaming Conformer) runs the step model chunk
+    by chunk in flat memory, not the [T, T] attention of one pass: the logits of the whole
+    pass within float rounding (but the last frame), trimmed to its length; shorter input and
+    LSTMs take one pass."""
+    import tfq_asr.models.bundle as bundle
+    from tfq_asr.models import AsrModel, output_length
+    keras.utils.set_random_seed(0)
+    km = build_model(CONFORMER)
+    _randomize(km, 4)
+    m = AsrModel("tiny", CONFORMER, km)
+    feats = _features(5 * chunk_frames(CONFORMER) + 3, seed=5)  # the last chunk padded
+    whole = m.logits(feats)
+    assert m._step is None  # noqa: SLF001
+    monkeypatch.setattr(bundle, "LONG_UTTERANCE_FRAMES", chunk_frames(CONFORMER))
+    streamed = m.logits(feats)
+    assert m._step is not None and streamed.shape == whole.shape == (output_length(len(feats), CONFORMER), 29)
+    # the last frame's inputs end inside the padding, silence frames here and the convolution's
+    # own padding in the one pass, as between a streaming file and the offline model
+    np.testing.assert_allclose(streamed[:-1], whole[:-1], rtol=1e-4, atol=1e-4 * np.abs(whole).max())
+    lstm = AsrModel("tiny-lstm", LSTM, build_model(LSTM))
+    lstm.logits(feats)
+    assert lstm._step is None  # noqa: SLF001

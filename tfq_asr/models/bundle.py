@@ -19,6 +19,10 @@ from .config import config_from_dict, config_to_dict
 
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 FORMAT_VERSION = 1
+# Longer utterances go through a streaming Conformer's step model, chunk by chunk: the whole-
+# utterance pass holds [T, T] attention scores (conformer-ctc-xs: 0.3 GB at 80 s of audio,
+# 2.7 GB at 4 minutes, an out-of-memory crash at about 15), the step model a fixed state.
+LONG_UTTERANCE_FRAMES = 6000  # 60 s
 
 
 def _frontend_dict() -> dict:
@@ -34,15 +38,32 @@ class AsrModel:
     keras_model: object
     quantization: dict | None = None  # policy and method of a quantized checkpoint
     _infer: object = field(default=None, repr=False, compare=False)  # the traced inference graph
+    _step: object = field(default=None, repr=False, compare=False)  # streaming step model, built on demand
 
     def logits(self, features: np.ndarray) -> np.ndarray:
-        """[T, num_mels] features -> [T', num_classes] logits (batch of one, no padding)."""
+        """[T, num_mels] features -> [T', num_classes] logits (batch of one, no padding).
+        Beyond LONG_UTTERANCE_FRAMES a streaming Conformer runs chunk by chunk through its
+        step model, in flat memory: the same chunked attention, so the logits agree with the
+        whole-utterance pass within float rounding (and, quantized, its int8 rounding flips),
+        but for the last frame when the utterance ends inside a chunk (its inputs end in the
+        silence that pads the chunk, where the one pass has its convolution's padding)."""
+        if features.shape[0] > LONG_UTTERANCE_FRAMES and self.config.kind == "conformer" and self.config.streaming:
+            return self._streamed_logits(features)
         if self._infer is None:
             import tensorflow as tf
             # One graph for every length: eager Keras dispatches op by op, about 10x slower here.
             self._infer = tf.function(lambda x: self.keras_model(x, training=False), reduce_retracing=True,
                                       input_signature=[tf.TensorSpec([1, None, features.shape[-1]], tf.float32)])
         return self._infer(features[None].astype(np.float32)).numpy()[0]
+
+    def _streamed_logits(self, features: np.ndarray) -> np.ndarray:
+        from . import output_length
+        from .streaming import run_streaming_keras
+        if self._step is None:
+            from ..convert.export import streaming_step_model
+            self._step, _ = streaming_step_model(self)
+        # the last chunk is padded with silence; its extra frames are not the utterance's
+        return run_streaming_keras(self._step, self.config, features)[:output_length(features.shape[0], self.config)]
 
     def transcribe_features(self, features: np.ndarray, beam_width: int = 0) -> str:
         from .. import decode
