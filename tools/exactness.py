@@ -22,6 +22,7 @@ from pathlib import Path
 import _setup  # noqa: F401,E402  (environment and sys.path)
 
 from tfq_asr.errors import UserError, check_option_minimums, check_output_file, cli_main  # noqa: E402
+from tfq_asr.eval.exactness import VERSUS  # noqa: E402
 
 
 def main(argv=None):
@@ -31,7 +32,7 @@ def main(argv=None):
     ap.add_argument("--manifest", required=True, type=Path, help="TSV manifest (path, duration, voice, engine, text)")
     ap.add_argument("--limit", type=int, help="only the first N utterances")
     ap.add_argument("--lstm-steps", type=int, default=8, help="LSTM steps per call of the file (LSTM models)")
-    ap.add_argument("--versus", choices=["tflite", "keras-ulp"], default="tflite",
+    ap.add_argument("--versus", choices=[v.replace("_", "-") for v in VERSUS], default="tflite",
                     help="what the Keras step model is compared with: the .tflite (default) or itself on "
                          "features one ulp up")
     ap.add_argument("--json", type=Path, help="write the full result here")
@@ -55,10 +56,9 @@ def main(argv=None):
                                   versus=args.versus.replace("-", "_"))
         except ValueError as err:
             raise UserError(str(err)) from None
-    side, label = (("tflite", ".tflite, LiteRT") if r["versus"] == "tflite" else
-                   ("keras_ulp", "Keras, features one ulp up"))
+    side = r["versus"]
     print(f"{r['model']} ({r['policy']}), {r['utterances']} utterances of {args.manifest}: identical transcripts "
-          f"{r['identical']}/{r['utterances']}; WER {r['wer_' + side]:.2f} ({label}) vs {r['wer_keras']:.2f} "
+          f"{r['identical']}/{r['utterances']}; WER {r['wer_' + side]:.2f} ({VERSUS[side]}) vs {r['wer_keras']:.2f} "
           f"(Keras step model); max logit difference {r['max_logit_diff']:.3g} (median per utterance "
           f"{r['median_logit_diff']:.3g})")
     if args.json:

@@ -56,7 +56,8 @@ def _run(recognizer, audio: np.ndarray):
     return text, np.concatenate(logits) if logits else np.zeros((0, 0), np.float32)
 
 
-VERSUS = ("tflite", "keras_ulp")
+# what compare_streaming can compare the Keras step model with, and how reports name it
+VERSUS = {"tflite": ".tflite, LiteRT", "keras_ulp": "Keras, features one ulp up"}
 
 
 def nudged_one_ulp(recognizer):
